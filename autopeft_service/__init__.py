@@ -1,0 +1,1 @@
+"""autopeft: multi-objective Bayesian search over parameter-efficient fine-tuning configurations."""

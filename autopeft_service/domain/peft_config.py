@@ -1,0 +1,283 @@
+"""PeftConfig: the exact PEFT configuration a worker builds and trains.
+
+Every method follows He et al. (ICLR 2022, "Towards a Unified View of Parameter-Efficient
+Transfer Learning"): a modification Δh with a function, a position (attention or FFN), a
+form (sequential or parallel) and a scale. Each method is configured *per layer*: a size
+of 0 (or ``False``) at layer ``i`` means the method is absent from that layer, and a
+method whose sizes are all 0 builds no module at all.
+
+Pure Python (pydantic only): no torch, SQL or HTTP here. JSON round-trips exactly:
+``PeftConfig.from_json(cfg.to_json()) == cfg``.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from autopeft_service.domain.validation import FieldError, parse_model, parse_model_json
+
+
+class Position(StrEnum):
+    """Where in a transformer layer a module reads its input and adds its output."""
+
+    ATTENTION = "attention"
+    FFN = "ffn"
+
+
+class LoraTarget(StrEnum):
+    """Linear projections of a layer that LoRA can adapt."""
+
+    QUERY = "query"
+    KEY = "key"
+    VALUE = "value"
+    ATTENTION_OUTPUT = "attention_output"
+    FFN_IN = "ffn_in"
+    FFN_OUT = "ffn_out"
+
+
+class IA3Target(StrEnum):
+    """Activations that (IA)^3 rescales."""
+
+    KEY = "key"
+    VALUE = "value"
+    FFN = "ffn"
+
+
+Activation = Literal["relu", "gelu", "tanh"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    if any(s < 0 for s in sizes):
+        raise ValueError(f"sizes must be >= 0 (0 = absent), got {list(sizes)}")
+    return sizes
+
+
+class SerialAdapterConfig(_Frozen):
+    """Bottleneck adapter in sequence (Houlsby/Pfeiffer): h <- h + f(h W_down) W_up.
+
+    At ``ffn`` it sits after the FFN output projection, before the residual and LayerNorm
+    (Pfeiffer placement); at ``attention`` after the attention output projection.
+    Per layer: 2*d*r + r + d trainable parameters for bottleneck r.
+    """
+
+    sizes: tuple[int, ...] = Field(description="Bottleneck width per layer; 0 = no adapter.")
+    position: Position = Field(Position.FFN, description="Sublayer the adapter follows.")
+    activation: Activation = Field("relu", description="Nonlinearity inside the bottleneck.")
+
+    _sizes_ok = field_validator("sizes")(_check_sizes)
+
+
+class ParallelAdapterConfig(_Frozen):
+    """Scaled parallel adapter (He et al.): output += s * f(x W_down) W_up, x = sublayer input.
+
+    At ``ffn`` it reads the FFN input and adds to the FFN output (before the residual and
+    LayerNorm); at ``attention`` it reads the attention input and adds to the attention
+    output. W_up is initialised to zero, so the model is unchanged at initialisation.
+    Per layer: 2*d*r + r + d trainable parameters for bottleneck r.
+    """
+
+    sizes: tuple[int, ...] = Field(description="Bottleneck width per layer; 0 = no adapter.")
+    position: Position = Field(Position.FFN, description="Sublayer the adapter runs beside.")
+    scale: float = Field(4.0, gt=0, description="Fixed scale s of the adapter output.")
+    activation: Activation = Field("relu", description="Nonlinearity inside the bottleneck.")
+
+    _sizes_ok = field_validator("sizes")(_check_sizes)
+
+    @field_validator("scale")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("scale must be finite")
+        return value
+
+
+class PrefixConfig(_Frozen):
+    """Prefix tuning (Li & Liang 2021): learned key/value prefixes at self-attention.
+
+    Layer i gets ``lengths[i]`` extra key/value positions every query attends to. With
+    ``reparameterize`` the prefixes are produced during training by an MLP
+    (d -> mlp_width -> 2d, tanh) from a per-layer (length x d) embedding; the MLP is shared
+    by all layers and **counts as trainable** (it is trained and costs memory). After
+    training it can be folded away, leaving 2*length*d numbers per layer ("deployed").
+    Without reparameterisation the 2*length*d prefix numbers are trained directly.
+    """
+
+    lengths: tuple[int, ...] = Field(description="Prefix length per layer; 0 = no prefix.")
+    reparameterize: bool = Field(True, description="Train through an MLP (Li & Liang).")
+    mlp_width: int = Field(800, gt=0, description="Hidden width of the reparameterising MLP.")
+
+    _sizes_ok = field_validator("lengths")(_check_sizes)
+
+
+class LoraConfig(_Frozen):
+    """LoRA (Hu et al. 2022): W x + (alpha / r) * B A x on chosen projections, B = 0 at init.
+
+    Per layer and target with (in, out) dimensions: r * (in + out) trainable parameters.
+    """
+
+    ranks: tuple[int, ...] = Field(description="Rank per layer; 0 = no LoRA in that layer.")
+    targets: tuple[LoraTarget, ...] = Field(
+        (LoraTarget.QUERY, LoraTarget.VALUE), min_length=1, description="Projections adapted."
+    )
+    alpha: float = Field(16.0, gt=0, description="Scaling numerator: update scaled by alpha/r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
+
+    _sizes_ok = field_validator("ranks")(_check_sizes)
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value: tuple[LoraTarget, ...]) -> tuple[LoraTarget, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"targets repeat: {[t.value for t in value]}")
+        return value
+
+
+class BitFitConfig(_Frozen):
+    """BitFit (Ben Zaken et al. 2022): train the bias terms of the chosen layers.
+
+    Per chosen layer: the biases of query, key, value, attention output, both LayerNorms,
+    FFN in and FFN out: 7*d + f parameters.
+    """
+
+    layers: tuple[bool, ...] = Field(description="Per layer: train its biases.")
+
+
+class IA3Config(_Frozen):
+    """(IA)^3 (Liu et al. 2022): learned elementwise rescaling of keys, values and FFN.
+
+    Vectors start at one (the model is unchanged at initialisation). Per chosen layer:
+    d for key, d for value, f for the FFN intermediate activation.
+    """
+
+    layers: tuple[bool, ...] = Field(description="Per layer: rescale its activations.")
+    targets: tuple[IA3Target, ...] = Field(
+        (IA3Target.KEY, IA3Target.VALUE, IA3Target.FFN), min_length=1,
+        description="Activations rescaled.",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, value: tuple[IA3Target, ...]) -> tuple[IA3Target, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"targets repeat: {[t.value for t in value]}")
+        return value
+
+
+class PeftConfig(_Frozen):
+    """A complete PEFT configuration for a backbone with ``num_layers`` layers.
+
+    An empty configuration (no method) trains the task head alone; ``full_finetuning``
+    trains the whole backbone (a baseline; it excludes every other method).
+
+    Raises (on construction):
+        pydantic.ValidationError: use ``from_dict``/``from_json`` for a ConfigError that
+        names the field.
+    """
+
+    num_layers: int = Field(gt=0, description="Layers of the backbone this config is for.")
+    serial_adapters: tuple[SerialAdapterConfig, ...] = Field(
+        (), description="Serial adapters, at most one per position."
+    )
+    parallel_adapters: tuple[ParallelAdapterConfig, ...] = Field(
+        (), description="Parallel adapters, at most one per position."
+    )
+    prefix: PrefixConfig | None = None
+    lora: LoraConfig | None = None
+    bitfit: BitFitConfig | None = None
+    ia3: IA3Config | None = None
+    full_finetuning: bool = Field(False, description="Train every backbone parameter.")
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> Self:
+        per_layer: list[tuple[str, tuple[object, ...]]] = []
+        for kind, adapters in (("serial_adapters", self.serial_adapters),
+                               ("parallel_adapters", self.parallel_adapters)):
+            positions = [a.position for a in adapters]
+            if len(set(positions)) != len(positions):
+                raise FieldError(kind, "at most one adapter per position, got "
+                                       f"{[p.value for p in positions]}")
+            per_layer += [(f"{kind}.{i}.sizes", a.sizes) for i, a in enumerate(adapters)]
+        if self.prefix is not None:
+            per_layer.append(("prefix.lengths", self.prefix.lengths))
+        if self.lora is not None:
+            per_layer.append(("lora.ranks", self.lora.ranks))
+        if self.bitfit is not None:
+            per_layer.append(("bitfit.layers", self.bitfit.layers))
+        if self.ia3 is not None:
+            per_layer.append(("ia3.layers", self.ia3.layers))
+        for name, values in per_layer:
+            if len(values) != self.num_layers:
+                raise FieldError(name, f"has {len(values)} entries, expected one per layer "
+                                       f"(num_layers={self.num_layers})")
+        if self.full_finetuning and self.has_modules:
+            raise FieldError("full_finetuning",
+                             "excludes PEFT methods: give one or the other")
+        return self
+
+    @property
+    def has_modules(self) -> bool:
+        """True when at least one method is present in at least one layer."""
+        return bool(
+            any(any(a.sizes) for a in self.serial_adapters)
+            or any(any(a.sizes) for a in self.parallel_adapters)
+            or (self.prefix is not None and any(self.prefix.lengths))
+            or (self.lora is not None and any(self.lora.ranks))
+            or (self.bitfit is not None and any(self.bitfit.layers))
+            or (self.ia3 is not None and any(self.ia3.layers))
+        )
+
+    @property
+    def is_head_only(self) -> bool:
+        """True when only the task head trains."""
+        return not self.full_finetuning and not self.has_modules
+
+    def describe(self) -> str:
+        """A short human-readable summary, e.g. ``serial@ffn[64x6] + lora[8x6:query,value]``."""
+        if self.full_finetuning:
+            return "full fine-tuning"
+        parts = []
+
+        def sizes(values: tuple[int, ...]) -> str:
+            used = [v for v in values if v]
+            distinct = sorted(set(used))
+            core = f"{distinct[0]}" if len(distinct) == 1 else "/".join(map(str, distinct))
+            return f"{core}x{len(used)}"
+
+        for a in self.serial_adapters:
+            if any(a.sizes):
+                parts.append(f"serial@{a.position.value}[{sizes(a.sizes)}]")
+        for a in self.parallel_adapters:
+            if any(a.sizes):
+                parts.append(f"parallel@{a.position.value}[{sizes(a.sizes)}]")
+        if self.prefix is not None and any(self.prefix.lengths):
+            parts.append(f"prefix[{sizes(self.prefix.lengths)}]")
+        if self.lora is not None and any(self.lora.ranks):
+            targets = ",".join(t.value for t in self.lora.targets)
+            parts.append(f"lora[{sizes(self.lora.ranks)}:{targets}]")
+        if self.bitfit is not None and any(self.bitfit.layers):
+            parts.append(f"bitfit[{sum(self.bitfit.layers)} layers]")
+        if self.ia3 is not None and any(self.ia3.layers):
+            parts.append(f"ia3[{sum(self.ia3.layers)} layers]")
+        return " + ".join(parts) if parts else "head only"
+
+    def to_json(self) -> str:
+        """Serialise to JSON (round-trips through ``from_json``)."""
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> PeftConfig:
+        """Parse and validate JSON. Raises ConfigError naming the invalid field."""
+        return parse_model_json(cls, text)
+
+    @classmethod
+    def from_dict(cls, data: object) -> PeftConfig:
+        """Validate a mapping. Raises ConfigError naming the invalid field."""
+        return parse_model(cls, data)
