@@ -1,0 +1,13 @@
+"""PEFT modules, one file per method, and their injection into BERT-like backbones.
+
+Each method file holds the ``nn.Module`` and an ``inject`` function; its configuration is
+the matching pydantic model in ``autopeft_service.domain.peft_config`` (shared with the
+server, which must validate configurations without torch). ``apply_peft`` builds a whole
+``PeftConfig``.
+"""
+
+from workers.peft.arch import ARCHITECTURES, ArchitectureMapping, mapping_for
+from workers.peft.inject import apply_peft, trainable_parameter_count
+
+__all__ = ["ARCHITECTURES", "ArchitectureMapping", "apply_peft", "mapping_for",
+           "trainable_parameter_count"]

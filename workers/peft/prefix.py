@@ -1,0 +1,147 @@
+"""Prefix tuning (Li & Liang, ACL 2021): learned key/value prefixes at self-attention.
+
+Config: ``autopeft_service.domain.peft_config.PrefixConfig``. Layer i gets ``lengths[i]``
+extra key/value positions that every query attends to (He et al.'s unified view: a
+parallel modification at attention with a softmax "gate").
+
+With reparameterisation a per-layer (length x d) embedding goes through one MLP shared by
+all layers (d -> width -> 2d, tanh) that outputs the layer's keys and values; the MLP is
+trainable and counted. ``PrefixEncoder.fold()`` replaces the MLP by its outputs after
+training (2 * length * d numbers per layer: the deployed size).
+
+The attention forward is re-implemented here (written by hand: transformers 5.x computes
+keys inside ``BertSelfAttention.forward`` with no hook for extra positions). It calls the
+same attention kernel the model is configured for (eager or SDPA) and extends the mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
+
+from autopeft_service.domain.peft_config import PrefixConfig
+from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
+
+
+class PrefixEncoder(nn.Module):
+    """Produces each layer's prefix keys and values; owns every prefix parameter.
+
+    Attributes:
+        embeddings: layer index (as str) -> (length, d) with reparameterisation, else
+            (length, 2d) keys and values directly.
+        mlp: the shared reparameterising MLP, or None.
+    """
+
+    def __init__(self, config: PrefixConfig, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        width = hidden if config.reparameterize else 2 * hidden
+        self.embeddings = nn.ParameterDict({
+            str(i): nn.Parameter(torch.randn(length, width) * 0.02)
+            for i, length in enumerate(config.lengths) if length
+        })
+        self.mlp: nn.Module | None = None
+        if config.reparameterize:
+            self.mlp = nn.Sequential(nn.Linear(hidden, config.mlp_width), nn.Tanh(),
+                                     nn.Linear(config.mlp_width, 2 * hidden))
+
+    def key_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of a layer's prefix, each (length, d)."""
+        prefix = self.embeddings[str(layer)]
+        if self.mlp is not None:
+            prefix = self.mlp(prefix)
+        return prefix[:, : self.hidden], prefix[:, self.hidden:]
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Replace the MLP by its outputs (for deployment); a no-op without one."""
+        if self.mlp is None:
+            return
+        folded = {name: nn.Parameter(self.mlp(p).detach().clone())
+                  for name, p in self.embeddings.items()}
+        self.mlp = None
+        self.embeddings = nn.ParameterDict(folded)
+
+
+class PrefixSelfAttention(nn.Module):
+    """A BERT-like self-attention whose keys and values are prefixed by learned positions."""
+
+    def __init__(self, base: nn.Module, encoder: PrefixEncoder, layer: int) -> None:
+        super().__init__()
+        self.base = base
+        self.layer = layer
+        # A plain attribute, not a submodule: the encoder is registered once, on the backbone,
+        # so its parameters are not counted or saved once per layer.
+        object.__setattr__(self, "_encoder", encoder)
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                past_key_values: object | None = None, **kwargs: object
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Same contract as ``BertSelfAttention.forward`` (encoder use: no cache)."""
+        base = self.base
+        batch, length = hidden_states.shape[:2]
+        head_shape = (batch, length, -1, base.attention_head_size)
+        query = base.query(hidden_states).view(head_shape).transpose(1, 2)
+        key = base.key(hidden_states).view(head_shape).transpose(1, 2)
+        value = base.value(hidden_states).view(head_shape).transpose(1, 2)
+
+        prefix_key, prefix_value = self._encoder.key_values(self.layer)
+        prefix_length = prefix_key.shape[0]
+        prefix_shape = (1, prefix_length, -1, base.attention_head_size)
+
+        def to_heads(prefix: torch.Tensor) -> torch.Tensor:
+            return prefix.view(prefix_shape).transpose(1, 2).expand(batch, -1, -1, -1)
+
+        key = torch.cat([to_heads(prefix_key).to(key.dtype), key], dim=2)
+        value = torch.cat([to_heads(prefix_value).to(value.dtype), value], dim=2)
+        attention_mask = extend_mask(attention_mask, prefix_length)
+
+        attention: Callable[..., tuple[torch.Tensor, torch.Tensor | None]] = (
+            ALL_ATTENTION_FUNCTIONS.get_interface(base.config._attn_implementation,
+                                                  eager_attention_forward))
+        output, weights = attention(
+            base, query, key, value, attention_mask,
+            dropout=0.0 if not self.training else base.dropout.p,
+            scaling=base.scaling, **kwargs)
+        return output.reshape(batch, length, -1).contiguous(), weights
+
+
+def extend_mask(mask: torch.Tensor | None, prefix_length: int) -> torch.Tensor | None:
+    """Prepend ``prefix_length`` always-visible key positions to a 4-D attention mask.
+
+    Boolean masks mark visible keys True; additive float masks mark them 0. ``None``
+    (no padding anywhere) stays ``None``.
+    """
+    if mask is None:
+        return None
+    shape = (*mask.shape[:-1], prefix_length)
+    if mask.dtype == torch.bool:
+        visible = torch.ones(shape, dtype=torch.bool, device=mask.device)
+    else:
+        visible = torch.zeros(shape, dtype=mask.dtype, device=mask.device)
+    return torch.cat([visible, mask], dim=-1)
+
+
+def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: PrefixConfig,
+           hidden: int) -> PrefixEncoder | None:
+    """Attach a PrefixEncoder to ``backbone`` and prefix every layer with a non-zero length.
+
+    Returns:
+        The encoder (registered as ``backbone.prefix_encoder``), or None when all lengths
+        are zero.
+    """
+    if not any(config.lengths):
+        return None
+    encoder = PrefixEncoder(config, hidden)
+    backbone.prefix_encoder = encoder
+    for index, (layer, length) in enumerate(
+            zip(mapping.layer_modules(backbone), config.lengths, strict=True)):
+        if length:
+            path = mapping.self_attention
+            set_submodule(layer, path,
+                          PrefixSelfAttention(get_submodule(layer, path), encoder, index))
+    return encoder

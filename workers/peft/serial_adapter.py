@@ -1,0 +1,29 @@
+"""Serial (sequential) bottleneck adapter: Houlsby et al. 2019, Pfeiffer et al. 2021.
+
+Config: ``autopeft_service.domain.peft_config.SerialAdapterConfig``. At position ``ffn``
+the adapter follows the FFN output projection; at ``attention`` the attention output
+projection; both before the residual and LayerNorm (``sublayer.py``).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from autopeft_service.domain.peft_config import Position, SerialAdapterConfig
+from workers.peft.arch import ArchitectureMapping
+from workers.peft.bottleneck import Bottleneck
+from workers.peft.sublayer import adapted_output
+
+
+def output_path(mapping: ArchitectureMapping, position: Position) -> str:
+    """The sublayer output an adapter at ``position`` attaches to."""
+    return mapping.ffn_output if position is Position.FFN else mapping.attention_output
+
+
+def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: SerialAdapterConfig,
+           hidden: int) -> None:
+    """Insert a serial adapter of ``config.sizes[i]`` into every layer i with a non-zero size."""
+    for layer, size in zip(mapping.layer_modules(backbone), config.sizes, strict=True):
+        if size:
+            adapted_output(layer, output_path(mapping, config.position)).add_serial(
+                Bottleneck(hidden, size, config.activation))
