@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.validation import FieldError
 from autopeft_service.domain.peft_config import (
     ParallelAdapterConfig,
     PeftConfig,
@@ -93,9 +94,9 @@ class AutoPeftSpace(BaseModel):
         for name in ("serial_adapter_sizes", "parallel_adapter_sizes", "prefix_lengths"):
             values = getattr(self, name)
             if any(v < 0 for v in values):
-                raise ValueError(f"{name}: sizes must be >= 0, got {list(values)}")
+                raise FieldError(name, f"sizes must be >= 0, got {list(values)}")
             if list(values) != sorted(set(values)):
-                raise ValueError(f"{name}: must be strictly increasing, got {list(values)}")
+                raise FieldError(name, f"must be strictly increasing, got {list(values)}")
         if not any(v > 0 for name in ("serial_adapter_sizes", "parallel_adapter_sizes",
                                         "prefix_lengths") for v in getattr(self, name)):
             raise ValueError("at least one module needs a non-zero size choice")

@@ -1,0 +1,78 @@
+"""User routes: create, list, read and cancel studies; list trials; the Pareto front."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
+from autopeft_service.api.deps import ClientAuth, ServicesDep, SessionDep
+from autopeft_service.api.schemas import ParetoOut, StudyOut, StudyPage, TrialPage
+from autopeft_service.api.views import pareto_out, study_out, trial_summary
+from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.study import StudySpec, TrialState
+from autopeft_service.optimizers.factory import make_optimizer
+from autopeft_service.storage import repository as repo
+
+router = APIRouter(prefix="/v1/studies", tags=["studies"], dependencies=[ClientAuth])
+
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Limit = Annotated[int, Query(ge=1, le=500)]
+StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+
+
+def _study(session: SessionDep, study_id: int):  # type: ignore[no-untyped-def]
+    try:
+        return repo.get_study(session, study_id)
+    except repo.NotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep) -> StudyOut:
+    """Start a search. The optimiser's name and settings are checked before anything is
+    stored (422 naming ``optimizer.name`` or ``optimizer.settings``)."""
+    try:
+        make_optimizer(spec)
+    except ConfigError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    row = repo.create_study(session, spec)
+    out = study_out(session, row)
+    session.commit()
+    services.proposer.wake()
+    return out
+
+
+@router.get("", response_model=StudyPage)
+def list_studies(session: SessionDep, offset: Offset = 0, limit: Limit = 50) -> StudyPage:
+    rows, total = repo.list_studies(session, offset, limit)
+    return StudyPage(total=total, offset=offset, limit=limit,
+                     items=[study_out(session, r) for r in rows])
+
+
+@router.get("/{study_id}", response_model=StudyOut)
+def get_study(study_id: StudyId, session: SessionDep) -> StudyOut:
+    return study_out(session, _study(session, study_id))
+
+
+@router.post("/{study_id}/cancel", response_model=StudyOut)
+def cancel_study(study_id: StudyId, session: SessionDep) -> StudyOut:
+    """Stop a study: queued and running trials are cancelled (workers are told to stop)."""
+    _study(session, study_id)
+    return study_out(session, repo.cancel_study(session, study_id))
+
+
+@router.get("/{study_id}/trials", response_model=TrialPage)
+def list_trials(study_id: StudyId, session: SessionDep, state: TrialState | None = None,
+                offset: Offset = 0, limit: Limit = 50) -> TrialPage:
+    _study(session, study_id)
+    rows, total = repo.list_trials(session, study_id, state.value if state else None, offset,
+                                   limit)
+    return TrialPage(total=total, offset=offset, limit=limit,
+                     items=[trial_summary(r) for r in rows])
+
+
+@router.get("/{study_id}/pareto", response_model=ParetoOut)
+def get_pareto(study_id: StudyId, session: SessionDep) -> ParetoOut:
+    """Non-dominated completed trials: held-out score (max) vs. parameter share (min)."""
+    return pareto_out(session, _study(session, study_id))

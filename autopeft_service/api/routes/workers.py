@@ -1,0 +1,143 @@
+"""Worker protocol (DESIGN section 2): lease, heartbeat, result, failure.
+
+Lease long-polls: when nothing is ready it waits (up to the server's ``long_poll_seconds``
+or the request's ``wait_seconds``, whichever is shorter) for the proposer's signal, then
+answers 204 with ``Retry-After``. Reports are idempotent by lease token; a token that is
+no longer the trial's lease gets 409.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Response, status
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from autopeft_service.api.deps import ServicesDep, WorkerAuth
+from autopeft_service.api.schemas import (
+    ErrorOut,
+    FailureIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    LeaseOut,
+    LeaseRequest,
+    ReportOut,
+    ResultIn,
+)
+from autopeft_service.api.services import Services
+from autopeft_service.storage import repository as repo
+
+TrialId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth])
+CONFLICT = {409: {"model": ErrorOut, "description": "lease token is not current"},
+            404: {"model": ErrorOut, "description": "no such trial"}}
+
+
+def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
+    """A LeaseOut body, or None. Built from the stored JSON, which was validated when the
+    study and trial were created (re-validating the spec per lease would dominate the
+    cost of a lease); the shape is LeaseOut's, checked by the protocol tests."""
+    seconds = services.settings.lease_seconds
+    with services.database.session() as session:
+        lease = repo.lease_trial(session, worker, seconds)
+        if lease is None:
+            return None
+        spec = lease.study.spec
+        trial = lease.trial
+        out = {
+            "trial_id": trial.id, "study_id": trial.study_id, "number": trial.number,
+            "attempt": trial.attempt, "token": lease.token, "deadline": lease.deadline,
+            "lease_seconds": seconds, "params": trial.params, "config": trial.config,
+            "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
+            "task_options": spec["task_options"], "training": spec["training"],
+            "seed": spec["seed"]}
+    services.proposer.wake()  # a slot opened in the ready queue
+    return out
+
+
+@router.post("/leases", response_model=LeaseOut,
+             responses={200: {"model": LeaseOut},
+                        204: {"description": "nothing ready; retry after Retry-After"}})
+async def lease(body: LeaseRequest, services: ServicesDep) -> Response:
+    """Lease the oldest ready trial, long-polling while none is ready."""
+    settings = services.settings
+    wait = settings.long_poll_seconds if body.wait_seconds is None else min(
+        body.wait_seconds, settings.long_poll_seconds)
+    deadline = time.monotonic() + wait
+    while True:
+        out = await run_in_threadpool(_try_lease, services, body.worker)
+        if out is not None:
+            return JSONResponse(out)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return Response(status_code=status.HTTP_204_NO_CONTENT,
+                            headers={"Retry-After": str(settings.retry_after_seconds)})
+        # Wake on the proposer's signal; re-check at least every second (other processes).
+        await services.ready.wait(min(remaining, 1.0))
+
+
+def _conflict(error: Exception) -> HTTPException:
+    if isinstance(error, repo.NotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(error))
+    return HTTPException(status.HTTP_409_CONFLICT, str(error))
+
+
+@router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatOut, responses=CONFLICT)
+def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> HeartbeatOut:
+    """Extend the lease and record progress; ``stop`` tells the worker to abandon the trial."""
+    try:
+        with services.database.session() as session:
+            answer = repo.heartbeat(session, trial_id, body.token,
+                                    services.settings.lease_seconds, body.progress)
+    except (repo.NotFound, repo.LeaseConflict) as error:
+        raise _conflict(error) from None
+    return HeartbeatOut(deadline=answer.deadline, stop=answer.stop, reason=answer.reason)
+
+
+@router.post("/trials/{trial_id}/result", response_model=ReportOut, responses=CONFLICT)
+def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep) -> ReportOut:
+    """Record the result (idempotent: the same token again is a no-op)."""
+    try:
+        with services.database.session() as session:
+            outcome = repo.complete_trial(session, trial_id, body.token,
+                                          body.result.model_dump(mode="json"))
+            out = _report_out(outcome)
+        _finish_if_done(services, outcome.trial.study_id)
+    except (repo.NotFound, repo.LeaseConflict) as error:
+        raise _conflict(error) from None
+    services.proposer.wake()
+    return out
+
+
+def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
+    trial = outcome.trial
+    return ReportOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt,
+                     failure_reason=trial.failure_reason, duplicate=outcome.duplicate)
+
+
+def _finish_if_done(services: Services, study_id: int) -> None:
+    """After a trial ended (committed): complete its study when the budget is spent."""
+    with services.database.session() as session:
+        repo.finish_study_if_done(session, study_id)
+
+
+@router.post("/trials/{trial_id}/failure", response_model=ReportOut, responses=CONFLICT)
+def report_failure(trial_id: TrialId, body: FailureIn, services: ServicesDep) -> ReportOut:
+    """Record a failed attempt: requeued until the study's ``max_attempts``, then failed;
+    ``preempted`` requeues at once without using an attempt."""
+    try:
+        with services.database.session() as session:
+            trial = repo.get_trial(session, trial_id)
+            budget = repo.study_budget(repo.get_study(session, trial.study_id))
+            outcome = repo.fail_trial(session, trial_id, body.token, body.reason,
+                                      budget.max_attempts, retry=body.retry,
+                                      preempted=body.preempted)
+            out = _report_out(outcome)
+        _finish_if_done(services, outcome.trial.study_id)
+    except (repo.NotFound, repo.LeaseConflict) as error:
+        raise _conflict(error) from None
+    services.ready.notify()
+    services.proposer.wake()
+    return out

@@ -1,0 +1,87 @@
+"""The server's long-lived parts (database, proposer, sweeper, ready signal) in one object."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from autopeft_service.core.config import Settings
+from autopeft_service.proposer import LeaseSweeper, Proposer
+from autopeft_service.storage.database import Database
+
+
+class ReadySignal:
+    """Wakes long-polling lease requests when trials become ready.
+
+    ``notify`` may be called from any thread; ``wait`` is awaited on the server's loop.
+    Each notify resolves the current generation's future and starts a new one, so every
+    waiter of that generation wakes once.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._future: asyncio.Future[None] | None = None
+        self._lock = threading.Lock()
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the server's event loop (at start-up)."""
+        self._loop = loop
+        self._future = loop.create_future()
+
+    def notify(self) -> None:
+        """Wake every current waiter (thread-safe)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        future, self._future = self._future, self._loop.create_future()  # type: ignore[union-attr]
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Return at the next notify or after ``timeout`` seconds."""
+        if self._future is None or timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._future), timeout)
+        except TimeoutError:
+            pass
+
+
+class Services:
+    """Database + background loops of one server process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.database = Database(settings.database_url, settings.database_pool_size)
+        self.ready = ReadySignal()
+        self.proposer = NotifyingProposer(self.database, self.ready,
+                                          poll_seconds=settings.proposer_poll_seconds)
+        self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
+                                    on_swept=lambda _ids: (self.ready.notify(),
+                                                           self.proposer.wake()))
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.ready.bind(loop)
+        self.proposer.start()
+        self.sweeper.start()
+
+    def stop(self) -> None:
+        self.proposer.stop()
+        self.sweeper.stop()
+        self.database.dispose()
+
+
+class NotifyingProposer(Proposer):
+    """A Proposer that wakes long-polling lease requests after adding trials."""
+
+    def __init__(self, database: Database, ready: ReadySignal, poll_seconds: float) -> None:
+        super().__init__(database, poll_seconds=poll_seconds)
+        self.ready = ready
+
+    def fill(self, study_id: int) -> int:
+        added = super().fill(study_id)
+        if added:
+            self.ready.notify()
+        return added

@@ -1,0 +1,40 @@
+"""Server settings, from environment variables prefixed ``AUTOPEFT_`` (or a .env file)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything the server can be configured with.
+
+    Tokens are comma-separated lists; an empty list of a role means no caller has it.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="AUTOPEFT_", env_file=".env", extra="ignore")
+
+    database_url: str = Field("sqlite:///.autopeft/autopeft.db",
+                              description="SQLAlchemy URL: SQLite file or PostgreSQL.")
+    client_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                     description="Bearer tokens of users (create/read studies).")
+    worker_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                     description="Bearer tokens of workers (lease and report).")
+    lease_seconds: float = Field(120.0, gt=0, description="Lease length; heartbeats extend it.")
+    long_poll_seconds: float = Field(
+        10.0, ge=0, le=60, description="How long a lease request waits for a trial.")
+    retry_after_seconds: int = Field(2, ge=1, description="Retry-After when nothing is ready.")
+    sweep_interval_seconds: float = Field(1.0, gt=0)
+    proposer_poll_seconds: float = Field(0.5, gt=0)
+    database_pool_size: int = Field(20, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    @field_validator("client_tokens", "worker_tokens", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value

@@ -1,0 +1,83 @@
+"""The optimiser protocol: ``suggest(n, completed, pending)`` and nothing else.
+
+No HTTP or SQL inside an optimiser (Vizier's habit): the proposer reads the database and
+hands an optimiser plain data; the optimiser returns points. An optimiser holds no state
+that the database does not: given the same study history it proposes the same points, so
+a restarted server continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from autopeft_service.domain.errors import AutopeftError
+
+Point = Mapping[str, int]
+
+
+class OptimizerError(AutopeftError, RuntimeError):
+    """An optimiser could not propose (e.g. the space is exhausted)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """A completed trial as the optimiser sees it.
+
+    Attributes:
+        params: the point in the search space.
+        score: held-out task score (maximised).
+        param_share: trainable parameters, percent of the backbone (minimised).
+    """
+
+    params: Point
+    score: float
+    param_share: float
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``)."""
+
+    params: dict[str, int]
+    generator: str
+
+
+@dataclass(frozen=True)
+class History:
+    """Everything the optimiser may use about a study's trials so far.
+
+    Attributes:
+        completed: trials with results.
+        pending: points ready or leased (proposed, not yet evaluated).
+        failed: points that failed (never fed as scores; not proposed again).
+    """
+
+    completed: Sequence[Observation] = ()
+    pending: Sequence[Point] = ()
+    failed: Sequence[Point] = ()
+
+    def seen(self) -> set[tuple[tuple[str, int], ...]]:
+        """Every point already proposed, as hashable keys."""
+        points = [o.params for o in self.completed] + list(self.pending) + list(self.failed)
+        return {point_key(p) for p in points}
+
+
+def point_key(point: Point) -> tuple[tuple[str, int], ...]:
+    """A hashable, order-independent key of a point."""
+    return tuple(sorted((k, int(v)) for k, v in point.items()))
+
+
+class Optimizer(Protocol):
+    """Proposes points of a search space."""
+
+    name: str
+
+    def suggest(self, n: int, history: History) -> list[Suggestion]:
+        """Propose up to ``n`` new valid points not in ``history``.
+
+        Raises:
+            OptimizerError: nothing new can be proposed.
+        """
+        ...

@@ -1,0 +1,35 @@
+"""Choose an optimiser by name; implementations are imported only when chosen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.study import StudySpec
+from autopeft_service.optimizers.base import Optimizer
+
+
+def _sobol(spec: StudySpec) -> Optimizer:
+    from autopeft_service.optimizers.sobol import SobolOptimizer
+
+    unknown = set(spec.optimizer.settings)
+    if unknown:
+        raise ConfigError(f"optimizer.settings: sobol takes no settings, got {sorted(unknown)}")
+    return SobolOptimizer(spec.search_space.to_space(), seed=spec.optimizer.seed)
+
+
+#: name -> builder. ``random`` is the Sobol sequence too (the quasi-random baseline).
+OPTIMIZERS: dict[str, Callable[[StudySpec], Optimizer]] = {"sobol": _sobol, "random": _sobol}
+
+
+def make_optimizer(spec: StudySpec) -> Optimizer:
+    """The optimiser a study asks for.
+
+    Raises:
+        ConfigError: unknown name or bad settings (names ``optimizer.name`` / ``.settings``).
+    """
+    builder = OPTIMIZERS.get(spec.optimizer.name)
+    if builder is None:
+        raise ConfigError(f"optimizer.name: unknown optimiser {spec.optimizer.name!r}; known: "
+                          f"{sorted(OPTIMIZERS)}")
+    return builder(spec)

@@ -1,0 +1,107 @@
+"""Engine creation, the database clock, and a session helper with atomic write transactions.
+
+SQLite (the default) gets WAL, a busy timeout and foreign keys, and every write transaction
+starts with ``BEGIN IMMEDIATE`` so that two writers serialise at the start rather than fail
+on upgrade; PostgreSQL uses row locks (``FOR UPDATE SKIP LOCKED``) in the repository.
+Driver errors become ``StorageError`` so routes never leak them as HTTP 500s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from autopeft_service.domain.errors import AutopeftError
+
+
+class StorageError(AutopeftError, RuntimeError):
+    """The database failed (connection lost, lock timeout, ...)."""
+
+
+def make_engine(url: str, pool_size: int = 20) -> Engine:
+    """Create an engine for ``url`` (``sqlite:///path`` or ``postgresql+psycopg://...``).
+
+    SQLite files get their parent folder created, WAL mode, a 30 s busy timeout, and
+    ``BEGIN IMMEDIATE`` at the start of every transaction.
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
+                               pool_size=pool_size, max_overflow=2 * pool_size)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_setup(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=2 * pool_size,
+                         pool_pre_ping=True)
+
+
+def is_postgres(engine_or_session: Engine | Session) -> bool:
+    """True for a PostgreSQL database."""
+    bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) \
+        else engine_or_session
+    return bind.dialect.name == "postgresql"
+
+
+def database_now(session: Session) -> float:
+    """The database clock, in seconds since the epoch (the time base of every deadline)."""
+    if is_postgres(session):
+        return float(session.execute(text("SELECT extract(epoch FROM clock_timestamp())"))
+                     .scalar_one())
+    return float(session.execute(
+        text("SELECT (julianday('now') - 2440587.5) * 86400.0")).scalar_one())
+
+
+class Database:
+    """An engine plus a session factory; ``session()`` is the one way to talk to the DB."""
+
+    def __init__(self, url: str, pool_size: int = 20) -> None:
+        self.url = url
+        self.engine = make_engine(url, pool_size)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: commits on success, rolls back on error.
+
+        Raises:
+            StorageError: any database driver error inside the block.
+        """
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except SQLAlchemyError as error:
+            session.rollback()
+            raise StorageError(f"database error: {type(error).__name__}: "
+                               f"{str(error).splitlines()[0]}") from error
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()

@@ -1,0 +1,436 @@
+"""Repository: every read and write of studies, trials and workers, with written contracts.
+
+Each function takes an open ``Session`` (one transaction, see ``Database.session``) and
+states what it promises. Nothing here knows about HTTP; routes map the exceptions below to
+status codes. Times are database times (``database_now``).
+
+Concurrency contracts:
+  * ``lease_trial`` hands a ready trial to exactly one caller: on PostgreSQL the row is
+    taken with ``FOR UPDATE SKIP LOCKED``; on SQLite the transaction began with
+    ``BEGIN IMMEDIATE`` and so runs alone among writers.
+  * Reports lock the trial row (PostgreSQL ``FOR UPDATE``; SQLite: immediate transaction)
+    before deciding, so a report and a re-lease never interleave.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.study import (
+    PENDING_STATES,
+    Budget,
+    StudySpec,
+    StudyState,
+    TrialState,
+)
+from autopeft_service.storage.database import database_now, is_postgres
+from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
+
+
+class NotFound(AutopeftError, LookupError):
+    """The study or trial does not exist."""
+
+
+class LeaseConflict(AutopeftError):
+    """The lease token is not the trial's current lease (expired and re-leased, or wrong)."""
+
+
+class StudyNotRunning(AutopeftError):
+    """The operation needs a running study."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A trial handed to a worker."""
+
+    trial: TrialRow
+    study: StudyRow
+    token: str
+    deadline: float
+
+
+@dataclass(frozen=True)
+class HeartbeatAnswer:
+    """What a heartbeat tells the worker: the new deadline, and whether to stop."""
+
+    deadline: float | None
+    stop: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """Result of a report: ``duplicate`` is True when it repeated an accepted report."""
+
+    trial: TrialRow
+    duplicate: bool
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def create_study(session: Session, spec: StudySpec) -> StudyRow:
+    """Insert a running study with no trials. Returns the row (id assigned)."""
+    now = database_now(session)
+    row = StudyRow(name=spec.name, state=StudyState.RUNNING.value,
+                   spec=spec.model_dump(mode="json"), created_at=now, updated_at=now)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_study(session: Session, study_id: int) -> StudyRow:
+    """The study. Raises NotFound."""
+    row = session.get(StudyRow, study_id)
+    if row is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return row
+
+
+def list_studies(session: Session, offset: int = 0, limit: int = 50) -> tuple[list[StudyRow], int]:
+    """Studies, newest first, and the total count."""
+    total = session.execute(select(func.count()).select_from(StudyRow)).scalar_one()
+    rows = session.execute(select(StudyRow).order_by(StudyRow.id.desc())
+                           .offset(offset).limit(limit)).scalars().all()
+    return list(rows), int(total)
+
+
+def running_study_ids(session: Session) -> list[int]:
+    """Ids of every running study."""
+    return list(session.execute(select(StudyRow.id).where(
+        StudyRow.state == StudyState.RUNNING.value).order_by(StudyRow.id)).scalars())
+
+
+def trial_counts(session: Session, study_id: int) -> dict[str, int]:
+    """Number of trials per state (every state present, zero when none)."""
+    counts = {state.value: 0 for state in TrialState}
+    for state, count in session.execute(
+            select(TrialRow.state, func.count()).where(TrialRow.study_id == study_id)
+            .group_by(TrialRow.state)):
+        counts[state] = int(count)
+    return counts
+
+
+def cancel_study(session: Session, study_id: int) -> StudyRow:
+    """Cancel a study: it stops, and its ready and leased trials become cancelled.
+
+    Workers holding a cancelled trial learn it from their next heartbeat ("stop").
+    Cancelling a finished or cancelled study changes nothing. Raises NotFound.
+    """
+    study = _lock_study(session, study_id)
+    if study.state != StudyState.RUNNING.value:
+        return study
+    now = database_now(session)
+    session.execute(update(TrialRow).where(
+        TrialRow.study_id == study_id,
+        TrialRow.state.in_([s.value for s in PENDING_STATES])).values(
+        state=TrialState.CANCELLED.value, finished_at=now,
+        failure_reason="study cancelled"))
+    study.state = StudyState.CANCELLED.value
+    study.updated_at = now
+    return study
+
+
+def study_budget(study: StudyRow) -> Budget:
+    """The study's budget, read from its stored spec (validated when the study was made;
+    parsing the budget alone keeps hot paths off the whole spec)."""
+    return Budget.model_validate(study.spec["budget"])
+
+
+def _lock_study(session: Session, study_id: int) -> StudyRow:
+    statement = select(StudyRow).where(StudyRow.id == study_id)
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"study {study_id} does not exist")
+    return row
+
+
+def finish_study_if_done(session: Session, study_id: int) -> bool:
+    """Mark a running study completed once every budgeted trial has ended.
+
+    Call it in its own transaction *after* the one that ended a trial has committed, so the
+    last of several concurrent completions always counts them all. The count is read
+    without a lock (reports never wait on each other here); only the transition to
+    ``completed`` locks the study row and re-counts. Returns True when it is completed.
+    """
+    study = get_study(session, study_id)
+    if study.state == StudyState.COMPLETED.value:
+        return True
+    if study.state != StudyState.RUNNING.value:
+        return False
+    total = study_budget(study).total_trials
+    if ended_trial_count(session, study_id) < total:
+        return False
+    study = _lock_study(session, study_id)
+    if study.state != StudyState.RUNNING.value:
+        return study.state == StudyState.COMPLETED.value
+    if ended_trial_count(session, study_id) < total:
+        return False
+    study.state = StudyState.COMPLETED.value
+    study.updated_at = database_now(session)
+    return True
+
+
+def ended_trial_count(session: Session, study_id: int) -> int:
+    """Trials of the study that used up their budget slot: completed, failed or pruned."""
+    return int(session.execute(select(func.count()).select_from(TrialRow).where(
+        TrialRow.study_id == study_id,
+        TrialRow.state.in_([TrialState.COMPLETED.value, TrialState.FAILED.value,
+                            TrialState.PRUNED.value]))).scalar_one())
+
+
+# --------------------------------------------------------------------------- trials
+
+
+def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mapping[str, int],
+                                                                          Mapping[str, Any], str]],
+               max_new: int) -> list[TrialRow]:
+    """Append proposed trials to a running study, never beyond its budget.
+
+    The study row is locked (PostgreSQL) or the transaction is immediate (SQLite), so two
+    proposers cannot both fill the same slots.
+
+    Args:
+        proposals: (params, config as JSON dict, generator name) per trial.
+        max_new: at most this many are added (the caller's view of free slots).
+
+    Returns:
+        The rows added (possibly fewer than proposed: budget or study state).
+    """
+    study = _lock_study(session, study_id)
+    if study.state != StudyState.RUNNING.value:
+        return []
+    budget = study_budget(study)
+    existing = session.execute(select(func.count(), func.max(TrialRow.number)).where(
+        TrialRow.study_id == study_id, TrialRow.state != TrialState.CANCELLED.value)).one()
+    free = budget.total_trials - int(existing[0])
+    next_number = session.execute(select(func.max(TrialRow.number)).where(
+        TrialRow.study_id == study_id)).scalar_one()
+    next_number = 0 if next_number is None else int(next_number) + 1
+    now = database_now(session)
+    rows = []
+    for params, config, generator in list(proposals)[:max(0, min(free, max_new))]:
+        row = TrialRow(study_id=study_id, number=next_number, state=TrialState.READY.value,
+                       params=dict(params), config=dict(config), generator=generator, attempt=0,
+                       created_at=now)
+        next_number += 1
+        rows.append(row)
+    session.add_all(rows)
+    session.flush()
+    return rows
+
+
+def get_trial(session: Session, trial_id: int, lock: bool = False) -> TrialRow:
+    """The trial (row-locked on PostgreSQL when ``lock``). Raises NotFound."""
+    statement = select(TrialRow).where(TrialRow.id == trial_id)
+    if lock and is_postgres(session):
+        statement = statement.with_for_update()
+    row = session.execute(statement).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"trial {trial_id} does not exist")
+    return row
+
+
+def list_trials(session: Session, study_id: int, state: str | None = None, offset: int = 0,
+                limit: int = 50) -> tuple[list[TrialRow], int]:
+    """A study's trials by number, optionally of one state, and their total count."""
+    condition = [TrialRow.study_id == study_id]
+    if state is not None:
+        condition.append(TrialRow.state == state)
+    total = session.execute(select(func.count()).select_from(TrialRow).where(*condition)
+                            ).scalar_one()
+    rows = session.execute(select(TrialRow).where(*condition).order_by(TrialRow.number)
+                           .offset(offset).limit(limit)).scalars().all()
+    return list(rows), int(total)
+
+
+def trials_in_states(session: Session, study_id: int, states: Sequence[str]) -> list[TrialRow]:
+    """All of a study's trials in the given states, by number."""
+    return list(session.execute(select(TrialRow).where(
+        TrialRow.study_id == study_id, TrialRow.state.in_(list(states)))
+        .order_by(TrialRow.number)).scalars())
+
+
+def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | None:
+    """Give the oldest ready trial of any running study to ``worker``.
+
+    Promise: a trial is held by at most one lease at a time; the returned token is new and
+    secret; ``attempt`` counts leases. Returns None when nothing is ready.
+    """
+    statement = (select(TrialRow).join(StudyRow, StudyRow.id == TrialRow.study_id)
+                 .where(TrialRow.state == TrialState.READY.value,
+                        StudyRow.state == StudyState.RUNNING.value)
+                 .order_by(TrialRow.id).limit(1))
+    if is_postgres(session):
+        statement = statement.with_for_update(of=TrialRow, skip_locked=True)
+    trial = session.execute(statement).scalar_one_or_none()
+    now = database_now(session)
+    _touch_worker(session, worker, now, leased=trial is not None)
+    if trial is None:
+        return None
+    token = secrets.token_urlsafe(24)
+    trial.state = TrialState.LEASED.value
+    trial.lease_token = token
+    trial.lease_deadline = now + lease_seconds
+    trial.worker = worker
+    trial.attempt += 1
+    trial.leased_at = now
+    study = session.get(StudyRow, trial.study_id)
+    assert study is not None
+    return Lease(trial=trial, study=study, token=token, deadline=trial.lease_deadline)
+
+
+def _touch_worker(session: Session, name: str, now: float, leased: bool = False,
+                  completed: bool = False, failed: bool = False) -> None:
+    """Upsert the worker's row in one statement (no read, no lost update)."""
+    insert = postgres_insert if is_postgres(session) else sqlite_insert
+    statement = insert(WorkerRow).values(name=name, first_seen=now, last_seen=now,
+                                         leases=int(leased), completed=int(completed),
+                                         failed=int(failed))
+    statement = statement.on_conflict_do_update(index_elements=[WorkerRow.name], set_={
+        "last_seen": now, "leases": WorkerRow.leases + int(leased),
+        "completed": WorkerRow.completed + int(completed),
+        "failed": WorkerRow.failed + int(failed)})
+    session.execute(statement)
+
+
+def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
+              progress: Mapping[str, Any] | None) -> HeartbeatAnswer:
+    """Extend a lease and record progress.
+
+    Returns stop=True (and no deadline) when the trial was cancelled or pruned.
+
+    Raises:
+        NotFound: no such trial.
+        LeaseConflict: the token is not the trial's current lease.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.lease_token != token:
+        raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
+                            "and the trial was handed to another worker)")
+    if trial.state in (TrialState.CANCELLED.value, TrialState.PRUNED.value):
+        return HeartbeatAnswer(deadline=None, stop=True, reason=trial.state)
+    if trial.state != TrialState.LEASED.value:
+        raise LeaseConflict(f"trial {trial_id}: not leased (state {trial.state})")
+    now = database_now(session)
+    trial.lease_deadline = now + lease_seconds
+    if progress is not None:
+        trial.progress = dict(progress)
+    if trial.worker:
+        _touch_worker(session, trial.worker, now)
+    return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False)
+
+
+def complete_trial(session: Session, trial_id: int, token: str,
+                   result: Mapping[str, Any]) -> ReportOutcome:
+    """Record a trial's result under its lease token.
+
+    Idempotent: the same token reporting again returns the stored trial (``duplicate``).
+    A lease that expired but was not yet handed out again is still accepted (the work is
+    done and nobody else holds it).
+
+    The caller then runs ``finish_study_if_done`` in a new transaction.
+
+    Raises:
+        NotFound: no such trial.
+        LeaseConflict: the token is not the trial's current lease (it was re-leased), or the
+            trial was cancelled.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.lease_token != token:
+        raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
+                            "and the trial was handed to another worker)")
+    if trial.state == TrialState.COMPLETED.value:
+        return ReportOutcome(trial=trial, duplicate=True)
+    if trial.state not in (TrialState.LEASED.value, TrialState.READY.value):
+        raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
+    now = database_now(session)
+    trial.state = TrialState.COMPLETED.value
+    trial.result = dict(result)
+    trial.objective = float(result["objective"])
+    trial.param_share = float(result["trainable_percent"])
+    trial.dev_score = float(result["dev_score"]) if result.get("dev_score") is not None else None
+    trial.finished_at = now
+    trial.lease_deadline = None
+    if trial.worker:
+        _touch_worker(session, trial.worker, now, completed=True)
+    return ReportOutcome(trial=trial, duplicate=False)
+
+
+def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_attempts: int,
+               retry: bool = True, preempted: bool = False) -> ReportOutcome:
+    """Record a failed attempt.
+
+    ``preempted`` (the worker was stopped, e.g. SIGTERM) requeues at once without using up
+    an attempt. Otherwise the trial is requeued while ``retry`` and ``attempt < max_attempts``,
+    else marked failed. A trial already failed or requeued (a repeated report, or a lease
+    swept after expiry) is left as it is.
+
+    Raises:
+        NotFound: no such trial.
+        LeaseConflict: the token is not the trial's current lease.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.lease_token != token:
+        raise LeaseConflict(f"trial {trial_id}: lease token is not current")
+    if trial.state in (TrialState.FAILED.value, TrialState.READY.value):
+        return ReportOutcome(trial=trial, duplicate=True)  # already failed or requeued
+    if trial.state != TrialState.LEASED.value:
+        raise LeaseConflict(f"trial {trial_id}: cannot fail a {trial.state} trial")
+    now = database_now(session)
+    trial.failure_reason = reason[:2000]
+    trial.lease_deadline = None
+    if preempted:
+        trial.attempt = max(0, trial.attempt - 1)
+        trial.state = TrialState.READY.value
+    elif retry and trial.attempt < max_attempts:
+        trial.state = TrialState.READY.value
+    else:
+        trial.state = TrialState.FAILED.value
+        trial.finished_at = now
+    if trial.worker:
+        _touch_worker(session, trial.worker, now, failed=not preempted)
+    return ReportOutcome(trial=trial, duplicate=False)
+
+
+def sweep_expired_leases(session: Session) -> list[TrialRow]:
+    """Return expired leases to ``ready`` (or ``failed`` after the study's max attempts).
+
+    The lease token stays until the next lease, so a late report of an expired lease that
+    nobody took yet is still accepted. Returns the trials swept (callers then run
+    ``finish_study_if_done`` for their studies in a new transaction).
+    """
+    now = database_now(session)
+    statement = select(TrialRow).where(TrialRow.state == TrialState.LEASED.value,
+                                       TrialRow.lease_deadline < now)
+    if is_postgres(session):
+        statement = statement.with_for_update(skip_locked=True)
+    expired = list(session.execute(statement).scalars())
+    studies: dict[int, int] = {}
+    for trial in expired:
+        if trial.study_id not in studies:
+            studies[trial.study_id] = study_budget(get_study(session, trial.study_id)).max_attempts
+        trial.failure_reason = f"lease expired (worker {trial.worker}, attempt {trial.attempt})"
+        if trial.attempt >= studies[trial.study_id]:
+            trial.state = TrialState.FAILED.value
+            trial.finished_at = now
+        else:
+            trial.state = TrialState.READY.value
+    return expired
+
+
+def list_workers(session: Session) -> list[WorkerRow]:
+    """Every worker seen, most recently seen first."""
+    return list(session.execute(select(WorkerRow).order_by(WorkerRow.last_seen.desc())
+                                ).scalars())

@@ -1,0 +1,1 @@
+"""Test doubles and fixtures' machinery shipped in the package (reused by benchmarks)."""

@@ -1,0 +1,202 @@
+"""Load on the worker protocol: many fake workers on loopback against SQLite and PostgreSQL.
+
+The server (``autopeft serve``, one uvicorn process) runs as a child process on a fresh
+database; the fake workers run as asyncio tasks in another process, each looping lease ->
+(optional think time, standing in for training) -> report. The study's trials are all
+proposed before the clock starts (Sobol, max_parallel = total), so what is measured is the
+protocol: leases and reports, not the optimiser.
+
+Measured: lease+report cycles per second (each cycle is two operations: one lease, one
+report), p50/p99 latency of successful leases and of reports, and, from the database after
+the run, trials lost (leased and never completed, or missing numbers) and duplicated
+(completed twice, or two non-duplicate completions of one trial seen by workers).
+
+Reproduce:
+    .venv/bin/python benchmarks/service_load.py                      # both DBs, 50 and 200 workers
+    .venv/bin/python benchmarks/service_load.py --databases postgresql --workers 200 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import platform
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from autopeft_service.testing.postgres import TemporaryPostgres, create_database
+from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerProcess
+
+RESULT = {"metric": "accuracy", "objective": 0.8, "held_out": {"accuracy": 0.8},
+          "dev": {"accuracy": 0.8}, "dev_score": 0.8, "trainable_parameters": 10,
+          "trainable_percent": 1.0, "deployed_parameters": 10, "head_parameters": 2,
+          "train_seconds": 0.0, "eval_seconds": 0.0, "load_seconds": 0.0, "steps": 1,
+          "train_examples": 1, "examples_per_second": 1.0, "final_loss": 0.1,
+          "peak_memory_mb": 0.0, "device": "fake", "seed": 0, "config_description": "fake"}
+
+
+async def _worker(name: str, client: httpx.AsyncClient, end: float, think: float,
+                  stats: dict[str, Any]) -> None:
+    while time.monotonic() < end:
+        start = time.perf_counter()
+        response = await client.post("/v1/leases", json={"worker": name, "wait_seconds": 1})
+        lease_ms = 1000 * (time.perf_counter() - start)
+        if response.status_code == 204:
+            stats["empty"] += 1
+            continue
+        if response.status_code != 200:
+            stats["errors"].append(f"lease {response.status_code}")
+            continue
+        stats["lease_ms"].append(lease_ms)
+        lease = response.json()
+        if think:
+            await asyncio.sleep(think)
+        start = time.perf_counter()
+        done = await client.post(f"/v1/trials/{lease['trial_id']}/result",
+                                 json={"token": lease["token"], "result": RESULT})
+        stats["report_ms"].append(1000 * (time.perf_counter() - start))
+        if done.status_code != 200:
+            stats["errors"].append(f"result {done.status_code}")
+        elif not done.json()["duplicate"]:
+            stats["completed"][lease["trial_id"]] += 1
+
+
+async def _load(base_url: str, workers: int, seconds: float, think: float) -> dict[str, Any]:
+    stats: dict[str, Any] = {"lease_ms": [], "report_ms": [], "errors": [], "empty": 0,
+                             "completed": Counter()}
+    limits = httpx.Limits(max_connections=workers + 10, max_keepalive_connections=workers + 10)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits,
+                                 headers={"Authorization": f"Bearer {WORKER_TOKEN}"}) as client:
+        start = time.monotonic()
+        end = start + seconds
+        await asyncio.gather(*[_worker(f"fake-{i}", client, end, think, stats)
+                               for i in range(workers)])
+        stats["elapsed"] = time.monotonic() - start
+    return stats
+
+
+def _client_process(base_url: str, workers: int, seconds: float, think: float,
+                    queue: multiprocessing.Queue) -> None:
+    stats = asyncio.run(_load(base_url, workers, seconds, think))
+    stats["completed"] = dict(stats["completed"])
+    queue.put(stats)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=1000)[int(q * 1000) - 1] if len(values) > 1 else \
+        (values[0] if values else float("nan"))
+
+
+def run_one(database: str, url: str, workers: int, seconds: float, think: float,
+            log: Path) -> dict[str, Any]:
+    """One measurement on a fresh database; returns the row of the results table."""
+    server = ServerProcess(url, log=log, lease_seconds="600", long_poll_seconds="1",
+                           database_pool_size="40").start()
+    try:
+        total = max(2000, int(workers * (seconds / max(think, 0.05)) * 1.5)) if think else 6000
+        total = min(total, 10_000)
+        headers = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+        with httpx.Client(base_url=server.base_url, timeout=120, headers=headers) as http:
+            spec = {"name": "load", "backbone": "fake", "task": "synthetic",
+                    "search_space": {"num_layers": 12, "hidden_size": 768},
+                    "budget": {"total_trials": total, "initial_trials": total,
+                               "max_parallel": total, "max_attempts": 1}}
+            study = http.post("/v1/studies", json=spec).json()
+            while http.get(f"/v1/studies/{study['id']}").json()["counts"]["ready"] < total:
+                time.sleep(0.2)
+            queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
+            client = multiprocessing.get_context("spawn").Process(
+                target=_client_process, args=(server.base_url, workers, seconds, think, queue))
+            client.start()
+            stats = queue.get(timeout=seconds + 300)
+            client.join(60)
+            trials = []
+            offset = 0
+            while True:
+                page = http.get(f"/v1/studies/{study['id']}/trials",
+                                params={"offset": offset, "limit": 500}).json()
+                trials += page["items"]
+                offset += 500
+                if offset >= page["total"]:
+                    break
+    finally:
+        server.stop()
+    completed_db = {t["id"] for t in trials if t["state"] == "completed"}
+    seen = stats["completed"]
+    duplicated = sum(1 for count in seen.values() if count > 1)
+    numbers = sorted(t["number"] for t in trials)
+    lost = (len(set(int(k) for k in seen) - completed_db)  # reported, not stored
+            + sum(1 for t in trials if t["state"] not in ("completed", "ready", "leased"))
+            + (0 if numbers == list(range(len(numbers))) else 1))
+    cycles = len(stats["report_ms"])
+    return {
+        "database": database, "workers": workers, "think_seconds": think,
+        "seconds": round(stats["elapsed"], 1), "cycles": cycles,
+        "cycles_per_second": cycles / stats["elapsed"],
+        "operations_per_second": 2 * cycles / stats["elapsed"],
+        "lease_p50_ms": _percentile(stats["lease_ms"], 0.5),
+        "lease_p99_ms": _percentile(stats["lease_ms"], 0.99),
+        "report_p50_ms": _percentile(stats["report_ms"], 0.5),
+        "report_p99_ms": _percentile(stats["report_ms"], 0.99),
+        "errors": len(stats["errors"]), "lost": lost, "duplicated": duplicated,
+        "completed_in_db": len(completed_db),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"],
+                        choices=["sqlite", "postgresql"])
+    parser.add_argument("--workers", nargs="+", type=int, default=[50, 200])
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--think", nargs="+", type=float, default=[0.0, 0.5],
+                        help="seconds each fake worker 'trains' between lease and report")
+    parser.add_argument("--output", type=Path,
+                        default=Path(__file__).parent / "results" / "service_load.json")
+    args = parser.parse_args()
+
+    rows = []
+    postgres = TemporaryPostgres() if "postgresql" in args.databases else None
+    workdir = Path(tempfile.mkdtemp(prefix="autopeft-load-"))
+    try:
+        for database in args.databases:
+            for workers in args.workers:
+                for think in args.think:
+                    if database == "sqlite":
+                        url = f"sqlite:///{workdir}/{workers}-{think}.db"
+                    else:
+                        assert postgres is not None
+                        url = create_database(postgres.admin_url)
+                    row = run_one(database, url, workers, args.seconds, think,
+                                  workdir / "server.log")
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+    print(f"\n{platform.node()}: {multiprocessing.cpu_count()} cores, server and fake workers "
+          "on the same machine (loopback), one uvicorn process\n")
+    print("| database | workers | think s | cycles/s | ops/s | lease p50 ms | lease p99 ms | "
+          "report p99 ms | lost | duplicated |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['database']} | {r['workers']} | {r['think_seconds']:g} | "
+              f"{r['cycles_per_second']:.0f} | {r['operations_per_second']:.0f} | "
+              f"{r['lease_p50_ms']:.1f} | {r['lease_p99_ms']:.1f} | {r['report_p99_ms']:.1f} | "
+              f"{r['lost']} | {r['duplicated']} |")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"command": "python benchmarks/service_load.py",
+                                       "rows": rows}, indent=2) + "\n")
+    print(f"written: {args.output}")
+
+
+if __name__ == "__main__":
+    main()

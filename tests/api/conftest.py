@@ -1,0 +1,77 @@
+"""A real server (uvicorn in a thread) on a fresh SQLite or PostgreSQL database."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from autopeft_service.core.config import Settings
+from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
+
+CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+WORKER = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+
+
+def study_spec(**overrides: Any) -> dict[str, Any]:
+    """A valid study spec on MiniLM-sized dimensions (6 layers, hidden 384)."""
+    spec: dict[str, Any] = {
+        "name": "test study", "backbone": "minilm", "task": "synthetic",
+        "search_space": {"num_layers": 6, "hidden_size": 384},
+        "budget": {"total_trials": 12, "initial_trials": 4, "max_parallel": 4,
+                   "max_attempts": 2},
+    }
+    spec.update(overrides)
+    return spec
+
+
+@pytest.fixture
+def make_server(database_url: str) -> Iterator[Callable[..., ServerThread]]:
+    """Start servers with settings overrides on this test's database; stops them after."""
+    started: list[ServerThread] = []
+
+    def start(**overrides: Any) -> ServerThread:
+        values: dict[str, Any] = {"database_url": database_url, "client_tokens": [CLIENT_TOKEN],
+                                  "worker_tokens": [WORKER_TOKEN], "long_poll_seconds": 0.5,
+                                  "proposer_poll_seconds": 0.1, "sweep_interval_seconds": 0.2,
+                                  "port": 0}
+        values.update(overrides)
+        server = ServerThread(Settings(**values)).__enter__()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerThread]) -> ServerThread:
+    return make_server()
+
+
+@pytest.fixture
+def http(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=30) as client:
+        yield client
+
+
+def create_study(http: httpx.Client, **overrides: Any) -> dict[str, Any]:
+    response = http.post("/v1/studies", json=study_spec(**overrides), headers=CLIENT)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def wait_for_ready(http: httpx.Client, study_id: int, count: int, timeout: float = 20) -> None:
+    """Until the proposer has queued ``count`` ready trials."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        counts = http.get(f"/v1/studies/{study_id}", headers=CLIENT).json()["counts"]
+        if counts["ready"] >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"study {study_id}: {count} ready trials never appeared")

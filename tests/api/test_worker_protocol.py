@@ -1,0 +1,159 @@
+"""Worker protocol: lease, long-poll, heartbeat, expiry, idempotent and stale reports."""
+
+import time
+
+import httpx
+
+from autopeft_service.domain.peft_config import PeftConfig
+from tests.api.conftest import CLIENT, WORKER, create_study
+from tests.api.test_studies import _result
+
+
+def _lease(http: httpx.Client, worker: str = "w", wait: float | None = 2.0) -> dict:
+    response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": wait},
+                         headers=WORKER)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _trial(http: httpx.Client, study_id: int, trial_id: int) -> dict:
+    trials = http.get(f"/v1/studies/{study_id}/trials", params={"limit": 500},
+                      headers=CLIENT).json()["items"]
+    return next(t for t in trials if t["id"] == trial_id)
+
+
+def test_lease_carries_everything_to_train(http: httpx.Client) -> None:
+    study = create_study(http, seed=5)
+    lease = _lease(http)
+    assert lease["study_id"] == study["id"] and lease["attempt"] == 1 and lease["seed"] == 5
+    assert lease["backbone"] == "minilm" and lease["task"] == "synthetic"
+    config = PeftConfig.model_validate(lease["config"])
+    assert config.num_layers == 6 and config.has_modules
+    assert lease["deadline"] > time.time() - 5
+
+
+def test_empty_queue_answers_204_with_retry_after_after_long_poll(http: httpx.Client) -> None:
+    start = time.monotonic()
+    response = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 0.4},
+                         headers=WORKER)
+    assert response.status_code == 204 and response.headers["Retry-After"] == "2"
+    assert time.monotonic() - start >= 0.35
+
+
+def test_long_poll_returns_as_soon_as_a_trial_is_proposed(http: httpx.Client,
+                                                          make_server) -> None:
+    del make_server
+    import threading
+
+    box: dict = {}
+    poll = threading.Thread(target=lambda: box.update(r=http.post(
+        "/v1/leases", json={"worker": "w", "wait_seconds": 0.5}, headers=WORKER)))
+    poll.start()
+    time.sleep(0.05)
+    create_study(http)
+    poll.join()
+    assert box["r"].status_code == 200
+
+
+def test_heartbeat_extends_and_records_progress(http: httpx.Client) -> None:
+    study = create_study(http)
+    lease = _lease(http)
+    time.sleep(0.05)
+    beat = http.post(f"/v1/trials/{lease['trial_id']}/heartbeat",
+                     json={"token": lease["token"], "progress": {"step": 3, "loss": 0.5}},
+                     headers=WORKER).json()
+    assert beat["stop"] is False and beat["deadline"] > lease["deadline"]
+    assert _trial(http, study["id"], lease["trial_id"])["progress"] == {"step": 3, "loss": 0.5}
+    wrong = http.post(f"/v1/trials/{lease['trial_id']}/heartbeat", json={"token": "nope"},
+                      headers=WORKER)
+    assert wrong.status_code == 409
+
+
+def test_expired_lease_is_requeued_and_stale_report_is_409(make_server) -> None:
+    server = make_server(lease_seconds=0.5)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = create_study(http, budget={"total_trials": 1, "initial_trials": 1,
+                                           "max_parallel": 1, "max_attempts": 3})
+        first = _lease(http, "slow")
+        time.sleep(1.0)  # lease expires; the sweeper requeues it
+        second = _lease(http, "fast")
+        assert second["trial_id"] == first["trial_id"] and second["attempt"] == 2
+        assert second["token"] != first["token"]
+        stale = http.post(f"/v1/trials/{first['trial_id']}/result",
+                          json={"token": first["token"], "result": _result()}, headers=WORKER)
+        assert stale.status_code == 409
+        done = http.post(f"/v1/trials/{second['trial_id']}/result",
+                         json={"token": second["token"], "result": _result(0.7)},
+                         headers=WORKER)
+        assert done.status_code == 200 and done.json()["duplicate"] is False
+        got = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
+        assert got["state"] == "completed" and got["counts"]["completed"] == 1
+
+
+def test_expired_lease_not_yet_released_still_accepts_its_result(make_server) -> None:
+    server = make_server(lease_seconds=0.3)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = create_study(http, budget={"total_trials": 1, "initial_trials": 1,
+                                           "max_parallel": 1, "max_attempts": 3})
+        lease = _lease(http)
+        time.sleep(0.8)  # expired and swept back to ready, nobody leased it again
+        assert _trial(http, study["id"], lease["trial_id"])["state"] == "ready"
+        late = http.post(f"/v1/trials/{lease['trial_id']}/result",
+                         json={"token": lease["token"], "result": _result()}, headers=WORKER)
+        assert late.status_code == 200
+        assert _trial(http, study["id"], lease["trial_id"])["state"] == "completed"
+
+
+def test_duplicate_report_is_a_no_op(http: httpx.Client) -> None:
+    study = create_study(http)
+    lease = _lease(http)
+    body = {"token": lease["token"], "result": _result(0.81, 2.0)}
+    first = http.post(f"/v1/trials/{lease['trial_id']}/result", json=body, headers=WORKER)
+    again = http.post(f"/v1/trials/{lease['trial_id']}/result",
+                      json={"token": lease["token"], "result": _result(0.1, 9.0)}, headers=WORKER)
+    assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
+    trial = _trial(http, study["id"], lease["trial_id"])
+    assert (trial["objective"], trial["param_share"]) == (0.81, 2.0)
+    counts = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["counts"]
+    assert counts["completed"] == 1
+
+
+def test_failures_requeue_until_max_attempts_then_fail(http: httpx.Client) -> None:
+    study = create_study(http, budget={"total_trials": 1, "initial_trials": 1,
+                                       "max_parallel": 1, "max_attempts": 2})
+    first = _lease(http)
+    out = http.post(f"/v1/trials/{first['trial_id']}/failure",
+                    json={"token": first["token"], "reason": "CUDA out of memory"},
+                    headers=WORKER).json()
+    assert out["state"] == "ready"
+    second = _lease(http)
+    assert second["trial_id"] == first["trial_id"] and second["attempt"] == 2
+    out = http.post(f"/v1/trials/{second['trial_id']}/failure",
+                    json={"token": second["token"], "reason": "loss became nan"},
+                    headers=WORKER).json()
+    assert out["state"] == "failed" and out["failure_reason"] == \
+        "loss became nan"
+    got = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
+    assert got["state"] == "completed" and got["counts"]["failed"] == 1
+
+
+def test_preempted_trial_is_requeued_without_using_an_attempt(http: httpx.Client) -> None:
+    create_study(http, budget={"total_trials": 1, "initial_trials": 1, "max_parallel": 1,
+                               "max_attempts": 1})
+    first = _lease(http)
+    out = http.post(f"/v1/trials/{first['trial_id']}/failure",
+                    json={"token": first["token"], "reason": "SIGTERM", "preempted": True},
+                    headers=WORKER).json()
+    assert out["state"] == "ready" and out["attempt"] == 0
+    again = _lease(http)
+    assert again["trial_id"] == first["trial_id"] and again["attempt"] == 1
+
+
+def test_non_retryable_failure_fails_at_once(http: httpx.Client) -> None:
+    create_study(http, budget={"total_trials": 2, "initial_trials": 1, "max_parallel": 1,
+                               "max_attempts": 3})
+    lease = _lease(http)
+    out = http.post(f"/v1/trials/{lease['trial_id']}/failure",
+                    json={"token": lease["token"], "reason": "bad config", "retry": False},
+                    headers=WORKER).json()
+    assert out["state"] == "failed"

@@ -1,0 +1,146 @@
+"""HTTP client of the worker protocol: lease, heartbeat, report result or failure.
+
+Transient trouble (connection refused or reset, timeouts, HTTP 5xx/503) is retried with
+capped exponential backoff and jitter, so a server restart never crashes a worker and a
+finished result is kept until the server accepts it. Errors that retrying cannot fix are
+raised: ``LeaseLost`` (409: the lease is no longer ours), ``ProtocolError`` (401/403/404/422).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Any
+
+import httpx
+
+from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.protocol import (
+    FailureIn,
+    HeartbeatIn,
+    HeartbeatOut,
+    LeaseOut,
+    LeaseRequest,
+    ResultIn,
+)
+from autopeft_service.domain.trial import TrialResult
+
+log = logging.getLogger(__name__)
+
+
+class ProtocolError(AutopeftError):
+    """The server refused a request in a way retrying cannot fix (bad token, bad body)."""
+
+
+class LeaseLost(AutopeftError):
+    """The lease is no longer this worker's (HTTP 409): drop the trial."""
+
+
+class ServerUnavailable(AutopeftError):
+    """A request that is not retried (a heartbeat) met a transient failure."""
+
+
+class Interrupted(AutopeftError):
+    """A retry loop was interrupted by the worker's stop event."""
+
+
+class ServerClient:
+    """A worker's connection to the server.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000``.
+        token: a worker bearer token.
+        worker: this worker's name.
+        timeout: seconds per HTTP request (a long-poll adds its wait).
+        max_backoff: cap of the retry delay in seconds.
+        stop: when set, retry loops give up with ``Interrupted``.
+    """
+
+    def __init__(self, base_url: str, token: str, worker: str, timeout: float = 30.0,
+                 max_backoff: float = 30.0, stop: threading.Event | None = None) -> None:
+        self.worker = worker
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.stop = stop or threading.Event()
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _request(self, path: str, body: dict[str, Any], timeout: float | None = None,
+                 retry: bool = True) -> httpx.Response:
+        """POST with retries on transient failures; returns a 2xx/204/404/409 response.
+
+        Raises:
+            ProtocolError: 401, 403 or 422 (or other 4xx).
+            Interrupted: the stop event was set while waiting to retry.
+            ServerUnavailable: transient failure and ``retry`` is False.
+        """
+        delay = 0.5
+        while True:
+            try:
+                response = self._http.post(path, json=body, timeout=timeout or self.timeout)
+                if response.status_code < 500:
+                    if response.status_code in (401, 403, 422) or (
+                            400 <= response.status_code < 500
+                            and response.status_code not in (404, 409)):
+                        raise ProtocolError(f"{path}: HTTP {response.status_code}: "
+                                            f"{response.text[:500]}")
+                    return response
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+            if not retry:
+                raise ServerUnavailable(f"{path}: {problem}")
+            wait = min(self.max_backoff, delay) * (0.5 + random.random())  # noqa: S311
+            log.warning("%s failed (%s); retrying in %.1f s", path, problem, wait)
+            if self.stop.wait(wait):
+                raise Interrupted(f"{path}: stopped while retrying")
+            delay *= 2
+
+    def lease(self, wait_seconds: float | None = None) -> LeaseOut | None:
+        """Ask for a trial; None when nothing was ready within the long-poll."""
+        body = LeaseRequest(worker=self.worker, wait_seconds=wait_seconds)
+        response = self._request("/v1/leases", body.model_dump(),
+                                 timeout=self.timeout + (wait_seconds or 0) + 60)
+        if response.status_code == 204:
+            return None
+        return LeaseOut.model_validate(response.json())
+
+    def heartbeat(self, trial_id: int, token: str, progress: dict[str, Any] | None = None,
+                  retry: bool = False) -> HeartbeatOut:
+        """Extend the lease. Raises LeaseLost on 409/404, ServerUnavailable when the server
+        cannot be reached (the caller keeps training; the lease may still be extended later)."""
+        response = self._request(f"/v1/trials/{trial_id}/heartbeat",
+                                 HeartbeatIn(token=token, progress=progress).model_dump(),
+                                 retry=retry)
+        self._raise_lost(response)
+        return HeartbeatOut.model_validate(response.json())
+
+    def report_result(self, trial_id: int, token: str, result: TrialResult) -> dict[str, Any]:
+        """Deliver a result, retrying until the server accepts it. Raises LeaseLost on 409."""
+        response = self._request(f"/v1/trials/{trial_id}/result",
+                                 ResultIn(token=token, result=result).model_dump(mode="json"))
+        self._raise_lost(response)
+        return response.json()
+
+    def report_failure(self, trial_id: int, token: str, reason: str, retry: bool = True,
+                       preempted: bool = False) -> dict[str, Any]:
+        """Report a failed attempt (retrying delivery). Raises LeaseLost on 409."""
+        body = FailureIn(token=token, reason=reason, retry=retry, preempted=preempted)
+        response = self._request(f"/v1/trials/{trial_id}/failure", body.model_dump())
+        self._raise_lost(response)
+        return response.json()
+
+    @staticmethod
+    def _raise_lost(response: httpx.Response) -> None:
+        if response.status_code in (404, 409):
+            raise LeaseLost(response.json().get("detail", response.text))
