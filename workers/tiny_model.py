@@ -36,7 +36,8 @@ def write_tiny_bert(directory: str | Path, words: Iterable[str], *, num_layers: 
     vocab = list(SPECIAL_TOKENS) + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
     vocab += [c for c in ".,!?;:'\"-" if c not in vocab]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    # transformers 5 ignores BertTokenizerFast(vocab_file=...): load the folder's vocab.txt.
+    tokenizer = BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True)
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=num_heads,

@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
-from autopeft_service.domain.validation import FieldError
 from autopeft_service.domain.peft_config import (
     ParallelAdapterConfig,
     PeftConfig,
@@ -31,6 +30,7 @@ from autopeft_service.domain.peft_config import (
     PrefixConfig,
     SerialAdapterConfig,
 )
+from autopeft_service.domain.validation import FieldError
 
 SERIAL_ADAPTER_SIZE = "serial_adapter_size"
 PARALLEL_ADAPTER_SIZE = "parallel_adapter_size"

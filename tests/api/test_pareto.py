@@ -4,10 +4,10 @@ import threading
 
 import httpx
 
+from autopeft_service.testing.server import WORKER_TOKEN
 from tests.api.conftest import CLIENT, create_study
 from workers.client import ServerClient
 from workers.fake_worker import FakeWorker
-from autopeft_service.testing.server import WORKER_TOKEN
 
 
 def test_pareto_endpoint_matches_brute_force(server) -> None:

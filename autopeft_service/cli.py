@@ -1,3 +1,0 @@
-"""Placeholder CLI, replaced below."""
-def main() -> None:
-    raise SystemExit(0)

@@ -1,0 +1,110 @@
+"""``autopeft trial``: run one real fine-tuning trial and print its result as JSON.
+
+Imports the worker engine lazily: the server process never loads transformers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from autopeft_service.cli.parser import USAGE_ERROR, fail
+from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
+from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.trial import TrainingSettings
+
+#: CLI flags that override TrainingSettings fields (flag name == field name).
+SETTING_FLAGS: dict[str, type] = {
+    "epochs": float, "batch_size": int, "learning_rate": float, "max_length": int,
+    "max_train_examples": int, "max_dev_examples": int, "held_out_fraction": float,
+    "pooling": str,
+}
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The task flags shared by ``trial`` and ``demo``."""
+    parser.add_argument("--task", default="synthetic",
+                        help="glue:<name> | synthetic | csv:DIR | jsonl:DIR | hf:NAME[/CONFIG]")
+    parser.add_argument("--data-dir", type=Path, help="folder of GLUE task folders")
+    parser.add_argument("--text-columns", help="comma-separated text columns (csv/jsonl/hf)")
+    parser.add_argument("--label-column", help="label column (csv/jsonl/hf)")
+    parser.add_argument("--task-type", choices=["classification", "regression"])
+
+
+def task_options(args: argparse.Namespace) -> dict[str, Any]:
+    """load_task keywords from the task flags."""
+    options: dict[str, Any] = {}
+    if args.text_columns:
+        options["text_columns"] = tuple(c.strip() for c in args.text_columns.split(","))
+    if args.label_column:
+        options["label_column"] = args.label_column
+    if args.task_type:
+        options["task_type"] = args.task_type
+    return options
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("trial", help="run one fine-tuning trial, print JSON")
+    parser.add_argument("--model", required=True, help="backbone folder or hub name")
+    add_task_arguments(parser)
+    parser.add_argument("--config", required=True, type=Path, help="PeftConfig JSON file")
+    parser.add_argument("--settings", type=Path, help="TrainingSettings JSON file")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, help="also write the JSON result here")
+    for name, kind in SETTING_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    parser.set_defaults(handler=run)
+
+
+def quiet_libraries() -> None:
+    """Silence transformers' progress bars and warnings: the CLI prints its own output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """Parse a JSON file; ConfigError naming the file on failure."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: file not found: {path}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{what}: {path} is not valid JSON ({error})") from None
+
+
+def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
+    """TrainingSettings from ``--settings`` and the per-field flags (flags win)."""
+    values: dict[str, Any] = read_json_file(args.settings, "--settings") if args.settings else {}
+    if not isinstance(values, dict):
+        raise ConfigError("--settings: must be a JSON object")
+    values.update({k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k) is not None})
+    return TrainingSettings.from_dict(values)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = PeftConfig.from_dict(read_json_file(args.config, "--config"))
+        settings = settings_from_args(args)
+    except ConfigError as error:
+        fail(str(error), USAGE_ERROR)
+    from workers.trial import TrialRequest, TrialRunner  # lazy: loads torch/transformers
+
+    quiet_libraries()
+    request = TrialRequest(model=args.model, task=args.task, config=config, settings=settings,
+                           seed=args.seed, data_dir=args.data_dir, task_options=task_options(args))
+    try:
+        result = TrialRunner(device=args.device).run(request)
+    except TrialError as error:
+        fail(f"trial failed: {error}")
+    except AutopeftError as error:
+        fail(str(error), USAGE_ERROR)
+    text = result.model_dump_json(indent=2)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

@@ -1,0 +1,295 @@
+"""The trial runner: build a PEFT configuration on a backbone, train it, and score it.
+
+A trial trains on the task's train split minus a held-out part, scores the held-out part
+(the search objective) and the dev split (reported only), and returns a ``TrialResult``.
+``TrialRunner`` keeps the pristine backbone and the tokenised data in memory, so the next
+trial of the same backbone and task only rebuilds the PEFT modules and the head.
+Same seed, same data and same hardware give the same result.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import torch
+from torch import nn
+from transformers import get_linear_schedule_with_warmup
+
+from autopeft_service.domain.errors import TrialError
+from autopeft_service.domain.param_count import count_parameters
+from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from workers.backbone import Backbone, load_backbone
+from workers.data import (
+    TaskData,
+    TaskType,
+    TokenizedCache,
+    TokenizedSplit,
+    compute_metrics,
+    holdout_split,
+    load_task,
+    subsample,
+)
+from workers.peft import apply_peft, trainable_parameter_count
+from workers.task_model import TaskModel
+
+
+@dataclass(frozen=True)
+class TrialRequest:
+    """Everything a trial needs.
+
+    Attributes:
+        model: backbone folder or hub name.
+        task: task string (``glue:rte``, ``synthetic``, ``csv:DIR``, ...; see workers.data).
+        config: the PEFT configuration to build.
+        settings: training and evaluation settings.
+        seed: seed of initialisation, dropout and batch order.
+        data_dir: folder of GLUE task folders (for ``glue:`` tasks).
+        task_options: extra ``load_task`` keywords (text_columns, label_column, task_type).
+    """
+
+    model: str | Path
+    task: str
+    config: PeftConfig
+    settings: TrainingSettings = field(default_factory=TrainingSettings)
+    seed: int = 0
+    data_dir: str | Path | None = None
+    task_options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrialProgress:
+    """A training progress report (for heartbeats and progress bars)."""
+
+    step: int
+    total_steps: int
+    loss: float
+
+
+class TrialStopped(Exception):
+    """Raised inside ``run`` when the progress callback asks to stop."""
+
+
+ProgressCallback = Callable[[TrialProgress], bool]
+
+
+@dataclass
+class _PreparedData:
+    task: TaskData
+    fit: TokenizedSplit
+    held_out: TokenizedSplit
+    dev: TokenizedSplit
+
+
+class TrialRunner:
+    """Runs trials, caching loaded backbones and tokenised data between them.
+
+    Args:
+        device: torch device string (``"cpu"``, ``"cuda:0"``).
+        cache: tokenised-data cache (memory + disk); a default one when omitted.
+        attn_implementation: attention kernel of loaded backbones.
+    """
+
+    def __init__(self, device: str = "cpu", cache: TokenizedCache | None = None,
+                 attn_implementation: str = "sdpa") -> None:
+        self.device = torch.device(device)
+        self.cache = cache if cache is not None else TokenizedCache()
+        self.attn_implementation = attn_implementation
+        self._backbones: dict[str, Backbone] = {}
+        self._tasks: dict[tuple[object, ...], TaskData] = {}
+
+    def backbone(self, source: str | Path) -> Backbone:
+        """The pristine backbone for ``source``, loaded once."""
+        key = str(source)
+        if key not in self._backbones:
+            self._backbones[key] = load_backbone(source, self.attn_implementation)
+        return self._backbones[key]
+
+    def task(self, request: TrialRequest) -> TaskData:
+        """The task's examples, loaded once per (task, data dir, options)."""
+        key = (request.task, str(request.data_dir), tuple(sorted(
+            (k, str(v)) for k, v in request.task_options.items())))
+        if key not in self._tasks:
+            self._tasks[key] = load_task(request.task, request.data_dir,
+                                         **request.task_options)  # type: ignore[arg-type]
+        return self._tasks[key]
+
+    def _prepare(self, request: TrialRequest, backbone: Backbone) -> _PreparedData:
+        settings = request.settings
+        task = self.task(request)
+        fit, held_out = holdout_split(task.train, settings.held_out_fraction, settings.data_seed,
+                                      settings.max_held_out_examples)
+        if settings.max_train_examples is not None:
+            fit = subsample(fit, settings.max_train_examples, settings.data_seed)
+        dev = task.dev
+        if settings.max_dev_examples is not None:
+            dev = subsample(dev, settings.max_dev_examples, settings.data_seed)
+        split_key = (f"{task.fingerprint}:seed={settings.data_seed}:"
+                     f"held={settings.held_out_fraction}/{settings.max_held_out_examples}:"
+                     f"train={settings.max_train_examples}:dev={settings.max_dev_examples}")
+
+        def tokenize(examples: tuple, name: str) -> TokenizedSplit:
+            return self.cache.get(backbone.tokenizer, examples, key=f"{split_key}:{name}",
+                                  max_length=settings.max_length, task_type=task.task_type)
+
+        return _PreparedData(task=task, fit=tokenize(fit, "fit"),
+                             held_out=tokenize(held_out, "held_out"), dev=tokenize(dev, "dev"))
+
+    def build_encoder(self, backbone: Backbone, config: PeftConfig) -> nn.Module:
+        """A copy of the pristine backbone with ``config`` built in (the pristine one stays).
+
+        Benchmarks override this to build the same configuration with another library.
+        """
+        return apply_peft(copy.deepcopy(backbone.model), config, backbone.dims)
+
+    def run(self, request: TrialRequest, progress: ProgressCallback | None = None,
+            progress_every: int = 10) -> TrialResult:
+        """Train and score one configuration.
+
+        Args:
+            request: what to train.
+            progress: called every ``progress_every`` steps; return False to stop the trial.
+            progress_every: steps between progress calls.
+
+        Returns:
+            The trial's result.
+
+        Raises:
+            DataError / ModelError / ConfigError: bad task, model or configuration.
+            TrialError: the loss became NaN or infinite.
+            TrialStopped: ``progress`` asked to stop.
+        """
+        settings = request.settings
+        load_start = time.perf_counter()
+        self.task(request)  # bad task arguments fail before the model is loaded
+        backbone = self.backbone(request.model)
+        data = self._prepare(request, backbone)
+        torch.manual_seed(request.seed)
+        encoder = self.build_encoder(backbone, request.config)
+        is_regression = data.task.task_type is TaskType.REGRESSION
+        model = TaskModel(encoder, backbone.dims.hidden_size,
+                          1 if is_regression else data.task.num_labels,
+                          settings.pooling, settings.head_dropout).to(self.device)
+        counts = count_parameters(request.config, backbone.dims)
+        head_parameters = model.head_parameter_count()
+        built = trainable_parameter_count(model) - head_parameters
+        if built != counts.trainable:  # the exact-count contract; tested, checked every trial
+            raise TrialError(f"built model has {built} trainable parameters, analytic count "
+                             f"says {counts.trainable}")
+        load_seconds = time.perf_counter() - load_start
+
+        memory = _PeakMemory(self.device)
+        train_start = time.perf_counter()
+        steps, examples_seen, final_loss = self._train(
+            model, data.fit, settings, request.seed, is_regression, progress, progress_every,
+            memory)
+        train_seconds = time.perf_counter() - train_start
+
+        eval_start = time.perf_counter()
+        held_out = self._evaluate(model, data.held_out, data.task, settings, is_regression)
+        dev = self._evaluate(model, data.dev, data.task, settings, is_regression)
+        eval_seconds = time.perf_counter() - eval_start
+        memory.sample()
+
+        metric = data.task.metrics[0]
+        return TrialResult(
+            metric=metric, objective=held_out[metric], held_out=held_out, dev=dev,
+            dev_score=dev[metric], trainable_parameters=counts.trainable,
+            trainable_percent=counts.trainable_percent, deployed_parameters=counts.deployed,
+            head_parameters=head_parameters, train_seconds=train_seconds,
+            eval_seconds=eval_seconds, load_seconds=load_seconds, steps=steps,
+            train_examples=len(data.fit),
+            examples_per_second=examples_seen / max(train_seconds, 1e-9),
+            final_loss=final_loss, peak_memory_mb=memory.peak_mb, device=str(self.device),
+            seed=request.seed, config_description=request.config.describe())
+
+    def _train(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
+               seed: int, is_regression: bool, progress: ProgressCallback | None,
+               progress_every: int, memory: _PeakMemory) -> tuple[int, int, float]:
+        """Train in place; return (steps, examples seen, last loss)."""
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
+                                      weight_decay=settings.weight_decay)
+        batches_per_epoch = math.ceil(len(data) / settings.batch_size)
+        total_steps = max(1, math.ceil(settings.epochs * batches_per_epoch))
+        scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+        generator = torch.Generator().manual_seed(seed)
+        loss_fn: nn.Module = nn.MSELoss() if is_regression else nn.CrossEntropyLoss()
+        model.train()
+        step, seen, loss_value = 0, 0, float("nan")
+        while step < total_steps:
+            order = torch.randperm(len(data), generator=generator)
+            for start in range(0, len(data), settings.batch_size):
+                if step >= total_steps:
+                    break
+                batch = self._to_device(data.batch(order[start:start + settings.batch_size]))
+                labels = batch.pop("labels")
+                seen += len(labels)
+                output = model(**batch)
+                loss = loss_fn(output.squeeze(-1), labels) if is_regression else loss_fn(output,
+                                                                                        labels)
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise TrialError(f"loss became {loss_value} at step {step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                memory.sample()
+                if progress is not None and (step % progress_every == 0 or step == total_steps):
+                    if not progress(TrialProgress(step, total_steps, loss_value)):
+                        raise TrialStopped(f"stopped at step {step} of {total_steps}")
+        return step, seen, loss_value
+
+    @torch.no_grad()
+    def _evaluate(self, model: TaskModel, data: TokenizedSplit, task: TaskData,
+                  settings: TrainingSettings, is_regression: bool) -> dict[str, float]:
+        model.eval()
+        predictions = []
+        for start in range(0, len(data), settings.eval_batch_size):
+            batch = self._to_device(data.batch(torch.arange(
+                start, min(start + settings.eval_batch_size, len(data)))))
+            batch.pop("labels")
+            output = model(**batch).float().cpu()
+            predictions.append(output.squeeze(-1) if is_regression else output.argmax(-1))
+        model.train()
+        return compute_metrics(task.metrics, torch.cat(predictions).numpy(),
+                               data.labels.numpy())
+
+    def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+
+class _PeakMemory:
+    """Peak memory during a trial: CUDA allocator peak on GPU, sampled process RSS on CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._process = psutil.Process()
+        self._peak = 0
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def sample(self) -> None:
+        if self.device.type != "cuda":
+            self._peak = max(self._peak, self._process.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return self._peak / 2**20
+
+
+def run_trial(request: TrialRequest, device: str = "cpu") -> TrialResult:
+    """Run one trial with a fresh runner (see ``TrialRunner.run``)."""
+    return TrialRunner(device=device).run(request)
