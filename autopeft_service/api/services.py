@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
+
+from sqlalchemy.orm import Session
 
 from autopeft_service.core.config import Settings
 from autopeft_service.proposer import LeaseSweeper, Proposer
+from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database
 
 
@@ -56,11 +60,19 @@ class Services:
         self.settings = settings
         self.database = Database(settings.database_url, settings.database_pool_size)
         self.ready = ReadySignal()
+        self._specs: dict[int, dict[str, Any]] = {}
         self.proposer = NotifyingProposer(self.database, self.ready,
                                           poll_seconds=settings.proposer_poll_seconds)
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))
+
+    def study_spec_json(self, session: Session, study_id: int) -> dict[str, Any]:
+        """A study's stored spec (JSON), cached: a spec never changes after creation."""
+        spec = self._specs.get(study_id)
+        if spec is None:
+            spec = self._specs[study_id] = repo.get_study(session, study_id).spec
+        return spec
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.ready.bind(loop)

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import ColumnElement, Engine, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -62,6 +62,14 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     bind = engine_or_session.get_bind() if isinstance(engine_or_session, Session) \
         else engine_or_session
     return bind.dialect.name == "postgresql"
+
+
+def database_now_expression(session: Session) -> ColumnElement[float]:
+    """The database clock as a SQL expression (seconds since the epoch), for use inside a
+    statement so that reading the clock costs no extra round trip."""
+    if is_postgres(session):
+        return func.extract("epoch", func.clock_timestamp())
+    return (func.julianday("now") - 2440587.5) * 86400.0
 
 
 def database_now(session: Session) -> float:

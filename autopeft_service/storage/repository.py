@@ -32,7 +32,7 @@ from autopeft_service.domain.study import (
     StudyState,
     TrialState,
 )
-from autopeft_service.storage.database import database_now, is_postgres
+from autopeft_service.storage.database import database_now, database_now_expression, is_postgres
 from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
 
 
@@ -53,7 +53,6 @@ class Lease:
     """A trial handed to a worker."""
 
     trial: TrialRow
-    study: StudyRow
     token: str
     deadline: float
 
@@ -267,33 +266,39 @@ def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | 
 
     Promise: a trial is held by at most one lease at a time; the returned token is new and
     secret; ``attempt`` counts leases. Returns None when nothing is ready.
+
+    One ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING`` statement: on PostgreSQL
+    the sub-select takes the row ``FOR UPDATE SKIP LOCKED`` (concurrent leasers skip it);
+    on SQLite the immediate transaction already excludes other writers.
     """
-    statement = (select(TrialRow).join(StudyRow, StudyRow.id == TrialRow.study_id)
-                 .where(TrialRow.state == TrialState.READY.value,
-                        StudyRow.state == StudyState.RUNNING.value)
-                 .order_by(TrialRow.id).limit(1))
+    oldest_ready = (select(TrialRow.id).join(StudyRow, StudyRow.id == TrialRow.study_id)
+                    .where(TrialRow.state == TrialState.READY.value,
+                           StudyRow.state == StudyState.RUNNING.value)
+                    .order_by(TrialRow.id).limit(1))
     if is_postgres(session):
-        statement = statement.with_for_update(of=TrialRow, skip_locked=True)
+        oldest_ready = oldest_ready.with_for_update(of=TrialRow, skip_locked=True)
+    now = database_now_expression(session)
+    token = secrets.token_urlsafe(24)
+    statement = (update(TrialRow)
+                 .where(TrialRow.id == oldest_ready.scalar_subquery(),
+                        TrialRow.state == TrialState.READY.value)
+                 .values(state=TrialState.LEASED.value, lease_token=token,
+                         lease_deadline=now + lease_seconds, worker=worker,
+                         attempt=TrialRow.attempt + 1, leased_at=now)
+                 .returning(TrialRow)
+                 .execution_options(synchronize_session=False))
     trial = session.execute(statement).scalar_one_or_none()
-    now = database_now(session)
-    _touch_worker(session, worker, now, leased=trial is not None)
+    _touch_worker(session, worker, leased=trial is not None)
     if trial is None:
         return None
-    token = secrets.token_urlsafe(24)
-    trial.state = TrialState.LEASED.value
-    trial.lease_token = token
-    trial.lease_deadline = now + lease_seconds
-    trial.worker = worker
-    trial.attempt += 1
-    trial.leased_at = now
-    study = session.get(StudyRow, trial.study_id)
-    assert study is not None
-    return Lease(trial=trial, study=study, token=token, deadline=trial.lease_deadline)
+    assert trial.lease_deadline is not None
+    return Lease(trial=trial, token=token, deadline=trial.lease_deadline)
 
 
-def _touch_worker(session: Session, name: str, now: float, leased: bool = False,
+def _touch_worker(session: Session, name: str, leased: bool = False,
                   completed: bool = False, failed: bool = False) -> None:
     """Upsert the worker's row in one statement (no read, no lost update)."""
+    now = database_now_expression(session)
     insert = postgres_insert if is_postgres(session) else sqlite_insert
     statement = insert(WorkerRow).values(name=name, first_seen=now, last_seen=now,
                                          leases=int(leased), completed=int(completed),
@@ -328,7 +333,7 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
     if progress is not None:
         trial.progress = dict(progress)
     if trial.worker:
-        _touch_worker(session, trial.worker, now)
+        _touch_worker(session, trial.worker)
     return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False)
 
 
@@ -347,25 +352,30 @@ def complete_trial(session: Session, trial_id: int, token: str,
         LeaseConflict: the token is not the trial's current lease (it was re-leased), or the
             trial was cancelled.
     """
-    trial = get_trial(session, trial_id, lock=True)
+    now = database_now_expression(session)
+    dev_score = result.get("dev_score")
+    statement = (update(TrialRow)
+                 .where(TrialRow.id == trial_id, TrialRow.lease_token == token,
+                        TrialRow.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
+                 .values(state=TrialState.COMPLETED.value, result=dict(result),
+                         objective=float(result["objective"]),
+                         param_share=float(result["trainable_percent"]),
+                         dev_score=float(dev_score) if dev_score is not None else None,
+                         finished_at=now, lease_deadline=None)
+                 .returning(TrialRow)
+                 .execution_options(synchronize_session=False))
+    trial = session.execute(statement).scalar_one_or_none()
+    if trial is not None:  # the common case: one statement
+        if trial.worker:
+            _touch_worker(session, trial.worker, completed=True)
+        return ReportOutcome(trial=trial, duplicate=False)
+    trial = get_trial(session, trial_id)  # why not: decide between duplicate and conflict
     if trial.lease_token != token:
         raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
                             "and the trial was handed to another worker)")
     if trial.state == TrialState.COMPLETED.value:
         return ReportOutcome(trial=trial, duplicate=True)
-    if trial.state not in (TrialState.LEASED.value, TrialState.READY.value):
-        raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
-    now = database_now(session)
-    trial.state = TrialState.COMPLETED.value
-    trial.result = dict(result)
-    trial.objective = float(result["objective"])
-    trial.param_share = float(result["trainable_percent"])
-    trial.dev_score = float(result["dev_score"]) if result.get("dev_score") is not None else None
-    trial.finished_at = now
-    trial.lease_deadline = None
-    if trial.worker:
-        _touch_worker(session, trial.worker, now, completed=True)
-    return ReportOutcome(trial=trial, duplicate=False)
+    raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
 
 
 def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_attempts: int,
@@ -400,7 +410,7 @@ def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_att
         trial.state = TrialState.FAILED.value
         trial.finished_at = now
     if trial.worker:
-        _touch_worker(session, trial.worker, now, failed=not preempted)
+        _touch_worker(session, trial.worker, failed=not preempted)
     return ReportOutcome(trial=trial, duplicate=False)
 
 

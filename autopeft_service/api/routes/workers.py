@@ -44,8 +44,8 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
         lease = repo.lease_trial(session, worker, seconds)
         if lease is None:
             return None
-        spec = lease.study.spec
         trial = lease.trial
+        spec = services.study_spec_json(session, trial.study_id)
         out = {
             "trial_id": trial.id, "study_id": trial.study_id, "number": trial.number,
             "attempt": trial.attempt, "token": lease.token, "deadline": lease.deadline,
