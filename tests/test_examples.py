@@ -13,3 +13,19 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 def test_example_peft_configs_parse(path: Path) -> None:
     config = PeftConfig.from_json(path.read_text())
     assert config.num_layers == 6 and config.has_modules
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("study_*.yaml")), ids=lambda p: p.name)
+def test_example_study_specs_parse(path: Path) -> None:
+    from autopeft_service.client import load_spec
+    from autopeft_service.optimizers.factory import make_optimizer
+
+    spec = load_spec(path)
+    assert spec.search_space.num_layers == 6 and spec.budget.total_trials >= 10
+    make_optimizer(spec)  # the server accepts its optimiser and settings
+
+
+def test_there_are_example_study_specs() -> None:
+    names = {p.name for p in EXAMPLES.glob("study_*.yaml")}
+    assert {"study_rte_minilm.yaml", "study_sst2_minilm.yaml",
+            "study_synthetic_minilm.yaml"} <= names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -76,12 +77,13 @@ class ServerClient:
         self.close()
 
     def _request(self, path: str, body: dict[str, Any], timeout: float | None = None,
-                 retry: bool = True) -> httpx.Response:
+                 retry: bool = True, interruptible: bool = True) -> httpx.Response:
         """POST with retries on transient failures; returns a 2xx/204/404/409 response.
 
         Raises:
             ProtocolError: 401, 403 or 422 (or other 4xx).
-            Interrupted: the stop event was set while waiting to retry.
+            Interrupted: the stop event was set while waiting to retry (``interruptible``
+                requests only: a finished result is retried whatever the stop event says).
             ServerUnavailable: transient failure and ``retry`` is False.
         """
         delay = 0.5
@@ -102,8 +104,10 @@ class ServerClient:
                 raise ServerUnavailable(f"{path}: {problem}")
             wait = min(self.max_backoff, delay) * (0.5 + random.random())  # noqa: S311
             log.warning("%s failed (%s); retrying in %.1f s", path, problem, wait)
-            if self.stop.wait(wait):
+            if interruptible and self.stop.wait(wait):
                 raise Interrupted(f"{path}: stopped while retrying")
+            if not interruptible:
+                time.sleep(wait)
             delay *= 2
 
     def lease(self, wait_seconds: float | None = None) -> LeaseOut | None:
@@ -125,18 +129,21 @@ class ServerClient:
         self._raise_lost(response)
         return HeartbeatOut.model_validate(response.json())
 
-    def report_result(self, trial_id: int, token: str, result: TrialResult) -> dict[str, Any]:
+    def report_result(self, trial_id: int, token: str, result: TrialResult,
+                      interruptible: bool = True) -> dict[str, Any]:
         """Deliver a result, retrying until the server accepts it. Raises LeaseLost on 409."""
         response = self._request(f"/v1/trials/{trial_id}/result",
-                                 ResultIn(token=token, result=result).model_dump(mode="json"))
+                                 ResultIn(token=token, result=result).model_dump(mode="json"),
+                                 interruptible=interruptible)
         self._raise_lost(response)
         return response.json()
 
     def report_failure(self, trial_id: int, token: str, reason: str, retry: bool = True,
-                       preempted: bool = False) -> dict[str, Any]:
+                       preempted: bool = False, interruptible: bool = True) -> dict[str, Any]:
         """Report a failed attempt (retrying delivery). Raises LeaseLost on 409."""
         body = FailureIn(token=token, reason=reason, retry=retry, preempted=preempted)
-        response = self._request(f"/v1/trials/{trial_id}/failure", body.model_dump())
+        response = self._request(f"/v1/trials/{trial_id}/failure", body.model_dump(),
+                                 interruptible=interruptible)
         self._raise_lost(response)
         return response.json()
 

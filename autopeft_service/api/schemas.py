@@ -36,6 +36,7 @@ class TrialSummary(BaseModel):
     progress: dict[str, Any] | None
     result: dict[str, Any] | None
     created_at: float
+    leased_at: float | None
     finished_at: float | None
 
 

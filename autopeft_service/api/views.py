@@ -19,7 +19,7 @@ def trial_summary(row: TrialRow) -> TrialSummary:
         config_description=PeftConfig.model_validate(row.config).describe(), worker=row.worker,
         objective=row.objective, param_share=row.param_share, dev_score=row.dev_score,
         failure_reason=row.failure_reason, progress=row.progress, result=row.result,
-        created_at=row.created_at, finished_at=row.finished_at)
+        created_at=row.created_at, leased_at=row.leased_at, finished_at=row.finished_at)
 
 
 def _front(completed: list[TrialRow], spec: StudySpec) -> tuple[list[TrialRow], float]:

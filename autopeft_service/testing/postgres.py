@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,6 +17,8 @@ import uuid
 from pathlib import Path
 
 import psycopg
+
+from autopeft_service.local import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -35,12 +36,6 @@ def _bin_dir() -> Path:
     raise PostgresUnavailable(
         "PostgreSQL is not installed: `apt-get install postgresql` (the CI script does), or "
         "set AUTOPEFT_TEST_POSTGRES_URL to a server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class TemporaryPostgres:

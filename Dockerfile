@@ -1,0 +1,18 @@
+# One image for the server and the workers: `autopeft serve` / `autopeft worker`.
+# torch==2.13.0 from PyPI is the CUDA build on linux/x86_64 (GPU workers); the server runs
+# it on the CPU only through BoTorch.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 HF_HUB_OFFLINE=1
+WORKDIR /app
+
+COPY pyproject.toml constraints.txt README.md alembic.ini ./
+COPY autopeft_service ./autopeft_service
+COPY workers ./workers
+COPY migrations ./migrations
+# Editable: `autopeft serve` finds alembic.ini and migrations/ beside the package.
+RUN pip install --no-cache-dir -c constraints.txt torch==2.13.0 \
+ && pip install --no-cache-dir -c constraints.txt -e ".[demo]"
+
+ENTRYPOINT ["autopeft"]
+CMD ["--help"]

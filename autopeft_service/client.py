@@ -1,0 +1,292 @@
+"""The Python client of the search service, for users (submit, follow and read studies).
+
+A thin synchronous wrapper over the ``/v1/studies`` routes that returns the server's JSON
+as plain dicts and turns every failure into one readable ``ClientError`` line. It needs
+only httpx, pydantic and PyYAML (no torch, transformers or SQLAlchemy), so it runs on a
+laptop that talks to a remote server::
+
+    from autopeft_service.client import AutopeftClient, load_spec
+
+    spec = load_spec("examples/study_rte_minilm.yaml")       # ConfigError names the field
+    with AutopeftClient("http://127.0.0.1:8000", token="client-secret") as client:
+        study = client.submit(spec)                           # or a dict, or the file path
+        final = client.watch(study["id"], lambda s: print(s["counts"]), interval=5)
+        for trial in client.pareto(study["id"])["trials"]:
+            print(trial["number"], trial["config_description"], trial["objective"],
+                  trial["param_share"])
+
+Errors: ``ConfigError`` for a spec that does not validate (before anything is sent);
+``ClientError`` for everything the server or the network says, e.g.
+``HTTP 404 Not Found: study 7 does not exist``,
+``HTTP 422 Unprocessable Content: body.budget.total_trials: Input should be ...``,
+``cannot reach the server at http://127.0.0.1:8000: [Errno 111] Connection refused``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+
+from autopeft_service.domain.errors import AutopeftError, ConfigError
+from autopeft_service.domain.study import StudySpec
+from autopeft_service.domain.validation import parse_model
+
+__all__ = ["DEFAULT_SERVER", "FINAL_STUDY_STATES", "AutopeftClient", "ClientError",
+           "ended_trials", "load_spec"]
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+#: Study states after which nothing changes any more.
+FINAL_STUDY_STATES = ("completed", "cancelled")
+#: Trial states that used up a slot of the budget (what "done" counts in progress).
+_ENDED_TRIAL_STATES = ("completed", "failed", "pruned")
+
+
+class ClientError(AutopeftError):
+    """The server refused a request, or could not be reached. The message is one line.
+
+    Attributes:
+        status_code: the HTTP status, or None when no answer came (network trouble).
+        detail: the server's ``detail`` formatted as one line (or the network error).
+        transient: True for trouble that may pass by itself (no answer, timeouts, 5xx).
+    """
+
+    def __init__(self, message: str, status_code: int | None = None, detail: str = "",
+                 transient: bool = False) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail or message
+        self.transient = transient
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def format_detail(body: Any) -> str:
+    """The server's ``detail`` as one line: a string as it is; a validation list (422) as
+    ``field.path: reason`` joined by ``; ``."""
+    detail = body.get("detail", body) if isinstance(body, Mapping) else body
+    if isinstance(detail, str):
+        return _one_line(detail)
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, Mapping):
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "__root__")
+                message = str(item.get("msg", "")).removeprefix("Value error, ")
+                parts.append(f"{loc}: {message}" if loc else message)
+            else:
+                parts.append(str(item))
+        return _one_line("; ".join(parts))
+    return _one_line(json.dumps(detail))
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Read a study specification from a YAML or JSON file (``.json`` is read as JSON, any
+    other name as YAML, which JSON is a subset of) and validate it.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, does not parse, is not a mapping, or
+            a field is invalid; the message starts with the path and names the field
+            (``spec.yaml: budget.total_trials: Input should be greater than or equal to 1``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read: {error}") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: not valid JSON ({error})") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(error, "problem", None) or str(error)
+            raise ConfigError(f"{path}: not valid YAML ({where}{_one_line(problem)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must hold a mapping of spec fields (name, backbone, task, "
+                          f"search_space, ...), got {type(data).__name__}")
+    try:
+        return parse_model(StudySpec, data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+def ended_trials(study: Mapping[str, Any]) -> int:
+    """Trials of a study (a ``StudyOut`` dict) that used up their budget slot."""
+    counts = study.get("counts", {})
+    return sum(int(counts.get(state, 0)) for state in _ENDED_TRIAL_STATES)
+
+
+class AutopeftClient:
+    """A user's connection to the search server (bearer token with the client role).
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000``.
+        token: a client bearer token (``AUTOPEFT_CLIENT_TOKENS`` on the server).
+        timeout: seconds per HTTP request.
+        page_size: items asked per page when a list is followed through its pages.
+    """
+
+    def __init__(self, base_url: str = DEFAULT_SERVER, token: str = "", timeout: float = 30.0,
+                 page_size: int = 500) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.page_size = page_size
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; the JSON body of a 2xx answer.
+
+        Raises:
+            ClientError: any non-2xx answer, or no answer at all.
+        """
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as error:
+            raise ClientError(f"the server at {self.base_url} did not answer {method} {path} "
+                              f"within {self.timeout:g} s ({type(error).__name__})",
+                              transient=True) from None
+        except httpx.TransportError as error:
+            reason = _one_line(str(error) or type(error).__name__)
+            raise ClientError(f"cannot reach the server at {self.base_url}: {reason}",
+                              transient=True) from None
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                raise ClientError(f"{method} {path}: the server at {self.base_url} answered "
+                                  f"HTTP {response.status_code} with a body that is not JSON",
+                                  response.status_code) from None
+        try:
+            detail = format_detail(response.json())
+        except ValueError:
+            detail = _one_line(response.text) or "(no detail)"
+        phrase = f" {response.reason_phrase}" if response.reason_phrase else ""
+        raise ClientError(f"HTTP {response.status_code}{phrase}: {detail}",
+                          response.status_code, detail,
+                          transient=response.status_code >= 500)
+
+    def _pages(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a paginated list (follows ``offset`` until ``total`` is reached)."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._request("GET", path, params={**params, "offset": len(items),
+                                                      "limit": self.page_size})
+            items.extend(page["items"])
+            if not page["items"] or len(items) >= page["total"]:
+                return items
+
+    # ------------------------------------------------------------------ studies
+
+    def submit(self, spec: StudySpec | Mapping[str, Any] | str | Path) -> dict[str, Any]:
+        """Start a study; returns it (``StudyOut``: id, state, counts, ...).
+
+        Args:
+            spec: a StudySpec, a mapping of its fields, or the path of a YAML/JSON file.
+
+        Raises:
+            ConfigError: the spec is invalid (checked here, before anything is sent).
+            ClientError: the server refused it (e.g. 422 ``optimizer.name``) or is unreachable.
+        """
+        if isinstance(spec, (str, Path)):
+            spec = load_spec(spec)
+        elif not isinstance(spec, StudySpec):
+            spec = parse_model(StudySpec, dict(spec))
+        return self._request("POST", "/v1/studies", json=spec.model_dump(mode="json"))
+
+    def status(self, study_id: int) -> dict[str, Any]:
+        """One study (``StudyOut``): state, counts by trial state, best trial, hypervolume,
+        Pareto size, total_trials and the spec."""
+        return self._request("GET", f"/v1/studies/{int(study_id)}")
+
+    def list_studies(self) -> list[dict[str, Any]]:
+        """Every study (``StudyOut`` dicts), oldest first, across all pages."""
+        return self._pages("/v1/studies", {})
+
+    def trials(self, study_id: int, state: str | None = None) -> list[dict[str, Any]]:
+        """The study's trials (``TrialSummary`` dicts), all pages, optionally of one state
+        (ready, leased, completed, failed, cancelled, pruned)."""
+        params = {"state": state} if state else {}
+        return self._pages(f"/v1/studies/{int(study_id)}/trials", params)
+
+    def pareto(self, study_id: int) -> dict[str, Any]:
+        """The Pareto front (``ParetoOut``): ``trials`` ordered by parameter share, the
+        hypervolume and its reference point."""
+        return self._request("GET", f"/v1/studies/{int(study_id)}/pareto")
+
+    def cancel(self, study_id: int) -> dict[str, Any]:
+        """Stop a study (queued and running trials become cancelled); returns it."""
+        return self._request("POST", f"/v1/studies/{int(study_id)}/cancel")
+
+    def watch(self, study_id: int, on_update: Callable[[dict[str, Any]], None] | None = None,
+              interval: float = 2.0, stop_when_done: bool = True,
+              timeout: float | None = None, patience: float = 60.0) -> dict[str, Any]:
+        """Poll a study every ``interval`` seconds, calling ``on_update`` with each reading
+        (every poll, changed or not), until it is completed or cancelled.
+
+        Args:
+            on_update: called with the study (``StudyOut`` dict) after each poll.
+            interval: seconds between polls.
+            stop_when_done: return once the study is completed or cancelled; when False,
+                keep polling until ``timeout``.
+            timeout: return the last reading after this many seconds (None: no limit).
+            patience: after the first reading, transient trouble (server restarting,
+                unreachable, 5xx) is retried for up to this many seconds since the last
+                good reading before it is raised.
+
+        Returns:
+            The last reading of the study.
+
+        Raises:
+            ClientError: the first reading fails, a non-transient error, or transient
+                trouble lasting longer than ``patience``.
+        """
+        start = time.monotonic()
+        study = self.status(study_id)  # unknown id, bad token, no server: raise at once
+        last_good = time.monotonic()
+        fresh = True
+        while True:
+            if fresh and on_update is not None:
+                on_update(study)
+            if stop_when_done and study["state"] in FINAL_STUDY_STATES:
+                return study
+            if timeout is not None and time.monotonic() - start >= timeout:
+                return study
+            time.sleep(interval)
+            try:
+                study, fresh = self.status(study_id), True
+                last_good = time.monotonic()
+            except ClientError as error:
+                if not error.transient or time.monotonic() - last_good > patience:
+                    raise
+                fresh = False

@@ -1,0 +1,134 @@
+"""A server and workers on this machine, as child processes (the demo; tests; benchmarks).
+
+Both are the real programs (``autopeft serve``, ``autopeft worker``) talking HTTP over
+loopback; nothing here is a stand-in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_health(base_url: str, timeout: float = 60.0,
+                    process: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until ``GET /v1/health`` answers 200.
+
+    Raises:
+        RuntimeError: ``process`` exited first.
+        TimeoutError: not healthy within ``timeout`` seconds.
+    """
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base_url}/v1/health", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}")
+        if time.monotonic() > end:
+            raise TimeoutError(f"server at {base_url} did not become healthy")
+        time.sleep(0.1)
+
+
+class LocalServer:
+    """``autopeft serve`` as a child process that can be killed and started again.
+
+    Args:
+        database_url: the database (kept across restarts).
+        client_token, worker_token: bearer tokens (random when omitted).
+        log: file the server's output is appended to (discarded when omitted).
+        settings: more ``AUTOPEFT_*`` settings, e.g. ``lease_seconds="3"``.
+    """
+
+    def __init__(self, database_url: str, port: int | None = None, log: Path | None = None,
+                 client_token: str | None = None, worker_token: str | None = None,
+                 **settings: str) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.client_token = client_token or secrets.token_urlsafe(16)
+        self.worker_token = worker_token or secrets.token_urlsafe(16)
+        self.env = {**os.environ, "AUTOPEFT_DATABASE_URL": database_url,
+                    "AUTOPEFT_CLIENT_TOKENS": self.client_token,
+                    "AUTOPEFT_WORKER_TOKENS": self.worker_token,
+                    **{f"AUTOPEFT_{k.upper()}": str(v) for k, v in settings.items()}}
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> LocalServer:
+        """Start (migrating the database first) and wait until healthy."""
+        output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "autopeft_service.cli", "serve", "--port", str(self.port)],
+            env=self.env, stdout=output, stderr=subprocess.STDOUT)
+        wait_for_health(self.base_url, process=self.process)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown handlers run."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 15 s."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class LocalWorkers:
+    """``autopeft worker`` child processes for one server, each with its own log file."""
+
+    def __init__(self, server: LocalServer, log_dir: Path, env: dict[str, str] | None = None
+                 ) -> None:
+        self.server = server
+        self.log_dir = log_dir
+        self.env = {**os.environ, **(env or {})}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        """Start a worker called ``name`` with extra ``autopeft worker`` arguments."""
+        log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "autopeft_service.cli", "worker", "--server",
+             self.server.base_url, "--token", self.server.worker_token, "--name", name,
+             "--log-level", "info", *extra],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker (running trials are preempted), SIGKILL stragglers."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        end = time.monotonic() + timeout
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)

@@ -1,0 +1,215 @@
+"""``autopeft submit | status | watch | pareto | cancel | studies`` as subprocesses against a
+real server (uvicorn thread, SQLite file) with fake workers completing the study."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autopeft_service.client import AutopeftClient
+from autopeft_service.local import free_port
+from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
+from tests.test_client import SYNTHETIC_EXAMPLE, Workers, small_spec, start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    running = start_server(tmp_path_factory.mktemp("cli-server"))
+    yield running
+    running.__exit__(None, None, None)
+
+
+def autopeft(*args: str, env: dict[str, str] | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m autopeft_service.cli ARGS`` with a clean AUTOPEFT_* environment."""
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("AUTOPEFT_SERVER", "AUTOPEFT_TOKEN", "TTY_INTERACTIVE",
+                         "TTY_COMPATIBLE", "FORCE_COLOR")}
+    base.update(COLUMNS="200", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "autopeft_service.cli", *args], cwd=ROOT,
+                          env=base, capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def at(server: ServerThread, token: str = CLIENT_TOKEN) -> list[str]:
+    return ["--server", server.base_url, "--token", token]
+
+
+def api(server: ServerThread, path: str) -> dict:
+    with httpx.Client(base_url=server.base_url) as http:
+        response = http.get(path, headers={"Authorization": f"Bearer {CLIENT_TOKEN}"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int,
+                          *expected: str) -> str:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("autopeft: error: ") and "Traceback" not in result.stderr
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def test_submit_status_studies_cancel(server: ServerThread) -> None:
+    submitted = autopeft("submit", str(SYNTHETIC_EXAMPLE), *at(server))
+    assert submitted.returncode == 0, submitted.stderr
+    match = re.search(r"^study (\d+) submitted: 'synthetic-minilm-autopeft', 10 trials of "
+                      r"synthetic on /models/minilm-l6 \(optimizer sobol, 4 in parallel\)$",
+                      submitted.stdout, re.MULTILINE)
+    assert match, submitted.stdout
+    first = int(match.group(1))
+    assert f"autopeft watch {first}" in submitted.stdout
+
+    as_json = autopeft("submit", str(SYNTHETIC_EXAMPLE), "--json", *at(server))
+    second = json.loads(as_json.stdout)
+    assert second["id"] == first + 1 and second["state"] == "running"
+
+    # --server/--token from the environment
+    env = {"AUTOPEFT_SERVER": server.base_url, "AUTOPEFT_TOKEN": CLIENT_TOKEN}
+    status = autopeft("status", str(first), env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"study {first}: synthetic-minilm-autopeft [running]" in status.stdout
+    assert "0/10 trials done" in status.stdout and "best: no completed trial yet" in status.stdout
+    status_json = json.loads(autopeft("status", str(first), "--json", env=env).stdout)
+    assert status_json["id"] == first and status_json["total_trials"] == 10
+
+    cancelled = autopeft("cancel", str(second["id"]), env=env)
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"study {second['id']} (synthetic-minilm-autopeft) is cancelled" in cancelled.stdout
+    assert api(server, f"/v1/studies/{second['id']}")["state"] == "cancelled"
+
+    listed = autopeft("studies", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "synthetic-minilm-autopeft" in listed.stdout and "cancelled" in listed.stdout
+    listed_json = json.loads(autopeft("studies", "--json", env=env).stdout)
+    assert {first, second["id"]} <= {s["id"] for s in listed_json}
+    AutopeftClient(server.base_url, CLIENT_TOKEN).cancel(first)
+
+
+def test_watch_ends_when_the_study_completes(server: ServerThread) -> None:
+    with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
+        study_id = client.submit(small_spec(name="watched", budget={
+            "total_trials": 10, "initial_trials": 4, "max_parallel": 4}))["id"]
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "autopeft_service.cli", "watch", str(study_id), "--interval",
+         "0.2", *at(server)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "COLUMNS": "200"})
+    start = time.monotonic()
+    try:
+        first_line = watch.stdout.readline()  # no worker yet: the study is waiting
+        assert first_line.startswith(f"study {study_id} [running]: 0/10 trials done"), (
+            first_line + watch.stderr.read())
+        with Workers(server.base_url, count=2):  # workers run while watch follows
+            stdout, stderr = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0, stderr
+    assert time.monotonic() - start < 20
+    assert stderr == ""
+    assert re.search(rf"study {study_id} completed: 10/10 trials done, 0 running, 0 queued, "
+                     r"best 0\.\d{4}, Pareto \d+", stdout), stdout
+    pareto = api(server, f"/v1/studies/{study_id}/pareto")
+    assert f"study {study_id} (watched): Pareto front, {len(pareto['trials'])} trials" in stdout
+    for column in ("#", "configuration", "held-out accuracy", "dev", "params %"):
+        assert column in stdout
+
+    # pareto --json is the API's body; the table shows every front trial
+    as_json = autopeft("pareto", str(study_id), "--json", *at(server))
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == pareto
+    table = autopeft("pareto", str(study_id), *at(server))
+    assert table.returncode == 0, table.stderr
+    for trial in pareto["trials"]:
+        row = re.search(rf"│\s+{trial['number']} │ {re.escape(trial['config_description'])}\s+│"
+                        rf"\s+{trial['objective']:.4f} │\s+{trial['dev_score']:.4f} │"
+                        rf"\s+{trial['param_share']:.3f} │", table.stdout)
+        assert row, (trial, table.stdout)
+    assert f"hypervolume {pareto['hypervolume']:.4f}" in table.stdout
+
+    # on a terminal: a rich progress bar (the study is over: returns at once)
+    live = autopeft("watch", str(study_id), *at(server),
+                    env={"TTY_INTERACTIVE": "1", "TTY_COMPATIBLE": "1"})
+    assert live.returncode == 0, live.stderr
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", live.stdout)
+    assert "10/10" in plain and "ETA 0:00" in plain and "Pareto front" in plain
+
+
+def test_pareto_of_a_study_without_results(server: ServerThread) -> None:
+    with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
+        study_id = client.submit(small_spec(name="empty"))["id"]
+        client.cancel(study_id)
+    empty = autopeft("pareto", str(study_id), *at(server))
+    assert empty.returncode == 0
+    assert f"study {study_id}: no completed trials yet" in empty.stdout
+
+
+def test_one_line_errors(server: ServerThread, tmp_path: Path) -> None:
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text(SYNTHETIC_EXAMPLE.read_text().replace("total_trials: 10",
+                                                            "total_trials: 0"))
+    line = assert_one_line_error(autopeft("submit", str(invalid), *at(server)), 2,
+                                 "budget.total_trials: Input should be greater than or equal")
+    assert line.startswith(f"autopeft: error: {invalid}: ")
+    assert_one_line_error(autopeft("submit", str(tmp_path / "nope.yaml"), *at(server)), 2,
+                          "nope.yaml: file not found")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [oops\n")
+    assert_one_line_error(autopeft("submit", str(broken), *at(server)), 2, "not valid YAML")
+    optimizer = tmp_path / "optimizer.json"
+    optimizer.write_text(json.dumps(small_spec(optimizer={"name": "nonesuch"})))
+    assert_one_line_error(autopeft("submit", str(optimizer), *at(server)), 2,
+                          "HTTP 422", "optimizer.name: unknown optimiser 'nonesuch'")
+
+    for command in ("status", "watch", "pareto", "cancel"):
+        assert_one_line_error(autopeft(command, "999999", *at(server)), 1,
+                              "HTTP 404 Not Found: study 999999 does not exist")
+    assert_one_line_error(autopeft("studies", *at(server, "wrong-token")), 1,
+                          "HTTP 401 Unauthorized: unknown bearer token", "--token")
+    assert_one_line_error(autopeft("status", "1", *at(server, WORKER_TOKEN)), 1,
+                          "HTTP 403 Forbidden: this endpoint needs the client role")
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(autopeft("status", "1", "--server", nowhere, "--token", "t"), 1,
+                          f"cannot reach the server at {nowhere}: ", "--server")
+
+    assert_one_line_error(autopeft("status", "1", "--server", server.base_url), 2,
+                          "no token: pass --token or set AUTOPEFT_TOKEN")
+    assert_one_line_error(autopeft("status", "abc", *at(server)), 2, "invalid study id 'abc'")
+    assert_one_line_error(autopeft("status", "1", "--server", "localhost:8000", "--token", "t"),
+                          2, "--server: must be an http:// or https:// URL")
+    assert_one_line_error(autopeft("pareto", *at(server)), 2,
+                          "the following arguments are required: ID")
+
+
+def test_ctrl_c_stops_watching_not_the_study(server: ServerThread) -> None:
+    with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
+        study_id = client.submit(small_spec(name="interrupted"))["id"]
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "autopeft_service.cli", "watch", str(study_id),
+             "--interval", "0.2", *at(server)], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        try:
+            assert watch.stdout.readline().startswith(f"study {study_id} [running]")
+            watch.send_signal(signal.SIGINT)
+            _, stderr = watch.communicate(timeout=20)
+        finally:
+            watch.kill()
+        assert watch.returncode == 130
+        assert stderr == (f"autopeft: error: interrupted; study {study_id} goes on "
+                          f"(autopeft cancel {study_id} stops it)\n")
+        assert client.status(study_id)["state"] == "running"
+        client.cancel(study_id)

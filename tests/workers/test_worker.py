@@ -1,0 +1,199 @@
+"""Real worker processes against a real server: end to end, crashes, preemption, outages."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from autopeft_service.local import LocalWorkers
+from autopeft_service.testing.server import CLIENT_TOKEN, ServerProcess
+
+CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+
+
+def spec(model: Path, trials: int, train_examples: int = 200, epochs: float = 0.5,
+         max_parallel: int = 2) -> dict[str, Any]:
+    return {"name": "e2e", "backbone": str(model), "task": "synthetic",
+            "search_space": {"num_layers": 2, "hidden_size": 32},
+            "budget": {"total_trials": trials, "initial_trials": trials,
+                       "max_parallel": max_parallel, "max_attempts": 3},
+            "training": {"epochs": epochs, "max_train_examples": train_examples,
+                         "max_length": 24, "max_held_out_examples": 100,
+                         "max_dev_examples": 100, "learning_rate": 3e-3}}
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'autopeft.db'}"
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    servers: list[ServerProcess] = []
+
+    def start(url: str, **settings: str) -> ServerProcess:
+        server = ServerProcess(url, log=tmp_path / "server.log", **settings).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+class Workers(LocalWorkers):
+    """Single-threaded workers with a private token cache."""
+
+    def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return super().start(name, "--threads", "1", *extra)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Any]:
+    made: list[Workers] = []
+
+    def make(server: ServerProcess) -> Workers:
+        made.append(Workers(server, tmp_path, env={"AUTOPEFT_CACHE_DIR": str(tmp_path / "cache")}))
+        return made[-1]
+
+    yield make
+    for group in made:
+        group.stop(timeout=5)
+
+
+def submit(server: ServerProcess, body: dict[str, Any]) -> int:
+    response = httpx.post(f"{server.base_url}/v1/studies", json=body, headers=CLIENT, timeout=30)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def get(server: ServerProcess, path: str, **params: Any) -> Any:
+    response = httpx.get(f"{server.base_url}/v1{path}", headers=CLIENT, params=params, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_until(condition: Any, timeout: float, message: str) -> Any:
+    end = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < end, message
+        time.sleep(0.1)
+
+
+def trials(server: ServerProcess, study: int) -> list[dict[str, Any]]:
+    return get(server, f"/studies/{study}/trials", limit=500)["items"]
+
+
+def test_two_workers_run_a_study_to_completion(server_factory, workers, tiny_bert_path,
+                                               sqlite_url) -> None:
+    server = server_factory(sqlite_url)
+    study = submit(server, spec(tiny_bert_path, trials=6, train_examples=1000, epochs=1))
+    group = workers(server)
+    for name in ("w1", "w2"):
+        group.start(name, "--exit-when-idle", "3")
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 240,
+               "study did not complete")
+    done = trials(server, study)
+    assert len(done) == 6 and all(t["state"] == "completed" for t in done)
+    assert {t["worker"] for t in done} == {"w1", "w2"}
+    for trial in done:  # real trained results: real counts, timings, metrics
+        result = trial["result"]
+        assert result["train_seconds"] > 0 and result["steps"] == 32  # ceil(1000 / 32)
+        assert 0 <= result["objective"] <= 1 and result["device"] == "cpu"
+        assert result["trainable_parameters"] > 0
+    pareto = get(server, f"/studies/{study}/pareto")
+    assert pareto["trials"] and all(t["result"]["config_description"] for t in pareto["trials"])
+    for name, process in group.processes.items():
+        assert process.wait(30) == 0, group.log(name)
+
+
+def test_killed_worker_trial_is_released_and_completed_by_the_other(
+        server_factory, workers, tiny_bert_path, sqlite_url) -> None:
+    server = server_factory(sqlite_url, lease_seconds="3", sweep_interval_seconds="0.3")
+    study = submit(server, spec(tiny_bert_path, trials=3, train_examples=1800, epochs=4,
+                                max_parallel=1))
+    group = workers(server)
+    victim = group.start("victim")
+    held = wait_until(lambda: next((t for t in trials(server, study)
+                                    if t["state"] == "leased" and (t["progress"] or {}).get("step")),
+                                   None), 120, "victim never started training")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    group.start("survivor", "--exit-when-idle", "5")
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 300,
+               "study did not complete after the crash")
+    done = {t["id"]: t for t in trials(server, study)}
+    assert len(done) == 3 and all(t["state"] == "completed" for t in done.values())
+    assert done[held["id"]]["worker"] == "survivor" and done[held["id"]]["attempt"] == 2
+    assert "lease expired (worker victim" in done[held["id"]]["failure_reason"]
+
+
+def test_sigterm_preempts_and_requeues_at_once(server_factory, workers, tiny_bert_path,
+                                               sqlite_url) -> None:
+    server = server_factory(sqlite_url, lease_seconds="600")  # expiry would take 10 minutes
+    study = submit(server, spec(tiny_bert_path, trials=2, train_examples=1800, epochs=10,
+                                max_parallel=1))
+    group = workers(server)
+    first = group.start("first")
+    held = wait_until(lambda: next((t for t in trials(server, study) if t["state"] == "leased"),
+                                   None), 120, "worker never leased")
+    time.sleep(1.0)  # into the trial (a stop during loading is noticed at the first step)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(60) == 0, group.log("first")
+    requeued = next(t for t in trials(server, study) if t["id"] == held["id"])
+    assert requeued["state"] == "ready" and requeued["attempt"] == 0
+    assert "preempted" in requeued["failure_reason"]
+    group.start("second", "--exit-when-idle", "5")
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 300,
+               "study did not complete after preemption")
+    done = trials(server, study)
+    assert all(t["state"] == "completed" and t["worker"] == "second" for t in done)
+
+
+def test_workers_survive_a_server_outage_and_deliver_results(server_factory, workers,
+                                                             tiny_bert_path,
+                                                             sqlite_url) -> None:
+    server = server_factory(sqlite_url, lease_seconds="120")
+    study = submit(server, spec(tiny_bert_path, trials=4, train_examples=1000, epochs=2))
+    group = workers(server)
+    for name in ("a", "b"):
+        group.start(name, "--exit-when-idle", "5")
+    wait_until(lambda: sum(t["state"] == "leased" for t in trials(server, study)) == 2, 120,
+               "workers did not lease")
+    server.kill()  # workers finish their trials while the server is down
+    time.sleep(8)
+    assert all(p.poll() is None for p in group.processes.values()), "a worker crashed"
+    server.start()
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 300,
+               "study did not complete after the outage")
+    done = trials(server, study)
+    assert len(done) == 4 and all(t["state"] == "completed" for t in done)
+    assert all(t["attempt"] == 1 for t in done)  # results from the outage were delivered
+    for name, process in group.processes.items():
+        assert process.wait(60) == 0, group.log(name)
+
+
+def test_postgresql_server_and_three_workers(server_factory, workers, tiny_bert_path,
+                                             postgres_admin_url) -> None:
+    from autopeft_service.testing.postgres import create_database
+
+    server = server_factory(create_database(postgres_admin_url))
+    study = submit(server, spec(tiny_bert_path, trials=6, max_parallel=3))
+    group = workers(server)
+    for name in ("p1", "p2", "p3"):
+        group.start(name, "--exit-when-idle", "3")
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 240,
+               "study did not complete on PostgreSQL")
+    done = trials(server, study)
+    assert len(done) == 6 and all(t["state"] == "completed" for t in done)
+    assert len({t["worker"] for t in done}) >= 2

@@ -1,0 +1,217 @@
+"""The worker process: lease a trial over HTTP, train it with a heartbeat, report, repeat.
+
+One worker per GPU (or per CPU machine). It keeps the loaded backbones and tokenised data
+in memory across trials (``TrialRunner``), so a new trial of the same backbone and task only
+rebuilds the PEFT modules and the head.
+
+Fault handling:
+  * a trial that fails (out of memory, NaN loss, bad data, timeout, any exception) is
+    reported as failed with its reason, and the worker goes on;
+  * SIGTERM/SIGINT: the running trial stops at its next step and is reported as
+    *preempted* (requeued at once, no attempt used), then the worker exits;
+  * server down or restarting: every request is retried with capped backoff; a finished
+    result is kept until the server accepts it (a stop signal does not abandon it);
+  * a heartbeat answered "stop" (study cancelled) ends the trial within one step.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.protocol import LeaseOut
+from workers.client import Interrupted, LeaseLost, ServerClient, ServerUnavailable
+from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, and where its time went (seconds)."""
+
+    completed: int = 0
+    failed: int = 0
+    preempted: int = 0
+    stopped: int = 0
+    lost: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    training_seconds: float = 0.0
+    trial_seconds: float = 0.0
+    load_seconds: list[float] = field(default_factory=list)
+
+
+class _TrialControl:
+    """Shared state between the training loop and the heartbeat thread of one trial."""
+
+    def __init__(self, deadline: float | None, worker_stop: threading.Event) -> None:
+        self.stop = threading.Event()
+        self.reason = ""
+        self.progress: dict[str, float] = {}
+        self.deadline = deadline
+        self.worker_stop = worker_stop
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop.is_set():
+            self.reason = reason
+            self.stop.set()
+
+    def on_progress(self, progress: TrialProgress) -> bool:
+        """Training callback: record progress; False stops the trial."""
+        self.progress = {"step": progress.step, "total_steps": progress.total_steps,
+                         "loss": progress.loss}
+        if self.worker_stop.is_set():
+            self.request_stop("preempted")
+        elif self.deadline is not None and time.monotonic() > self.deadline:
+            self.request_stop("timeout")
+        return not self.stop.is_set()
+
+
+class Worker:
+    """Pulls trials from the server and trains them until stopped.
+
+    Args:
+        client: the protocol client (its ``stop`` event is the worker's stop signal).
+        runner: the trial runner (holds the model and data caches).
+        trial_timeout: seconds a trial may train before it is stopped and failed.
+        wait_seconds: long-poll length of each lease request.
+    """
+
+    def __init__(self, client: ServerClient, runner: TrialRunner,
+                 trial_timeout: float | None = None, wait_seconds: float = 10.0) -> None:
+        self.client = client
+        self.runner = runner
+        self.trial_timeout = trial_timeout
+        self.wait_seconds = wait_seconds
+        self.stats = WorkerStats()
+
+    @property
+    def stopping(self) -> threading.Event:
+        return self.client.stop
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the worker gracefully (main thread only)."""
+        def handle(signum: int, _frame: object) -> None:
+            log.warning("signal %s: preempting the running trial and exiting", signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+
+    def run(self, max_trials: int | None = None, idle_exit: float | None = None) -> WorkerStats:
+        """Work until stopped, ``max_trials`` trials were taken, or no trial came for
+        ``idle_exit`` seconds."""
+        taken = 0
+        idle_since = time.monotonic()
+        while not self.stopping.is_set() and (max_trials is None or taken < max_trials):
+            try:
+                lease = self.client.lease(wait_seconds=self.wait_seconds)
+            except Interrupted:
+                break
+            if lease is None:
+                if idle_exit is not None and time.monotonic() - idle_since > idle_exit:
+                    break
+                continue
+            taken += 1
+            self.run_trial(lease)
+            idle_since = time.monotonic()
+        return self.stats
+
+    def run_trial(self, lease: LeaseOut) -> None:
+        """Train one leased trial and report its outcome (never raises for trial errors)."""
+        start = time.monotonic()
+        deadline = start + self.trial_timeout if self.trial_timeout else None
+        control = _TrialControl(deadline, self.stopping)
+        beat = threading.Thread(target=self._heartbeat, args=(lease, control), daemon=True,
+                                name=f"heartbeat-{lease.trial_id}")
+        beat.start()
+        request = TrialRequest(model=lease.backbone, task=lease.task, config=lease.config,
+                               settings=lease.training, seed=lease.seed,
+                               data_dir=Path(lease.data_dir) if lease.data_dir else None,
+                               task_options=lease.task_options)
+        try:
+            result = self.runner.run(request, progress=control.on_progress, progress_every=1)
+        except TrialStopped:
+            self._report_stopped(lease, control)
+        except Exception as error:  # noqa: BLE001 - every failure is reported, the worker goes on
+            reason = _describe(error)
+            log.warning("trial %s failed: %s", lease.trial_id, reason)
+            self._report_failure(lease, reason)
+        else:
+            self.stats.training_seconds += result.train_seconds + result.eval_seconds
+            self.stats.load_seconds.append(result.load_seconds)
+            self._deliver_result(lease, result)
+        finally:
+            control.request_stop("trial ended")
+            beat.join(5)
+            self.stats.trial_seconds += time.monotonic() - start
+
+    def _heartbeat(self, lease: LeaseOut, control: _TrialControl) -> None:
+        interval = max(0.5, min(10.0, lease.lease_seconds / 4))
+        while not control.stop.wait(interval):
+            try:
+                answer = self.client.heartbeat(lease.trial_id, lease.token, control.progress)
+            except ServerUnavailable as error:
+                log.info("heartbeat of trial %s: %s (training goes on)", lease.trial_id, error)
+                continue
+            except LeaseLost as error:
+                control.request_stop(f"lease lost: {error}")
+                return
+            except AutopeftError as error:
+                log.warning("heartbeat of trial %s refused: %s", lease.trial_id, error)
+                continue
+            if answer.stop:
+                control.request_stop(answer.reason or "stop")
+                return
+
+    def _report_stopped(self, lease: LeaseOut, control: _TrialControl) -> None:
+        reason = control.reason
+        if reason == "preempted":
+            self.stats.preempted += 1
+            self._report_failure(lease, "preempted: worker stopping", preempted=True)
+        elif reason == "timeout":
+            self._report_failure(lease, f"timeout after {self.trial_timeout:g} s")
+        else:  # cancelled or pruned by the server, or the lease was lost: nothing to report
+            self.stats.stopped += 1
+            log.info("trial %s stopped: %s", lease.trial_id, reason)
+
+    def _report_failure(self, lease: LeaseOut, reason: str, preempted: bool = False) -> None:
+        if not preempted:
+            self.stats.failed += 1
+        try:
+            self.client.report_failure(lease.trial_id, lease.token, reason, preempted=preempted,
+                                       interruptible=False)
+        except LeaseLost as error:
+            self.stats.lost += 1
+            log.info("failure of trial %s not recorded: %s", lease.trial_id, error)
+        except AutopeftError as error:
+            log.warning("failure of trial %s not recorded: %s", lease.trial_id, error)
+
+    def _deliver_result(self, lease: LeaseOut, result: object) -> None:
+        """Report the result; retried until the server accepts it (even when stopping)."""
+        try:
+            self.client.report_result(lease.trial_id, lease.token, result,  # type: ignore[arg-type]
+                                      interruptible=False)
+            self.stats.completed += 1
+        except LeaseLost as error:
+            self.stats.lost += 1
+            log.warning("result of trial %s refused: %s", lease.trial_id, error)
+
+
+def _describe(error: BaseException) -> str:
+    """A one-line failure reason: the exception type and first line of its message."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if "out of memory" in text.lower():
+        return f"out of memory: {text}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def default_worker_name(device: str) -> str:
+    """``host:device``, unique per machine and device."""
+    return f"{socket.gethostname()}:{device}"
