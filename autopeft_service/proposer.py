@@ -110,7 +110,7 @@ class Proposer:
     def fill(self, study_id: int) -> int:
         """Top up one study's ready queue. Returns the number of trials added."""
         with self.database.session() as session:
-            if repo.finish_study_if_done(session, study_id):  # safety net after a crash
+            if repo.finish_study_if_done(session, study_id):  # reports wake us to do this
                 return 0
             spec = StudySpec.model_validate(repo.get_study(session, study_id).spec)
             want = free_slots(spec, repo.trial_counts(session, study_id))

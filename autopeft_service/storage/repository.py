@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, Float, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -50,11 +50,32 @@ class StudyNotRunning(AutopeftError):
 
 @dataclass(frozen=True)
 class Lease:
-    """A trial handed to a worker."""
+    """A trial handed to a worker (the columns a worker needs, not an ORM object)."""
 
-    trial: TrialRow
+    trial_id: int
+    study_id: int
+    number: int
+    attempt: int
+    params: dict[str, Any]
+    config: dict[str, Any]
     token: str
     deadline: float
+
+
+@dataclass(frozen=True)
+class TrialStatus:
+    """A trial's state after a report."""
+
+    id: int
+    study_id: int
+    state: str
+    attempt: int
+    failure_reason: str | None
+
+    @classmethod
+    def of(cls, row: TrialRow) -> TrialStatus:
+        return cls(id=row.id, study_id=row.study_id, state=row.state, attempt=row.attempt,
+                   failure_reason=row.failure_reason)
 
 
 @dataclass(frozen=True)
@@ -70,7 +91,7 @@ class HeartbeatAnswer:
 class ReportOutcome:
     """Result of a report: ``duplicate`` is True when it repeated an accepted report."""
 
-    trial: TrialRow
+    trial: TrialStatus
     duplicate: bool
 
 
@@ -261,6 +282,39 @@ def trials_in_states(session: Session, study_id: int, states: Sequence[str]) -> 
         .order_by(TrialRow.number)).scalars())
 
 
+# Hot-path statements (lease, result) are built once per dialect and reused with bind
+# parameters: building and cache-keying a fresh statement per request cost more CPU than
+# executing it. Core (not ORM) rows are returned for the same reason.
+_TRIALS = TrialRow.__table__
+_STUDIES = StudyRow.__table__
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _prebuilt(session: Session, name: str, build: Any) -> Any:
+    key = (session.get_bind().dialect.name, name)
+    statement = _STATEMENTS.get(key)
+    if statement is None:
+        statement = _STATEMENTS[key] = build(is_postgres(session), database_now_expression(session))
+    return statement
+
+
+def _lease_statement(postgres: bool, now: Any) -> Any:
+    oldest_ready = (select(_TRIALS.c.id).join(_STUDIES, _STUDIES.c.id == _TRIALS.c.study_id)
+                    .where(_TRIALS.c.state == TrialState.READY.value,
+                           _STUDIES.c.state == StudyState.RUNNING.value)
+                    .order_by(_TRIALS.c.id).limit(1))
+    if postgres:
+        oldest_ready = oldest_ready.with_for_update(of=_TRIALS, skip_locked=True)
+    return (update(_TRIALS)
+            .where(_TRIALS.c.id == oldest_ready.scalar_subquery(),
+                   _TRIALS.c.state == TrialState.READY.value)
+            .values(state=TrialState.LEASED.value, lease_token=bindparam("p_token"),
+                    lease_deadline=now + bindparam("p_seconds", type_=Float),
+                    worker=bindparam("p_worker"), attempt=_TRIALS.c.attempt + 1, leased_at=now)
+            .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.number, _TRIALS.c.attempt,
+                       _TRIALS.c.params, _TRIALS.c.config, _TRIALS.c.lease_deadline))
+
+
 def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | None:
     """Give the oldest ready trial of any running study to ``worker``.
 
@@ -271,42 +325,27 @@ def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | 
     the sub-select takes the row ``FOR UPDATE SKIP LOCKED`` (concurrent leasers skip it);
     on SQLite the immediate transaction already excludes other writers.
     """
-    oldest_ready = (select(TrialRow.id).join(StudyRow, StudyRow.id == TrialRow.study_id)
-                    .where(TrialRow.state == TrialState.READY.value,
-                           StudyRow.state == StudyState.RUNNING.value)
-                    .order_by(TrialRow.id).limit(1))
-    if is_postgres(session):
-        oldest_ready = oldest_ready.with_for_update(of=TrialRow, skip_locked=True)
-    now = database_now_expression(session)
     token = secrets.token_urlsafe(24)
-    statement = (update(TrialRow)
-                 .where(TrialRow.id == oldest_ready.scalar_subquery(),
-                        TrialRow.state == TrialState.READY.value)
-                 .values(state=TrialState.LEASED.value, lease_token=token,
-                         lease_deadline=now + lease_seconds, worker=worker,
-                         attempt=TrialRow.attempt + 1, leased_at=now)
-                 .returning(TrialRow)
-                 .execution_options(synchronize_session=False))
-    trial = session.execute(statement).scalar_one_or_none()
-    _touch_worker(session, worker, leased=trial is not None)
-    if trial is None:
+    row = session.execute(_prebuilt(session, "lease", _lease_statement),
+                          {"p_token": token, "p_seconds": float(lease_seconds),
+                           "p_worker": worker}).one_or_none()
+    _touch_worker(session, worker, leased=row is not None)
+    if row is None:
         return None
-    assert trial.lease_deadline is not None
-    return Lease(trial=trial, token=token, deadline=trial.lease_deadline)
+    return Lease(trial_id=row.id, study_id=row.study_id, number=row.number,
+                 attempt=row.attempt, params=row.params, config=row.config, token=token,
+                 deadline=float(row.lease_deadline))
 
 
-def _touch_worker(session: Session, name: str, leased: bool = False,
-                  completed: bool = False, failed: bool = False) -> None:
-    """Upsert the worker's row in one statement (no read, no lost update)."""
+def _touch_worker(session: Session, name: str, leased: bool = False) -> None:
+    """Upsert the worker's row (last seen, leases) in one statement (no read, no lost
+    update). Called on leases and heartbeats, not on reports (kept off that hot path)."""
     now = database_now_expression(session)
     insert = postgres_insert if is_postgres(session) else sqlite_insert
     statement = insert(WorkerRow).values(name=name, first_seen=now, last_seen=now,
-                                         leases=int(leased), completed=int(completed),
-                                         failed=int(failed))
+                                         leases=int(leased))
     statement = statement.on_conflict_do_update(index_elements=[WorkerRow.name], set_={
-        "last_seen": now, "leases": WorkerRow.leases + int(leased),
-        "completed": WorkerRow.completed + int(completed),
-        "failed": WorkerRow.failed + int(failed)})
+        "last_seen": now, "leases": WorkerRow.leases + int(leased)})
     session.execute(statement)
 
 
@@ -337,44 +376,50 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
     return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False)
 
 
+def _complete_statement(_postgres: bool, now: Any) -> Any:
+    return (update(_TRIALS)
+            .where(_TRIALS.c.id == bindparam("p_id"), _TRIALS.c.lease_token == bindparam("p_token"),
+                   _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
+            .values(state=TrialState.COMPLETED.value, result=bindparam("p_result", type_=JSON),
+                    objective=bindparam("p_objective", type_=Float),
+                    param_share=bindparam("p_share", type_=Float),
+                    dev_score=bindparam("p_dev", type_=Float), finished_at=now,
+                    lease_deadline=None)
+            .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.state, _TRIALS.c.attempt,
+                       _TRIALS.c.failure_reason))
+
+
 def complete_trial(session: Session, trial_id: int, token: str,
                    result: Mapping[str, Any]) -> ReportOutcome:
     """Record a trial's result under its lease token.
 
     Idempotent: the same token reporting again returns the stored trial (``duplicate``).
     A lease that expired but was not yet handed out again is still accepted (the work is
-    done and nobody else holds it).
-
-    The caller then runs ``finish_study_if_done`` in a new transaction.
+    done and nobody else holds it). The study is completed by ``finish_study_if_done``,
+    which the proposer runs after reports (off this hot path).
 
     Raises:
         NotFound: no such trial.
         LeaseConflict: the token is not the trial's current lease (it was re-leased), or the
             trial was cancelled.
     """
-    now = database_now_expression(session)
     dev_score = result.get("dev_score")
-    statement = (update(TrialRow)
-                 .where(TrialRow.id == trial_id, TrialRow.lease_token == token,
-                        TrialRow.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
-                 .values(state=TrialState.COMPLETED.value, result=dict(result),
-                         objective=float(result["objective"]),
-                         param_share=float(result["trainable_percent"]),
-                         dev_score=float(dev_score) if dev_score is not None else None,
-                         finished_at=now, lease_deadline=None)
-                 .returning(TrialRow)
-                 .execution_options(synchronize_session=False))
-    trial = session.execute(statement).scalar_one_or_none()
-    if trial is not None:  # the common case: one statement
-        if trial.worker:
-            _touch_worker(session, trial.worker, completed=True)
-        return ReportOutcome(trial=trial, duplicate=False)
+    row = session.execute(_prebuilt(session, "complete", _complete_statement), {
+        "p_id": trial_id, "p_token": token, "p_result": dict(result),
+        "p_objective": float(result["objective"]),
+        "p_share": float(result["trainable_percent"]),
+        "p_dev": float(dev_score) if dev_score is not None else None}).one_or_none()
+    if row is not None:  # the common case: one statement
+        return ReportOutcome(trial=TrialStatus(id=row.id, study_id=row.study_id, state=row.state,
+                                               attempt=row.attempt,
+                                               failure_reason=row.failure_reason),
+                             duplicate=False)
     trial = get_trial(session, trial_id)  # why not: decide between duplicate and conflict
     if trial.lease_token != token:
         raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
                             "and the trial was handed to another worker)")
     if trial.state == TrialState.COMPLETED.value:
-        return ReportOutcome(trial=trial, duplicate=True)
+        return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)
     raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
 
 
@@ -395,7 +440,7 @@ def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_att
     if trial.lease_token != token:
         raise LeaseConflict(f"trial {trial_id}: lease token is not current")
     if trial.state in (TrialState.FAILED.value, TrialState.READY.value):
-        return ReportOutcome(trial=trial, duplicate=True)  # already failed or requeued
+        return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)  # already over
     if trial.state != TrialState.LEASED.value:
         raise LeaseConflict(f"trial {trial_id}: cannot fail a {trial.state} trial")
     now = database_now(session)
@@ -409,9 +454,7 @@ def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_att
     else:
         trial.state = TrialState.FAILED.value
         trial.finished_at = now
-    if trial.worker:
-        _touch_worker(session, trial.worker, failed=not preempted)
-    return ReportOutcome(trial=trial, duplicate=False)
+    return ReportOutcome(trial=TrialStatus.of(trial), duplicate=False)
 
 
 def sweep_expired_leases(session: Session) -> list[TrialRow]:

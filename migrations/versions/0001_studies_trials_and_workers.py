@@ -36,8 +36,6 @@ def upgrade() -> None:
     sa.Column('first_seen', sa.Float(), nullable=False),
     sa.Column('last_seen', sa.Float(), nullable=False),
     sa.Column('leases', sa.Integer(), nullable=False),
-    sa.Column('completed', sa.Integer(), nullable=False),
-    sa.Column('failed', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )
     op.create_table('trials',

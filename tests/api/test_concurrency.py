@@ -8,6 +8,7 @@ import httpx
 
 from tests.api.conftest import CLIENT, WORKER, create_study
 from tests.api.test_studies import _result
+from tests.api.test_worker_protocol import _wait_for_state
 
 CLIENTS = 32
 TRIALS = 160
@@ -66,7 +67,7 @@ def test_concurrent_leases_never_overlap_and_complete_each_trial_once(make_serve
     assert all(len(tokens) == 1 for tokens in leases_by_trial.values())
     assert len(completions) == TRIALS and set(completions.values()) == {1}
     with httpx.Client(base_url=server.base_url, timeout=60) as http:
-        got = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
+        got = _wait_for_state(http, study["id"], "completed")
         trials = http.get(f"/v1/studies/{study['id']}/trials", params={"limit": 500},
                           headers=CLIENT).json()["items"]
     assert got["state"] == "completed" and got["counts"]["completed"] == TRIALS

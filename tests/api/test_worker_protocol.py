@@ -16,6 +16,17 @@ def _lease(http: httpx.Client, worker: str = "w", wait: float | None = 2.0) -> d
     return response.json()
 
 
+def _wait_for_state(http: httpx.Client, study_id: int, state: str, timeout: float = 5) -> dict:
+    """The study once it reaches ``state`` (the proposer completes studies after reports)."""
+    end = time.monotonic() + timeout
+    while True:
+        got = http.get(f"/v1/studies/{study_id}", headers=CLIENT).json()
+        if got["state"] == state or time.monotonic() > end:
+            assert got["state"] == state, got
+            return got
+        time.sleep(0.05)
+
+
 def _trial(http: httpx.Client, study_id: int, trial_id: int) -> dict:
     trials = http.get(f"/v1/studies/{study_id}/trials", params={"limit": 500},
                       headers=CLIENT).json()["items"]
@@ -40,19 +51,25 @@ def test_empty_queue_answers_204_with_retry_after_after_long_poll(http: httpx.Cl
     assert time.monotonic() - start >= 0.35
 
 
-def test_long_poll_returns_as_soon_as_a_trial_is_proposed(http: httpx.Client,
-                                                          make_server) -> None:
-    del make_server
+def test_long_poll_returns_as_soon_as_a_trial_is_proposed(make_server) -> None:
     import threading
 
+    server = make_server(long_poll_seconds=10)
     box: dict = {}
-    poll = threading.Thread(target=lambda: box.update(r=http.post(
-        "/v1/leases", json={"worker": "w", "wait_seconds": 0.5}, headers=WORKER)))
-    poll.start()
-    time.sleep(0.05)
-    create_study(http)
-    poll.join()
-    assert box["r"].status_code == 200
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        def poll() -> None:
+            start = time.monotonic()
+            box["response"] = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 8},
+                                        headers=WORKER)
+            box["seconds"] = time.monotonic() - start
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        time.sleep(0.3)
+        create_study(http)
+        waiter.join()
+    assert box["response"].status_code == 200
+    assert box["seconds"] < 4  # woken by the proposer's signal, not by the 8 s timeout
 
 
 def test_heartbeat_extends_and_records_progress(http: httpx.Client) -> None:
@@ -86,8 +103,8 @@ def test_expired_lease_is_requeued_and_stale_report_is_409(make_server) -> None:
                          json={"token": second["token"], "result": _result(0.7)},
                          headers=WORKER)
         assert done.status_code == 200 and done.json()["duplicate"] is False
-        got = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
-        assert got["state"] == "completed" and got["counts"]["completed"] == 1
+        got = _wait_for_state(http, study["id"], "completed")
+        assert got["counts"]["completed"] == 1
 
 
 def test_expired_lease_not_yet_released_still_accepts_its_result(make_server) -> None:
@@ -133,8 +150,8 @@ def test_failures_requeue_until_max_attempts_then_fail(http: httpx.Client) -> No
                     headers=WORKER).json()
     assert out["state"] == "failed" and out["failure_reason"] == \
         "loss became nan"
-    got = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
-    assert got["state"] == "completed" and got["counts"]["failed"] == 1
+    got = _wait_for_state(http, study["id"], "completed")
+    assert got["counts"]["failed"] == 1
 
 
 def test_preempted_trial_is_requeued_without_using_an_attempt(http: httpx.Client) -> None:

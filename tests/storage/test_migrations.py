@@ -30,7 +30,7 @@ def test_diff_detects_a_missing_column(database_url: str) -> None:
     engine = make_engine(database_url, pool_size=1)
     try:
         with engine.begin() as connection:
-            connection.exec_driver_sql("ALTER TABLE workers DROP COLUMN failed")
+            connection.exec_driver_sql("ALTER TABLE workers DROP COLUMN leases")
     finally:
         engine.dispose()
-    assert any("failed" in str(change) for change in schema_diff(database_url))
+    assert any("leases" in str(change) for change in schema_diff(database_url))

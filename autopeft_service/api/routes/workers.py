@@ -44,12 +44,11 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
         lease = repo.lease_trial(session, worker, seconds)
         if lease is None:
             return None
-        trial = lease.trial
-        spec = services.study_spec_json(session, trial.study_id)
+        spec = services.study_spec_json(session, lease.study_id)
         out = {
-            "trial_id": trial.id, "study_id": trial.study_id, "number": trial.number,
-            "attempt": trial.attempt, "token": lease.token, "deadline": lease.deadline,
-            "lease_seconds": seconds, "params": trial.params, "config": trial.config,
+            "trial_id": lease.trial_id, "study_id": lease.study_id, "number": lease.number,
+            "attempt": lease.attempt, "token": lease.token, "deadline": lease.deadline,
+            "lease_seconds": seconds, "params": lease.params, "config": lease.config,
             "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
             "task_options": spec["task_options"], "training": spec["training"],
             "seed": spec["seed"]}
@@ -98,13 +97,13 @@ def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> He
 
 @router.post("/trials/{trial_id}/result", response_model=ReportOut, responses=CONFLICT)
 def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep) -> ReportOut:
-    """Record the result (idempotent: the same token again is a no-op)."""
+    """Record the result (idempotent: the same token again is a no-op). The proposer,
+    woken here, completes the study once its budget is spent."""
     try:
         with services.database.session() as session:
             outcome = repo.complete_trial(session, trial_id, body.token,
                                           body.result.model_dump(mode="json"))
             out = _report_out(outcome)
-        _finish_if_done(services, outcome.trial.study_id)
     except (repo.NotFound, repo.LeaseConflict) as error:
         raise _conflict(error) from None
     services.proposer.wake()
@@ -117,10 +116,7 @@ def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
                      failure_reason=trial.failure_reason, duplicate=outcome.duplicate)
 
 
-def _finish_if_done(services: Services, study_id: int) -> None:
-    """After a trial ended (committed): complete its study when the budget is spent."""
-    with services.database.session() as session:
-        repo.finish_study_if_done(session, study_id)
+
 
 
 @router.post("/trials/{trial_id}/failure", response_model=ReportOut, responses=CONFLICT)
@@ -135,7 +131,6 @@ def report_failure(trial_id: TrialId, body: FailureIn, services: ServicesDep) ->
                                       budget.max_attempts, retry=body.retry,
                                       preempted=body.preempted)
             out = _report_out(outcome)
-        _finish_if_done(services, outcome.trial.study_id)
     except (repo.NotFound, repo.LeaseConflict) as error:
         raise _conflict(error) from None
     services.ready.notify()
