@@ -47,32 +47,29 @@ def free_slots(spec: StudySpec, counts: dict[str, int]) -> int:
     return min(spec.budget.max_parallel - ready, spec.budget.total_trials - used)
 
 
-class Proposer:
-    """Fills study queues in a background thread.
+class BackgroundLoop:
+    """A daemon thread that calls ``tick()`` every ``interval`` seconds, or sooner when
+    woken; any error of one tick is logged and the loop goes on (the database may be
+    down for a while). ``min_interval`` spaces ticks out so that bursts of wake-ups
+    coalesce into one tick."""
 
-    Args:
-        database: the store.
-        poll_seconds: time between passes when nothing wakes the loop.
-        optimizer_factory: builds a study's optimiser from its spec.
-    """
+    name = "background-loop"
 
-    def __init__(self, database: Database, poll_seconds: float = 0.5,
-                 optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
-                 min_interval: float = 0.05) -> None:
-        self.database = database
-        self.poll_seconds = poll_seconds
+    def __init__(self, interval: float, min_interval: float = 0.0) -> None:
+        self.interval = interval
         self.min_interval = min_interval
-        self.optimizer_factory = optimizer_factory
-        self._optimizers: dict[int, Optimizer] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def tick(self) -> object:
+        raise NotImplementedError
+
     def start(self) -> None:
-        """Start the background thread (idempotent)."""
+        """Start the thread (idempotent)."""
         if self._thread is None or not self._thread.is_alive():
             self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="proposer", daemon=True)
+            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -83,21 +80,44 @@ class Proposer:
             self._thread.join(timeout)
 
     def wake(self) -> None:
-        """Run a pass now (a study was created or a trial ended)."""
+        """Tick now."""
         self._wake.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
             try:
-                self.step()
+                self.tick()
             except StorageError as error:  # the database is down: keep trying
-                log.warning("proposer: %s", error)
+                log.warning("%s: %s", self.name, error)
             except Exception:  # noqa: BLE001 - the loop must survive any one failure
-                log.exception("proposer: unexpected error")
-            self._wake.wait(self.poll_seconds)
-            # Coalesce bursts of wake-ups (every lease and report wakes us) into one pass.
+                log.exception("%s: unexpected error", self.name)
+            self._wake.wait(self.interval)
             self._stop.wait(self.min_interval)
+
+
+class Proposer(BackgroundLoop):
+    """Fills study queues in a background thread.
+
+    Args:
+        database: the store.
+        poll_seconds: time between passes when nothing wakes the loop.
+        optimizer_factory: builds a study's optimiser from its spec.
+        min_interval: least time between passes (every lease and report wakes the loop).
+    """
+
+    name = "proposer"
+
+    def __init__(self, database: Database, poll_seconds: float = 0.5,
+                 optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
+                 min_interval: float = 0.05) -> None:
+        super().__init__(poll_seconds, min_interval)
+        self.database = database
+        self.optimizer_factory = optimizer_factory
+        self._optimizers: dict[int, Optimizer] = {}
+
+    def tick(self) -> int:
+        return self.step()
 
     def step(self) -> int:
         """One pass over every running study. Returns the number of trials added."""
@@ -136,45 +156,25 @@ class Proposer:
         return len(added)
 
 
-class LeaseSweeper:
+class LeaseSweeper(BackgroundLoop):
     """Returns expired leases to the queue every ``interval`` seconds, in a thread."""
+
+    name = "lease-sweeper"
 
     def __init__(self, database: Database, interval: float = 1.0,
                  on_swept: Callable[[list[int]], None] | None = None) -> None:
+        super().__init__(interval)
         self.database = database
-        self.interval = interval
         self.on_swept = on_swept
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="lease-sweeper", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+    def tick(self) -> list[int]:
+        return self.sweep()
 
     def sweep(self) -> list[int]:
-        """Sweep once; returns the trial ids requeued or failed."""
+        """Sweep once; returns the trial ids requeued or failed (``on_swept`` hears of
+        them: the server wakes the proposer, which also completes finished studies)."""
         with self.database.session() as session:
-            swept = [(t.id, t.study_id) for t in repo.sweep_expired_leases(session)]
-        for study_id in {study for _, study in swept}:
-            with self.database.session() as session:
-                repo.finish_study_if_done(session, study_id)
-        ids = [trial for trial, _ in swept]
+            ids = [trial.id for trial in repo.sweep_expired_leases(session)]
         if ids and self.on_swept is not None:
             self.on_swept(ids)
         return ids
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sweep()
-            except StorageError as error:
-                log.warning("lease sweeper: %s", error)
-            except Exception:  # noqa: BLE001 - keep sweeping whatever happens once
-                log.exception("lease sweeper: unexpected error")
