@@ -110,7 +110,7 @@ class Proposer(BackgroundLoop):
 
     def __init__(self, database: Database, poll_seconds: float = 0.5,
                  optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
-                 min_interval: float = 0.05) -> None:
+                 min_interval: float = 0.25) -> None:
         super().__init__(poll_seconds, min_interval)
         self.database = database
         self.optimizer_factory = optimizer_factory

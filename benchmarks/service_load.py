@@ -46,27 +46,36 @@ RESULT = {"metric": "accuracy", "objective": 0.8, "held_out": {"accuracy": 0.8},
 async def _worker(name: str, client: httpx.AsyncClient, end: float, think: float,
                   stats: dict[str, Any]) -> None:
     while time.monotonic() < end:
-        start = time.perf_counter()
-        response = await client.post("/v1/leases", json={"worker": name, "wait_seconds": 1})
-        lease_ms = 1000 * (time.perf_counter() - start)
-        if response.status_code == 204:
-            stats["empty"] += 1
-            continue
-        if response.status_code != 200:
-            stats["errors"].append(f"lease {response.status_code}")
-            continue
-        stats["lease_ms"].append(lease_ms)
-        lease = response.json()
-        if think:
-            await asyncio.sleep(think)
-        start = time.perf_counter()
-        done = await client.post(f"/v1/trials/{lease['trial_id']}/result",
-                                 json={"token": lease["token"], "result": RESULT})
-        stats["report_ms"].append(1000 * (time.perf_counter() - start))
-        if done.status_code != 200:
-            stats["errors"].append(f"result {done.status_code}")
-        elif not done.json()["duplicate"]:
-            stats["completed"][lease["trial_id"]] += 1
+        try:
+            await _cycle(name, client, think, stats)
+        except httpx.HTTPError as error:  # counted, never fatal: the run must finish
+            stats["errors"].append(f"{type(error).__name__}")
+
+
+async def _cycle(name: str, client: httpx.AsyncClient, think: float,
+                 stats: dict[str, Any]) -> None:
+    """One lease -> think -> report cycle."""
+    start = time.perf_counter()
+    response = await client.post("/v1/leases", json={"worker": name, "wait_seconds": 1})
+    lease_ms = 1000 * (time.perf_counter() - start)
+    if response.status_code == 204:
+        stats["empty"] += 1
+        return
+    if response.status_code != 200:
+        stats["errors"].append(f"lease {response.status_code}")
+        return
+    stats["lease_ms"].append(lease_ms)
+    lease = response.json()
+    if think:
+        await asyncio.sleep(think)
+    start = time.perf_counter()
+    done = await client.post(f"/v1/trials/{lease['trial_id']}/result",
+                             json={"token": lease["token"], "result": RESULT})
+    stats["report_ms"].append(1000 * (time.perf_counter() - start))
+    if done.status_code != 200:
+        stats["errors"].append(f"result {done.status_code}")
+    elif not done.json()["duplicate"]:
+        stats["completed"][lease["trial_id"]] += 1
 
 
 async def _load(base_url: str, workers: int, seconds: float, think: float) -> dict[str, Any]:

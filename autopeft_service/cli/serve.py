@@ -29,6 +29,10 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     logging.basicConfig(level=args.log_level.upper())
     upgrade_to_head(settings.database_url)
+    # Workers keep one connection for leases, heartbeats and reports: keep it open longer
+    # than uvicorn's 5 s default so that a long-poll or a heartbeat period does not race a
+    # server-side close (seen as read errors under load).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=args.log_level, timeout_graceful_shutdown=5)
+                log_level=args.log_level, timeout_graceful_shutdown=5, timeout_keep_alive=75,
+                backlog=2048)
     return 0
