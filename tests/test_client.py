@@ -35,6 +35,7 @@ def small_spec(**overrides: Any) -> dict[str, Any]:
         "search_space": {"num_layers": 6, "hidden_size": 384},
         "budget": {"total_trials": 6, "initial_trials": 3, "max_parallel": 3,
                    "max_attempts": 2},
+        "optimizer": {"name": "sobol"},  # the client is under test, not the model
     }
     spec.update(overrides)
     return spec

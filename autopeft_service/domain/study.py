@@ -56,7 +56,8 @@ class Budget(_Spec):
 class OptimizerSpec(_Spec):
     """Which optimiser proposes trials, with its settings (see ``optimizers.factory``)."""
 
-    name: str = Field("sobol", min_length=1, max_length=40)
+    name: str = Field("saasbo", min_length=1, max_length=40,
+                      description="saasbo (default), sobol or random.")
     seed: int = Field(0, ge=0, description="Seed of the quasi-random sequence and the model.")
     settings: dict[str, Any] = Field(default_factory=dict,
                                      description="Optimiser-specific settings.")

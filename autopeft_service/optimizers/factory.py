@@ -18,8 +18,20 @@ def _sobol(spec: StudySpec) -> Optimizer:
     return SobolOptimizer(spec.search_space.to_space(), seed=spec.optimizer.seed)
 
 
-#: name -> builder. ``random`` is the Sobol sequence too (the quasi-random baseline).
-OPTIMIZERS: dict[str, Callable[[StudySpec], Optimizer]] = {"sobol": _sobol, "random": _sobol}
+def _saasbo(spec: StudySpec) -> Optimizer:
+    from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
+
+    return SaasboOptimizer(
+        spec.search_space.to_space(), seed=spec.optimizer.seed,
+        initial_trials=spec.budget.initial_trials,
+        reference_point=(spec.reference_point.score, spec.reference_point.param_share),
+        settings=SaasboSettings.from_mapping(spec.optimizer.settings))
+
+
+#: name -> builder. ``random`` is the Sobol sequence too (the quasi-random baseline);
+#: ``saasbo``: Sobol start, then a SAAS GP and qLogNEHVI (optimizers/saasbo.py).
+OPTIMIZERS: dict[str, Callable[[StudySpec], Optimizer]] = {
+    "sobol": _sobol, "random": _sobol, "saasbo": _saasbo}
 
 
 def make_optimizer(spec: StudySpec) -> Optimizer:

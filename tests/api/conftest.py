@@ -22,6 +22,8 @@ def study_spec(**overrides: Any) -> dict[str, Any]:
         "search_space": {"num_layers": 6, "hidden_size": 384},
         "budget": {"total_trials": 12, "initial_trials": 4, "max_parallel": 4,
                    "max_attempts": 2},
+        # The protocol is under test here, not the model: Sobol keeps proposals instant.
+        "optimizer": {"name": "sobol"},
     }
     spec.update(overrides)
     return spec

@@ -52,8 +52,10 @@ def test_exhausted_space_raises() -> None:
 def test_factory_rejects_unknown_names_and_settings() -> None:
     base = {"name": "s", "backbone": "b", "task": "t",
             "search_space": {"num_layers": 6, "hidden_size": 384}}
-    assert make_optimizer(StudySpec.model_validate(base)).name == "sobol"
+    assert make_optimizer(StudySpec.model_validate({**base, "optimizer": {"name": "sobol"}})
+                          ).name == "sobol"
+    assert make_optimizer(StudySpec.model_validate(base)).name == "saasbo"  # the default
     with pytest.raises(ConfigError, match="optimizer.name: unknown optimiser 'bo'"):
         make_optimizer(StudySpec.model_validate({**base, "optimizer": {"name": "bo"}}))
     with pytest.raises(ConfigError, match="optimizer.settings"):
-        make_optimizer(StudySpec.model_validate({**base, "optimizer": {"settings": {"a": 1}}}))
+        make_optimizer(StudySpec.model_validate({**base, "optimizer": {"name": "sobol", "settings": {"a": 1}}}))
