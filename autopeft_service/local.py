@@ -54,12 +54,13 @@ class LocalServer:
         database_url: the database (kept across restarts).
         client_token, worker_token: bearer tokens (random when omitted).
         log: file the server's output is appended to (discarded when omitted).
+        processes: server processes (``autopeft serve --processes``).
         settings: more ``AUTOPEFT_*`` settings, e.g. ``lease_seconds="3"``.
     """
 
     def __init__(self, database_url: str, port: int | None = None, log: Path | None = None,
                  client_token: str | None = None, worker_token: str | None = None,
-                 **settings: str) -> None:
+                 processes: int = 1, **settings: str) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.client_token = client_token or secrets.token_urlsafe(16)
@@ -69,21 +70,28 @@ class LocalServer:
                     "AUTOPEFT_WORKER_TOKENS": self.worker_token,
                     **{f"AUTOPEFT_{k.upper()}": str(v) for k, v in settings.items()}}
         self.log = log
+        self.processes = processes
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> LocalServer:
         """Start (migrating the database first) and wait until healthy."""
         output = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "autopeft_service.cli", "serve", "--port", str(self.port)],
-            env=self.env, stdout=output, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "autopeft_service.cli", "serve", "--port", str(self.port),
+             "--processes", str(self.processes)],
+            env=self.env, stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True)  # its own process group: kill() reaches every process
         wait_for_health(self.base_url, process=self.process)
         return self
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown handlers run."""
+        """SIGKILL to the server's whole process group (with ``processes`` > 1, uvicorn's
+        worker processes too): no shutdown handlers run."""
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             self.process.wait(10)
 
     def stop(self) -> None:

@@ -18,6 +18,7 @@ from autopeft_service.optimizers.base import History, Observation, Optimizer, Op
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
+from autopeft_service.storage.leader import LeaderLock
 
 log = logging.getLogger(__name__)
 
@@ -104,20 +105,32 @@ class Proposer(BackgroundLoop):
         poll_seconds: time between passes when nothing wakes the loop.
         optimizer_factory: builds a study's optimiser from its spec.
         min_interval: least time between passes (every lease and report wakes the loop).
+        leader: when given, a pass runs only while this process holds it (one proposer
+            per database however many server processes share it; ``storage.leader``).
     """
 
     name = "proposer"
 
     def __init__(self, database: Database, poll_seconds: float = 0.5,
                  optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
-                 min_interval: float = 0.25) -> None:
+                 min_interval: float = 0.25, leader: LeaderLock | None = None) -> None:
         super().__init__(poll_seconds, min_interval)
         self.database = database
+        self.leader = leader
         self.optimizer_factory = optimizer_factory
         self._optimizers: dict[int, Optimizer] = {}
 
     def tick(self) -> int:
+        if self.leader is not None and not self.leader.try_acquire():
+            self._optimizers.clear()  # another process proposes; rebuild if we lead again
+            return 0
         return self.step()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop, then hand leadership over."""
+        super().stop(timeout)
+        if self.leader is not None:
+            self.leader.release()
 
     def step(self) -> int:
         """One pass over every running study. Returns the number of trials added."""

@@ -12,6 +12,7 @@ from autopeft_service.core.config import Settings
 from autopeft_service.proposer import LeaseSweeper, Proposer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database
+from autopeft_service.storage.leader import LeaderLock, leader_lock_for
 
 
 class ReadySignal:
@@ -61,8 +62,10 @@ class Services:
         self.database = Database(settings.database_url, settings.database_pool_size)
         self.ready = ReadySignal()
         self._specs: dict[int, dict[str, Any]] = {}
+        # One proposer per database, whatever the number of server processes.
         self.proposer = NotifyingProposer(self.database, self.ready,
-                                          poll_seconds=settings.proposer_poll_seconds)
+                                          poll_seconds=settings.proposer_poll_seconds,
+                                          leader=leader_lock_for(self.database.engine))
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))
@@ -88,8 +91,9 @@ class Services:
 class NotifyingProposer(Proposer):
     """A Proposer that wakes long-polling lease requests after adding trials."""
 
-    def __init__(self, database: Database, ready: ReadySignal, poll_seconds: float) -> None:
-        super().__init__(database, poll_seconds=poll_seconds)
+    def __init__(self, database: Database, ready: ReadySignal, poll_seconds: float,
+                 leader: LeaderLock | None = None) -> None:
+        super().__init__(database, poll_seconds=poll_seconds, leader=leader)
         self.ready = ready
 
     def fill(self, study_id: int) -> int:

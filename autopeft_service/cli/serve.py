@@ -12,12 +12,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--port", type=int, help="default: AUTOPEFT_PORT or 8000")
     parser.add_argument("--database-url", help="default: AUTOPEFT_DATABASE_URL or a SQLite "
                         "file under .autopeft/")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="server processes sharing the port (default 1); all serve the "
+                        "API, one at a time runs the proposer (leader election)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     import uvicorn
 
     from autopeft_service.api.app import create_app
@@ -26,13 +31,25 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {k: v for k, v in {"host": args.host, "port": args.port,
                                    "database_url": args.database_url}.items() if v is not None}
+    if args.processes < 1:
+        from autopeft_service.cli.parser import USAGE_ERROR, fail
+
+        fail(f"--processes: must be at least 1, got {args.processes}", USAGE_ERROR)
     settings = Settings(**overrides)
     logging.basicConfig(level=args.log_level.upper())
     upgrade_to_head(settings.database_url)
     # Workers keep one connection for leases, heartbeats and reports: keep it open longer
     # than uvicorn's 5 s default so that a long-poll or a heartbeat period does not race a
     # server-side close (seen as read errors under load).
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=args.log_level, timeout_graceful_shutdown=5, timeout_keep_alive=75,
-                backlog=2048)
+    options = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
+               "timeout_graceful_shutdown": 5, "timeout_keep_alive": 75, "backlog": 2048}
+    if args.processes == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Several processes: uvicorn imports the app in each; they read their settings from
+    # the environment, so the command-line overrides travel there.
+    for name, value in overrides.items():
+        os.environ[f"AUTOPEFT_{name.upper()}"] = str(value)
+    uvicorn.run("autopeft_service.api.app:create_app", factory=True, workers=args.processes,
+                **options)
     return 0

@@ -226,7 +226,8 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
         max_new: at most this many are added (the caller's view of free slots).
 
     Returns:
-        The rows added (possibly fewer than proposed: budget or study state).
+        The rows added (possibly fewer than proposed: budget, study state, or a
+        configuration the study already has, which is never added twice).
     """
     study = _lock_study(session, study_id)
     if study.state != StudyState.RUNNING.value:
@@ -239,8 +240,18 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
         TrialRow.study_id == study_id)).scalar_one()
     next_number = 0 if next_number is None else int(next_number) + 1
     now = database_now(session)
+    # Under the study lock, so this holds across proposers (a lost leadership race, a
+    # restart): the configurations already in the study, in any state.
+    seen = {_params_key(p) for p in session.execute(
+        select(TrialRow.params).where(TrialRow.study_id == study_id)).scalars()}
+    fresh = []
+    for proposal in proposals:
+        key = _params_key(proposal[0])
+        if key not in seen:
+            seen.add(key)
+            fresh.append(proposal)
     rows = []
-    for params, config, generator in list(proposals)[:max(0, min(free, max_new))]:
+    for params, config, generator in fresh[:max(0, min(free, max_new))]:
         row = TrialRow(study_id=study_id, number=next_number, state=TrialState.READY.value,
                        params=dict(params), config=dict(config), generator=generator, attempt=0,
                        created_at=now)
@@ -249,6 +260,10 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
     session.add_all(rows)
     session.flush()
     return rows
+
+
+def _params_key(params: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    return tuple(sorted((name, int(value)) for name, value in params.items()))
 
 
 def get_trial(session: Session, trial_id: int, lock: bool = False) -> TrialRow:

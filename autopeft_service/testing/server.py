@@ -48,6 +48,6 @@ class ServerProcess(LocalServer):
     """``autopeft serve`` as a killable child process, with the test tokens."""
 
     def __init__(self, database_url: str, port: int | None = None, log: Path | None = None,
-                 **settings: str) -> None:
+                 processes: int = 1, **settings: str) -> None:
         super().__init__(database_url, port, log, client_token=CLIENT_TOKEN,
-                         worker_token=WORKER_TOKEN, **settings)
+                         worker_token=WORKER_TOKEN, processes=processes, **settings)
