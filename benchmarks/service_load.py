@@ -1,7 +1,8 @@
 """Load on the worker protocol: many fake workers on loopback against SQLite and PostgreSQL.
 
-The server (``autopeft serve``, one uvicorn process) runs as a child process on a fresh
-database; the fake workers run as asyncio tasks in another process, each looping lease ->
+The server (``autopeft serve --processes N``) runs as a child process on a fresh
+database; the fake workers run as asyncio tasks in other processes (``--client-processes``),
+each with its own HTTP connection, looping lease ->
 (optional think time, standing in for training) -> report. The study's trials are all
 proposed before the clock starts (Sobol, max_parallel = total), so what is measured is the
 protocol: leases and reports, not the optimiser.
@@ -14,6 +15,8 @@ the run, trials lost (leased and never completed, or missing numbers) and duplic
 Reproduce:
     .venv/bin/python benchmarks/service_load.py                      # both DBs, 50 and 200 workers
     .venv/bin/python benchmarks/service_load.py --databases postgresql --workers 200 --seconds 20
+    .venv/bin/python benchmarks/service_load.py --databases sqlite postgresql --workers 50 200 \
+        --think 0 0.5 --server-processes 2 --seconds 15          # the README's table
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import multiprocessing
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -78,25 +82,48 @@ async def _cycle(name: str, client: httpx.AsyncClient, think: float,
         stats["completed"][lease["trial_id"]] += 1
 
 
-async def _load(base_url: str, workers: int, seconds: float, think: float) -> dict[str, Any]:
+async def _load(base_url: str, names: list[str], seconds: float, think: float
+                ) -> dict[str, Any]:
+    """Run the fake workers ``names`` for ``seconds``. Each has its own client and keep-alive
+    connection, as real workers do (one shared httpx pool of 200 connections made the load
+    generator, not the server, the bottleneck: it sat at 100 % of a core)."""
     stats: dict[str, Any] = {"lease_ms": [], "report_ms": [], "errors": [], "empty": 0,
                              "completed": Counter()}
-    limits = httpx.Limits(max_connections=workers + 10, max_keepalive_connections=workers + 10)
-    async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits,
-                                 headers={"Authorization": f"Bearer {WORKER_TOKEN}"}) as client:
+    headers = {"Authorization": f"Bearer {WORKER_TOKEN}"}
+    clients = [httpx.AsyncClient(base_url=base_url, timeout=60, headers=headers)
+               for _ in names]
+    try:
         start = time.monotonic()
         end = start + seconds
-        await asyncio.gather(*[_worker(f"fake-{i}", client, end, think, stats)
-                               for i in range(workers)])
+        await asyncio.gather(*[_worker(name, client, end, think, stats)
+                               for name, client in zip(names, clients, strict=True)])
         stats["elapsed"] = time.monotonic() - start
+    finally:
+        for client in clients:
+            await client.aclose()
     return stats
 
 
-def _client_process(base_url: str, workers: int, seconds: float, think: float,
+def _client_process(base_url: str, names: list[str], seconds: float, think: float,
                     queue: multiprocessing.Queue) -> None:
-    stats = asyncio.run(_load(base_url, workers, seconds, think))
+    import uvloop
+
+    stats = uvloop.run(_load(base_url, names, seconds, think))
     stats["completed"] = dict(stats["completed"])
     queue.put(stats)
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stats of several client processes as one (elapsed: the longest)."""
+    merged: dict[str, Any] = {"lease_ms": [], "report_ms": [], "errors": [], "empty": 0,
+                              "completed": Counter(), "elapsed": 0.0}
+    for part in parts:
+        for key in ("lease_ms", "report_ms", "errors"):
+            merged[key] += part[key]
+        merged["empty"] += part["empty"]
+        merged["completed"].update(part["completed"])
+        merged["elapsed"] = max(merged["elapsed"], part["elapsed"])
+    return merged
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -105,10 +132,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_one(database: str, url: str, workers: int, seconds: float, think: float,
-            log: Path) -> dict[str, Any]:
+            log: Path, processes: int = 1, client_processes: int = 1) -> dict[str, Any]:
     """One measurement on a fresh database; returns the row of the results table."""
-    server = ServerProcess(url, log=log, lease_seconds="600", long_poll_seconds="1",
-                           database_pool_size="40").start()
+    server = ServerProcess(url, log=log, processes=processes, lease_seconds="600",
+                           long_poll_seconds="1", database_pool_size="40").start()
     try:
         total = max(2000, int(workers * (seconds / max(think, 0.05)) * 1.5)) if think else 6000
         total = min(total, 10_000)
@@ -121,12 +148,17 @@ def run_one(database: str, url: str, workers: int, seconds: float, think: float,
             study = http.post("/v1/studies", json=spec).json()
             while http.get(f"/v1/studies/{study['id']}").json()["counts"]["ready"] < total:
                 time.sleep(0.2)
-            queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
-            client = multiprocessing.get_context("spawn").Process(
-                target=_client_process, args=(server.base_url, workers, seconds, think, queue))
-            client.start()
-            stats = queue.get(timeout=seconds + 300)
-            client.join(60)
+            context = multiprocessing.get_context("spawn")
+            queue: multiprocessing.Queue = context.Queue()
+            names = [f"fake-{i}" for i in range(workers)]
+            clients = [context.Process(target=_client_process, args=(
+                server.base_url, names[k::client_processes], seconds, think, queue))
+                for k in range(client_processes)]
+            for client in clients:
+                client.start()
+            stats = _merge([queue.get(timeout=seconds + 300) for _ in clients])
+            for client in clients:
+                client.join(60)
             trials = []
             offset = 0
             while True:
@@ -142,12 +174,14 @@ def run_one(database: str, url: str, workers: int, seconds: float, think: float,
     seen = stats["completed"]
     duplicated = sum(1 for count in seen.values() if count > 1)
     numbers = sorted(t["number"] for t in trials)
-    lost = (len(set(int(k) for k in seen) - completed_db)  # reported, not stored
+    lost = (len({int(k) for k in seen} - completed_db)  # reported, not stored
             + sum(1 for t in trials if t["state"] not in ("completed", "ready", "leased"))
             + (0 if numbers == list(range(len(numbers))) else 1))
     cycles = len(stats["report_ms"])
     return {
-        "database": database, "workers": workers, "think_seconds": think,
+        "database": database, "server_processes": processes,
+        "client_processes": client_processes, "workers": workers,
+        "think_seconds": think,
         "seconds": round(stats["elapsed"], 1), "cycles": cycles,
         "cycles_per_second": cycles / stats["elapsed"],
         "operations_per_second": 2 * cycles / stats["elapsed"],
@@ -168,6 +202,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--think", nargs="+", type=float, default=[0.0, 0.5],
                         help="seconds each fake worker 'trains' between lease and report")
+    parser.add_argument("--server-processes", nargs="+", type=int, default=[1],
+                        help="autopeft serve --processes (one proposer among them)")
+    parser.add_argument("--client-processes", type=int, default=1,
+                        help="processes the fake workers are spread over")
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).parent / "results" / "service_load.json")
     args = parser.parse_args()
@@ -177,32 +215,36 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="autopeft-load-"))
     try:
         for database in args.databases:
-            for workers in args.workers:
-                for think in args.think:
-                    if database == "sqlite":
-                        url = f"sqlite:///{workdir}/{workers}-{think}.db"
-                    else:
-                        assert postgres is not None
-                        url = create_database(postgres.admin_url)
-                    row = run_one(database, url, workers, args.seconds, think,
-                                  workdir / "server.log")
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+            for processes in args.server_processes:
+                for workers in args.workers:
+                    for think in args.think:
+                        if database == "sqlite":
+                            url = f"sqlite:///{workdir}/{processes}-{workers}-{think}.db"
+                        else:
+                            assert postgres is not None
+                            url = create_database(postgres.admin_url)
+                        row = run_one(database, url, workers, args.seconds, think,
+                                      workdir / "server.log", processes,
+                                      args.client_processes)
+                        print(json.dumps(row), flush=True)
+                        rows.append(row)
     finally:
         if postgres is not None:
             postgres.stop()
     print(f"\n{platform.node()}: {multiprocessing.cpu_count()} cores, server and fake workers "
-          "on the same machine (loopback), one uvicorn process\n")
-    print("| database | workers | think s | cycles/s | ops/s | lease p50 ms | lease p99 ms | "
-          "report p99 ms | lost | duplicated |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "on the same machine (loopback)\n")
+    print("| database | server processes | workers | think s | cycles/s | ops/s | lease p50 ms | "
+          "lease p99 ms | report p99 ms | lost | duplicated |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['database']} | {r['workers']} | {r['think_seconds']:g} | "
+        print(f"| {r['database']} | {r['server_processes']} | {r['workers']} | "
+              f"{r['think_seconds']:g} | "
               f"{r['cycles_per_second']:.0f} | {r['operations_per_second']:.0f} | "
               f"{r['lease_p50_ms']:.1f} | {r['lease_p99_ms']:.1f} | {r['report_p99_ms']:.1f} | "
               f"{r['lost']} | {r['duplicated']} |")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"command": "python benchmarks/service_load.py",
+    command = " ".join([".venv/bin/python", "benchmarks/service_load.py", *sys.argv[1:]])
+    args.output.write_text(json.dumps({"command": command,
                                        "rows": rows}, indent=2) + "\n")
     print(f"written: {args.output}")
 

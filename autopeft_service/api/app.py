@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Database work of requests runs in anyio's thread pool; its size bounds how many
+        # threads contend for the GIL and the connection pool (benchmarks/service_load.py).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = \
+            settings.request_threads
         services.start(asyncio.get_running_loop())
         try:
             yield
