@@ -25,6 +25,7 @@ Errors: ``ConfigError`` for a spec that does not validate (before anything is se
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -250,7 +251,8 @@ class AutopeftClient:
 
     def watch(self, study_id: int, on_update: Callable[[dict[str, Any]], None] | None = None,
               interval: float = 2.0, stop_when_done: bool = True,
-              timeout: float | None = None, patience: float = 60.0) -> dict[str, Any]:
+              timeout: float | None = None, patience: float = 60.0,
+              stop: threading.Event | None = None) -> dict[str, Any]:
         """Poll a study every ``interval`` seconds, calling ``on_update`` with each reading
         (every poll, changed or not), until it is completed or cancelled.
 
@@ -263,6 +265,9 @@ class AutopeftClient:
             patience: after the first reading, transient trouble (server restarting,
                 unreachable, 5xx) is retried for up to this many seconds since the last
                 good reading before it is raised.
+            stop: when set (e.g. by a SIGINT handler), KeyboardInterrupt is raised at the
+                next safe point: between requests, never inside one (an interrupt inside
+                the HTTP pool could leave its lock held and hang the client's close).
 
         Returns:
             The last reading of the study.
@@ -282,7 +287,10 @@ class AutopeftClient:
                 return study
             if timeout is not None and time.monotonic() - start >= timeout:
                 return study
-            time.sleep(interval)
+            if stop is None:
+                time.sleep(interval)
+            elif stop.is_set() or stop.wait(interval):
+                raise KeyboardInterrupt
             try:
                 study, fresh = self.status(study_id), True
                 last_good = time.monotonic()

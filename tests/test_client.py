@@ -296,3 +296,26 @@ def test_client_imports_no_server_or_training_libraries() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.strip() == "[]"
+
+
+def test_watch_stops_between_requests_when_its_stop_event_is_set(
+        client: AutopeftClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's Ctrl-C handler sets the event; the interrupt surfaces after a complete
+    reading, never inside a request, and without waiting out the interval."""
+    import threading
+
+    stop = threading.Event()
+    calls: list[int] = []
+
+    def status(study_id: int) -> dict[str, Any]:
+        calls.append(study_id)
+        stop.set()  # "Ctrl-C" arrives while this request is in flight
+        return {"state": "running", "counts": {}}
+
+    monkeypatch.setattr(client, "status", status)
+    seen: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        client.watch(1, seen.append, interval=30, stop=stop)
+    assert time.monotonic() - started < 5
+    assert calls == [1] and len(seen) == 1  # the reading completed and was shown

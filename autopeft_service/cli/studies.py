@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -294,11 +295,21 @@ class _Eta:
 
 
 def _watch(client: Any, args: argparse.Namespace) -> int:
-    watch_study(client, args.id, args.interval)
+    """Ctrl-C sets a flag that the watch loop turns into KeyboardInterrupt between
+    requests (see ``AutopeftClient.watch``), so it never lands inside the HTTP client."""
+    import signal
+
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signal, _frame: stop.set())
+    try:
+        watch_study(client, args.id, args.interval, stop=stop)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return 0
 
 
-def watch_study(client: Any, study: int, interval: float = 2.0) -> dict[str, Any]:
+def watch_study(client: Any, study: int, interval: float = 2.0,
+                stop: threading.Event | None = None) -> dict[str, Any]:
     """Follow a study to its end, then print the Pareto table; returns the final study.
 
     On a terminal a live progress bar (done/total, best score, Pareto size, running, ETA);
@@ -342,7 +353,7 @@ def watch_study(client: Any, study: int, interval: float = 2.0) -> dict[str, Any
         bar["progress"].update(bar["task"], completed=done, total=total, **fields)
 
     try:
-        final = client.watch(study, update, interval=interval)
+        final = client.watch(study, update, interval=interval, stop=stop)
     finally:
         if bar:
             bar["progress"].stop()
