@@ -97,20 +97,30 @@ def area(observations: Sequence[Observation]) -> float:
 # ----------------------------------------------------------------------------- methods
 
 
-class Ours:
-    """``SaasboOptimizer`` (defaults) behind a propose(n, completed, pending) call."""
+class ProtocolMethod:
+    """One of the service's optimisers behind a propose(n, completed, pending) call."""
 
-    name = "ours"
-
-    def __init__(self, problem: Problem, seed: int = 0) -> None:
-        self.optimizer = SaasboOptimizer(problem.space, seed=seed, initial_trials=0,
-                                         reference_point=REFERENCE, settings=SaasboSettings())
+    name = "protocol"
+    optimizer: Any
 
     def propose(self, n: int, completed: Sequence[Observation],
                 pending: Sequence[dict[str, int]],
                 failed: Sequence[dict[str, int]] = ()) -> list[dict[str, int]]:
         history = History(completed=completed, pending=pending, failed=failed)
         return [s.params for s in self.optimizer.suggest(n, history)]
+
+    def details(self) -> dict[str, Any]:
+        return {}
+
+
+class Ours(ProtocolMethod):
+    """``SaasboOptimizer`` with its default settings."""
+
+    name = "ours"
+
+    def __init__(self, problem: Problem, seed: int = 0) -> None:
+        self.optimizer = SaasboOptimizer(problem.space, seed=seed, initial_trials=0,
+                                         reference_point=REFERENCE, settings=SaasboSettings())
 
     def details(self) -> dict[str, Any]:
         info = self.optimizer.last_info
@@ -193,22 +203,13 @@ class StockAx:
         return {}
 
 
-class Sobol:
+class Sobol(ProtocolMethod):
     """The quasi-random baseline (``SobolOptimizer``, the closed loop's initial design)."""
 
     name = "sobol"
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         self.optimizer = SobolOptimizer(problem.space, seed=seed)
-
-    def propose(self, n: int, completed: Sequence[Observation],
-                pending: Sequence[dict[str, int]],
-                failed: Sequence[dict[str, int]] = ()) -> list[dict[str, int]]:
-        history = History(completed=completed, pending=pending, failed=failed)
-        return [s.params for s in self.optimizer.suggest(n, history)]
-
-    def details(self) -> dict[str, Any]:
-        return {}
 
 
 METHODS: dict[str, Callable[[Problem, int], Any]] = {"ours": Ours, "ax": StockAx,

@@ -243,3 +243,8 @@ class AutoPeftSpace(BaseModel):
 
 #: Every search space kind a study can name (a discriminated union as more are added).
 SearchSpace = AutoPeftSpace
+
+
+def point_key(point: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    """A hashable, order-independent key of a point (a configuration of the space)."""
+    return tuple(sorted((name, int(value)) for name, value in point.items()))

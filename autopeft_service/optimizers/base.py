@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.search_space import point_key
+
+__all__ = ["History", "Observation", "Optimizer", "OptimizerError", "Point", "Suggestion",
+           "point_key"]
 
 Point = Mapping[str, int]
 
@@ -62,11 +66,6 @@ class History:
         """Every point already proposed, as hashable keys."""
         points = [o.params for o in self.completed] + list(self.pending) + list(self.failed)
         return {point_key(p) for p in points}
-
-
-def point_key(point: Point) -> tuple[tuple[str, int], ...]:
-    """A hashable, order-independent key of a point."""
-    return tuple(sorted((k, int(v)) for k, v in point.items()))
 
 
 class Optimizer(Protocol):

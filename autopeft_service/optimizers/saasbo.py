@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -625,8 +626,6 @@ class SaasboOptimizer:
         return (base * 1_000_003 + len(history.completed)) % (2**31 - 1)
 
     def _model_suggest(self, n: int, history: History) -> list[Suggestion]:
-        import time
-
         seed = self._derived_seed(history)
         info = ProposalInfo()
         with torch.random.fork_rng(), warnings.catch_warnings():
@@ -817,11 +816,14 @@ class SaasboOptimizer:
         climbers = ranked[:self.settings.restarts]
         rounds = 0
         for rounds in range(1, MAX_ROUNDS + 1):
-            score(self.encoding.neighbours(torch.tensor(climbers, dtype=torch.long)))
+            # Each climber's neighbours, computed once: scored together, then compared.
+            arounds = [self.encoding.neighbours(torch.tensor([climber]))
+                       for climber in climbers]
+            score(torch.cat(arounds))
             moved = False
             next_climbers: list[tuple[int, ...]] = []
-            for climber in climbers:
-                around = _keys(self.encoding.neighbours(torch.tensor([climber])))
+            for climber, neighbours in zip(climbers, arounds, strict=True):
+                around = _keys(neighbours)
                 best = max((k for k in around if k in memo), key=memo.__getitem__,
                            default=climber)
                 if memo[best] > memo[climber]:

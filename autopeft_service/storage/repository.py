@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.search_space import point_key
 from autopeft_service.domain.study import (
     PENDING_STATES,
     Budget,
@@ -242,11 +243,11 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
     now = database_now(session)
     # Under the study lock, so this holds across proposers (a lost leadership race, a
     # restart): the configurations already in the study, in any state.
-    seen = {_params_key(p) for p in session.execute(
+    seen = {point_key(p) for p in session.execute(
         select(TrialRow.params).where(TrialRow.study_id == study_id)).scalars()}
     fresh = []
     for proposal in proposals:
-        key = _params_key(proposal[0])
+        key = point_key(proposal[0])
         if key not in seen:
             seen.add(key)
             fresh.append(proposal)
@@ -260,10 +261,6 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
     session.add_all(rows)
     session.flush()
     return rows
-
-
-def _params_key(params: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((name, int(value)) for name, value in params.items()))
 
 
 def get_trial(session: Session, trial_id: int, lock: bool = False) -> TrialRow:

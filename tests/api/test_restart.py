@@ -47,7 +47,8 @@ def test_saasbo_proposer_resumes_after_a_kill_and_the_study_ends_exactly(
 def test_two_server_processes_share_one_database_and_one_proposer(
         database_url: str, tmp_path: Path) -> None:
     """``autopeft serve --processes 2`` (killed and restarted mid-study, as above): the
-    processes elect one proposer between them, and the study still ends exactly."""
+    study still ends exactly, none lost, none repeated. (That only the elected process
+    proposes is asserted in tests/test_proposer.py.)"""
     spec = study_spec(budget={"total_trials": 20, "initial_trials": 20, "max_parallel": 4,
                               "max_attempts": 5})
     trials, _ = _kill_and_restart(database_url, tmp_path, spec, kill_after=6, processes=2)
