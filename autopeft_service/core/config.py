@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(20, ge=1)
     request_threads: int = Field(
         8, ge=1, le=1000, description="Threads running requests' database work (anyio's "
-        "default is 40; 4-8 gave 10-20 % more throughput and a lower p99 at 200 workers "
-        "on 2 cores, benchmarks/service_load.py).")
+        "default is 40; 4-8 gave a lower p99 and no less throughput at 200 workers on "
+        "2 cores, benchmarks/service_load.py).")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
