@@ -2,6 +2,8 @@
 
 A trial trains on the task's train split minus a held-out part, scores the held-out part
 (the search objective) and the dev split (reported only), and returns a ``TrialResult``.
+A request with ``hold_out=False`` (``autopeft retrain``, never the search) trains on the
+whole train split instead and scores dev only.
 ``TrialRunner`` keeps the pristine backbone and the tokenised data in memory, so the next
 trial of the same backbone and task only rebuilds the PEFT modules and the head.
 Same seed, same data and same hardware give the same result.
@@ -52,6 +54,13 @@ class TrialRequest:
         seed: seed of initialisation, dropout and batch order.
         data_dir: folder of GLUE task folders (for ``glue:`` tasks).
         task_options: extra ``load_task`` keywords (text_columns, label_column, task_type).
+        hold_out: True (every search trial): train on the train split minus a held-out part
+            (``settings.held_out_fraction``) and score both it and dev. False (re-training a
+            chosen configuration, ``autopeft retrain``): train on the whole train split
+            (``settings.max_train_examples`` still subsamples it; the held-out settings are
+            ignored) and score dev only; the result's ``held_out`` is then empty and its
+            ``objective`` is the dev score, so such a result must never be reported to a
+            study as a search trial.
     """
 
     model: str | Path
@@ -61,6 +70,7 @@ class TrialRequest:
     seed: int = 0
     data_dir: str | Path | None = None
     task_options: dict[str, object] = field(default_factory=dict)
+    hold_out: bool = True
 
 
 @dataclass(frozen=True)
@@ -83,7 +93,7 @@ ProgressCallback = Callable[[TrialProgress], bool]
 class _PreparedData:
     task: TaskData
     fit: TokenizedSplit
-    held_out: TokenizedSplit
+    held_out: TokenizedSplit | None  # None: the request trains on the whole train split
     dev: TokenizedSplit
 
 
@@ -123,15 +133,18 @@ class TrialRunner:
     def _prepare(self, request: TrialRequest, backbone: Backbone) -> _PreparedData:
         settings = request.settings
         task = self.task(request)
-        fit, held_out = holdout_split(task.train, settings.held_out_fraction, settings.data_seed,
-                                      settings.max_held_out_examples)
+        if request.hold_out:
+            fit, held_out = holdout_split(task.train, settings.held_out_fraction,
+                                          settings.data_seed, settings.max_held_out_examples)
+            held_key = f"held={settings.held_out_fraction}/{settings.max_held_out_examples}"
+        else:
+            fit, held_out, held_key = task.train, (), "held=none"
         if settings.max_train_examples is not None:
             fit = subsample(fit, settings.max_train_examples, settings.data_seed)
         dev = task.dev
         if settings.max_dev_examples is not None:
             dev = subsample(dev, settings.max_dev_examples, settings.data_seed)
-        split_key = (f"{task.fingerprint}:seed={settings.data_seed}:"
-                     f"held={settings.held_out_fraction}/{settings.max_held_out_examples}:"
+        split_key = (f"{task.fingerprint}:seed={settings.data_seed}:{held_key}:"
                      f"train={settings.max_train_examples}:dev={settings.max_dev_examples}")
 
         def tokenize(examples: tuple, name: str) -> TokenizedSplit:
@@ -139,7 +152,8 @@ class TrialRunner:
                                   max_length=settings.max_length, task_type=task.task_type)
 
         return _PreparedData(task=task, fit=tokenize(fit, "fit"),
-                             held_out=tokenize(held_out, "held_out"), dev=tokenize(dev, "dev"))
+                             held_out=tokenize(held_out, "held_out") if request.hold_out else None,
+                             dev=tokenize(dev, "dev"))
 
     def build_encoder(self, backbone: Backbone, config: PeftConfig) -> nn.Module:
         """A copy of the pristine backbone with ``config`` built in (the pristine one stays).
@@ -158,7 +172,8 @@ class TrialRunner:
             progress_every: steps between progress calls.
 
         Returns:
-            The trial's result.
+            The trial's result (with ``request.hold_out`` False: ``held_out`` empty and
+            ``objective`` equal to ``dev_score``; see ``TrialRequest``).
 
         Raises:
             DataError / ModelError / ConfigError: bad task, model or configuration.
@@ -192,14 +207,16 @@ class TrialRunner:
         train_seconds = time.perf_counter() - train_start
 
         eval_start = time.perf_counter()
-        held_out = self._evaluate(model, data.held_out, data.task, settings, is_regression)
+        held_out = ({} if data.held_out is None else
+                    self._evaluate(model, data.held_out, data.task, settings, is_regression))
         dev = self._evaluate(model, data.dev, data.task, settings, is_regression)
         eval_seconds = time.perf_counter() - eval_start
         memory.sample()
 
         metric = data.task.metrics[0]
         return TrialResult(
-            metric=metric, objective=held_out[metric], held_out=held_out, dev=dev,
+            metric=metric, objective=held_out[metric] if held_out else dev[metric],
+            held_out=held_out, dev=dev,
             dev_score=dev[metric], trainable_parameters=counts.trainable,
             trainable_percent=counts.trainable_percent, deployed_parameters=counts.deployed,
             head_parameters=head_parameters, train_seconds=train_seconds,

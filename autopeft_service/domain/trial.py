@@ -46,7 +46,9 @@ class TrialResult(BaseModel):
 
     ``objective`` is the held-out score (the metric the search maximises); ``dev`` holds the
     task's dev-split metrics, reported but never selected on. Parameter counts exclude the
-    task head; the share is in percent of the backbone.
+    task head; the share is in percent of the backbone. A re-training run on the whole train
+    split (``autopeft retrain``; never a search trial) has no held-out part: its ``held_out``
+    is empty and ``objective`` repeats the dev score.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -1,11 +1,12 @@
 """The trial runner on a tiny random BERT and the synthetic task."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autopeft_service.domain import PeftConfig, TrainingSettings, count_parameters
-from workers.data import TokenizedCache
+from workers.data import TokenizedCache, load_synthetic
 from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
 
 SETTINGS = TrainingSettings(epochs=3, batch_size=32, learning_rate=3e-3, max_length=24,
@@ -88,3 +89,17 @@ def test_backbone_and_tokenised_data_are_reused(tiny_bert_path: Path, tmp_path: 
     # the pristine backbone stays frozen and unmodified by the trials built from it
     assert not any(p.requires_grad for p in backbone.model.parameters())
     assert type(backbone.model.encoder.layer[0].output).__name__ == "BertOutput"
+
+
+def test_without_hold_out_the_whole_train_split_trains_and_only_dev_is_scored(
+        runner: TrialRunner, tiny_bert_path: Path) -> None:
+    request = _request(tiny_bert_path, epochs=0.05, max_train_examples=None)
+    search = runner.run(request)
+    retrained = runner.run(replace(request, hold_out=False))
+    assert len(load_synthetic().train) == 2000
+    assert search.train_examples == 1800 and set(search.held_out) == {"accuracy"}
+    assert retrained.train_examples == 2000
+    assert retrained.held_out == {} and retrained.objective == retrained.dev_score
+    capped = runner.run(replace(request, hold_out=False,
+                                settings=SETTINGS.model_copy(update={"epochs": 0.05})))
+    assert capped.train_examples == 600  # max_train_examples still subsamples
