@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from autopeft_service.cli import demo, serve, studies, trial, worker
+from autopeft_service.cli import demo, retrain, serve, studies, trial, worker
 from autopeft_service.cli.parser import OneLineParser
 
 
@@ -17,6 +17,7 @@ def build_parser() -> OneLineParser:
     demo.add_parser(subparsers)
     serve.add_parser(subparsers)
     studies.add_parser(subparsers)
+    retrain.add_parser(subparsers)
     worker.add_parser(subparsers)
     return parser
 
