@@ -500,10 +500,13 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = dict(zip(METHOD_NAMES, ("tab:gray", "tab:orange", "tab:blue", "tab:green", "tab:red"),
+                       strict=True))
     problems = [p for p in PROBLEM_NAMES if any(r["problem"] == p for r in runs)]
     figure, axes = plt.subplots(1, len(problems), figsize=(5.2 * len(problems), 4.2),
                                 squeeze=False)
     for axis, problem in zip(axes[0], problems, strict=True):
+        floor = float("inf")
         for method in METHOD_NAMES:
             group = [r for r in runs if r["problem"] == problem and r["method"] == method]
             if not group:
@@ -512,9 +515,12 @@ def plot(runs: Sequence[dict[str, Any]], path: Path) -> None:
             values = np.array([r["hypervolume"][:length] for r in group])
             x = np.arange(1, length + 1)
             q1, median, q3 = np.quantile(values, [0.25, 0.5, 0.75], axis=0)
-            axis.plot(x, median, label=f"{method} ({len(group)} seeds)",
+            axis.plot(x, median, label=f"{method} ({len(group)} seeds)", color=colours[method],
                       linewidth=2.2 if method == "saasbo" else 1.4)
-            axis.fill_between(x, q1, q3, alpha=0.15)
+            axis.fill_between(x, q1, q3, alpha=0.15, color=colours[method])
+            floor = min(floor, float(q1[min(9, length - 1)]))
+        # the first few evaluations span most of the range: start the axis at evaluation 10
+        axis.set_ylim(bottom=floor - 0.05 * abs(floor))
         axis.set_title(problem)
         axis.set_xlabel("evaluations")
         axis.set_ylabel("hypervolume (median, IQR band)")
