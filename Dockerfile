@@ -13,6 +13,9 @@ COPY migrations ./migrations
 # Editable: `autopeft serve` finds alembic.ini and migrations/ beside the package.
 RUN pip install --no-cache-dir -c constraints.txt torch==2.13.0 \
  && pip install --no-cache-dir -c constraints.txt -e ".[demo]"
+# BoTorch's fused qLogNEHVI kernel is not compiled into the image (BoTorch builds it with
+# -march=native, which would tie the image to the build machine's CPU); the server never
+# compiles it either (optimizers/fused_kernel.py) and uses BoTorch's Python path.
 
 ENTRYPOINT ["autopeft"]
 CMD ["--help"]

@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first and exactly: the CPU build of 2.13.0 (a looser range pulls CUDA wheels)
 	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[test,demo,bench]"
+	# BoTorch's fused qLogNEHVI kernel, compiled now so that no server or test compiles it
+	$(BIN)/python -m autopeft_service.optimizers.fused_kernel
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -562,8 +562,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--plot", type=Path, default=Path("docs") / "search_quality.png")
     parser.add_argument("--report", action="store_true",
                         help="only print the summary and draw the plot from --output")
+    parser.add_argument("--merge", nargs="*", type=Path, default=[],
+                        help="with --report: add the runs of these result files (searches run "
+                        "in parallel into separate files) to --output first")
     args = parser.parse_args(argv)
     results = load_results(args.output)
+    for other in args.merge:
+        extra = load_results(other)
+        keys = {(r["problem"], r["method"], r["seed"], r["evaluations"]) for r in results["runs"]}
+        results["runs"] += [r for r in extra["runs"]
+                            if (r["problem"], r["method"], r["seed"], r["evaluations"]) not in keys]
+        results["commands"] += [c for c in extra["commands"] if c not in results["commands"]]
     if not args.report:
         command = " ".join([".venv/bin/python", "benchmarks/search_quality.py",
                             *map(shlex.quote, sys.argv[1:] if argv is None else argv)])

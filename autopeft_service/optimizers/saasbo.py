@@ -97,6 +97,7 @@ from autopeft_service.optimizers.base import (
     Point,
     Suggestion,
 )
+from autopeft_service.optimizers.fused_kernel import use_prebuilt
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 #: Completed trials needed before the model is used (below it, Sobol continues).
@@ -704,6 +705,7 @@ class SaasboOptimizer:
         pending = list(history.pending)
         X_pending = encoding.to_unit(encoding.to_index(pending)) if pending else None
         score_floor, share_ceiling = self.reference_point
+        use_prebuilt()  # BoTorch would compile its fused kernel here, behind a lock file
         acquisition = qLogNoisyExpectedHypervolumeImprovement(
             model=model,
             ref_point=[score_floor, -share_ceiling],
