@@ -9,11 +9,17 @@ from tests.api.conftest import CLIENT, WORKER, create_study
 from tests.api.test_studies import _result
 
 
-def _lease(http: httpx.Client, worker: str = "w", wait: float | None = 2.0) -> dict:
-    response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": wait},
-                         headers=WORKER)
-    assert response.status_code == 200, response.text
-    return response.json()
+def _lease(http: httpx.Client, worker: str = "w", wait: float | None = 2.0,
+           deadline: float = 20.0) -> dict:
+    """A lease, asking again on 204 as a worker does (the test server long-polls only 0.5 s,
+    and a loaded machine can take longer to propose a new study's first trials)."""
+    end = time.monotonic() + deadline
+    while True:
+        response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": wait},
+                             headers=WORKER)
+        if response.status_code != 204 or time.monotonic() > end:
+            assert response.status_code == 200, response.text
+            return response.json()
 
 
 def _wait_for_state(http: httpx.Client, study_id: int, state: str, timeout: float = 5) -> dict:
