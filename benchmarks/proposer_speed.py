@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import shlex
@@ -49,44 +48,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from autopeft_service.domain.backbone import BackboneDims
-from autopeft_service.domain.param_count import count_parameters
+from synthetic_problem import REFERENCE, ServiceOptimizer, SyntheticProblem, quiet_libraries
+
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
-from autopeft_service.domain.search_space import AutoPeftSpace
-from autopeft_service.optimizers.base import History, Observation, point_key
+from autopeft_service.optimizers.base import Observation, point_key
 from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
 from autopeft_service.optimizers.sobol import SobolOptimizer
-from workers.fake_worker import synthetic_score
 
-REFERENCE = (0.5, 10.0)
 PENDING = 4
-
-
-def backbone(num_layers: int) -> BackboneDims:
-    """BERT-base widths (hidden 768) with ``num_layers`` layers."""
-    return BackboneDims.from_hf_config({
-        "model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
-        "num_hidden_layers": num_layers, "num_attention_heads": 12, "vocab_size": 30522,
-        "max_position_embeddings": 512})
-
-
-class Problem:
-    """The synthetic problem on one space."""
-
-    def __init__(self, dimension: int) -> None:
-        self.dims = backbone(dimension - 3)
-        self.space = AutoPeftSpace.for_backbone(self.dims)
-
-    def observe(self, point: dict[str, int]) -> Observation | None:
-        """The fake worker's result, or None for an invalid point (a failed trial)."""
-        if not self.space.is_valid(point):
-            return None
-        config = self.space.decode(point)
-        return Observation(params=dict(point), score=synthetic_score(config),
-                           param_share=count_parameters(config, self.dims).trainable_percent)
-
-    def sobol(self, count: int, seed: int) -> list[dict[str, int]]:
-        return [s.params for s in SobolOptimizer(self.space, seed=seed).suggest(count, History())]
 
 
 def area(observations: Sequence[Observation]) -> float:
@@ -97,30 +66,13 @@ def area(observations: Sequence[Observation]) -> float:
 # ----------------------------------------------------------------------------- methods
 
 
-class ProtocolMethod:
-    """One of the service's optimisers behind a propose(n, completed, pending) call."""
-
-    name = "protocol"
-    optimizer: Any
-
-    def propose(self, n: int, completed: Sequence[Observation],
-                pending: Sequence[dict[str, int]],
-                failed: Sequence[dict[str, int]] = ()) -> list[dict[str, int]]:
-        history = History(completed=completed, pending=pending, failed=failed)
-        return [s.params for s in self.optimizer.suggest(n, history)]
-
-    def details(self) -> dict[str, Any]:
-        return {}
-
-
-class Ours(ProtocolMethod):
+class Ours(ServiceOptimizer):
     """``SaasboOptimizer`` with its default settings."""
 
-    name = "ours"
-
-    def __init__(self, problem: Problem, seed: int = 0) -> None:
-        self.optimizer = SaasboOptimizer(problem.space, seed=seed, initial_trials=0,
-                                         reference_point=REFERENCE, settings=SaasboSettings())
+    def __init__(self, problem: SyntheticProblem, seed: int = 0) -> None:
+        super().__init__("ours", SaasboOptimizer(
+            problem.space, seed=seed, initial_trials=0, reference_point=REFERENCE,
+            settings=SaasboSettings()))
 
     def details(self) -> dict[str, Any]:
         info = self.optimizer.last_info
@@ -137,7 +89,7 @@ class StockAx:
 
     name = "ax"
 
-    def __init__(self, problem: Problem, seed: int = 0) -> None:
+    def __init__(self, problem: SyntheticProblem, seed: int = 0) -> None:
         self.problem = problem
         self.seed = seed
         self.client: Any = None
@@ -151,7 +103,7 @@ class StockAx:
         from ax.generation_strategy.generation_strategy import GenerationStrategy
         from ax.generation_strategy.generator_spec import GeneratorSpec
 
-        _quiet_ax()
+        quiet_libraries()
         client = Client(random_seed=self.seed)
         client.configure_experiment(parameters=[
             ChoiceParameterConfig(name=p.name, values=list(p.values), parameter_type="int",
@@ -203,28 +155,18 @@ class StockAx:
         return {}
 
 
-class Sobol(ProtocolMethod):
+class Sobol(ServiceOptimizer):
     """The quasi-random baseline (``SobolOptimizer``, the closed loop's initial design)."""
 
-    name = "sobol"
-
-    def __init__(self, problem: Problem, seed: int = 0) -> None:
-        self.optimizer = SobolOptimizer(problem.space, seed=seed)
+    def __init__(self, problem: SyntheticProblem, seed: int = 0) -> None:
+        super().__init__("sobol", SobolOptimizer(problem.space, seed=seed))
 
 
-METHODS: dict[str, Callable[[Problem, int], Any]] = {"ours": Ours, "ax": StockAx,
+METHODS: dict[str, Callable[[SyntheticProblem, int], Any]] = {"ours": Ours, "ax": StockAx,
                                                      "sobol": Sobol}
 
 
 # ----------------------------------------------------------------------------- runs
-
-
-def _quiet_ax() -> None:
-    """Ax sets INFO on each of its loggers as its modules are imported: lower them all."""
-    logging.getLogger("ax").setLevel(logging.WARNING)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("ax."):
-            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def timed(method: Any, n: int, completed: Sequence[Observation],
@@ -244,7 +186,7 @@ def speed(methods: Sequence[str], dims: Sequence[int], trials: Sequence[int],
     (report the minimum; the median shows the noise)."""
     rows: list[dict[str, Any]] = []
     for dimension in dims:
-        problem = Problem(dimension)
+        problem = SyntheticProblem(dimension)
         points = problem.sobol(max(trials) + PENDING, seed=1)
         for count in trials:
             completed = [problem.observe(p) for p in points[:count]]
@@ -288,7 +230,7 @@ def speed(methods: Sequence[str], dims: Sequence[int], trials: Sequence[int],
 
 def closed_loop(method_name: str, dimension: int, seed: int, initial: int,
                 batches: int) -> dict[str, Any]:
-    problem = Problem(dimension)
+    problem = SyntheticProblem(dimension)
     method = METHODS[method_name](problem, seed)
     completed: list[Observation] = []
     failed: list[dict[str, int]] = []
@@ -332,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).parent / "results" / "proposer_speed.json")
     args = parser.parse_args(argv)
-    _quiet_ax()
+    quiet_libraries()
     if args.quick:
         args.trials, args.dims, args.loop_seeds, args.loop_batches = [20, 50], [15], [0], 2
     command = " ".join([".venv/bin/python", "benchmarks/proposer_speed.py",

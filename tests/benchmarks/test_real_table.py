@@ -36,7 +36,8 @@ def test_the_study_is_a_valid_uniform_study_of_the_requested_size(tmp_path, mini
         name="t", task="glue:mrpc", data_dir=str(tmp_path), trials=300, workers=2, epochs=1.0,
         batch_size=16, learning_rate=1e-3, max_length=64, max_train_examples=2000,
         max_held_out=300, max_dev_examples=None, seed=0)
-    spec = StudySpec.model_validate(rt.study_spec(args, str(minilm_path)))
+    model = str(minilm_path)
+    spec = StudySpec.model_validate(rt.study_spec(args, model, rt.model_search_space(model)))
     assert spec.optimizer.name == "random"
     assert spec.budget.total_trials == spec.budget.initial_trials == 300
     assert spec.search_space.num_layers == 6
