@@ -13,7 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from autopeft_service.domain.study import StudySpec, TrialState
+from sqlalchemy.orm import Session
+
+from autopeft_service.domain.study import BUDGET_STATES, StudySpec, TrialState
 from autopeft_service.optimizers.base import History, Observation, Optimizer, OptimizerError
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
@@ -119,6 +121,16 @@ class Proposer(BackgroundLoop):
         self.leader = leader
         self.optimizer_factory = optimizer_factory
         self._optimizers: dict[int, Optimizer] = {}
+        self._specs: dict[int, StudySpec] = {}
+
+    def _spec(self, session: Session, study_id: int) -> StudySpec:
+        """A study's spec, validated once: a spec never changes after creation, and
+        validating it on every pass cost more than the pass's queries."""
+        spec = self._specs.get(study_id)
+        if spec is None:
+            spec = self._specs[study_id] = StudySpec.model_validate(
+                repo.get_study(session, study_id).spec)
+        return spec
 
     def tick(self) -> int:
         if self.leader is not None and not self.leader.try_acquire():
@@ -138,15 +150,20 @@ class Proposer(BackgroundLoop):
             study_ids = repo.running_study_ids(session)
         for stale in set(self._optimizers) - set(study_ids):
             del self._optimizers[stale]
+        for stale in set(self._specs) - set(study_ids):
+            del self._specs[stale]
         return sum(self.fill(study_id) for study_id in study_ids)
 
     def fill(self, study_id: int) -> int:
-        """Top up one study's ready queue. Returns the number of trials added."""
+        """Top up one study's ready queue, or complete the study once its budget is used
+        up (reports wake us to do this). Returns the number of trials added."""
         with self.database.session() as session:
-            if repo.finish_study_if_done(session, study_id):  # reports wake us to do this
+            spec = self._spec(session, study_id)
+            counts = repo.trial_counts(session, study_id)
+            if sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
+                repo.finish_study_if_done(session, study_id)
                 return 0
-            spec = StudySpec.model_validate(repo.get_study(session, study_id).spec)
-            want = free_slots(spec, repo.trial_counts(session, study_id))
+            want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
             return 0
         spec, history, counts = load_history(self.database, study_id)

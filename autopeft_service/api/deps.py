@@ -21,7 +21,9 @@ class Role(StrEnum):
 _bearer = HTTPBearer(auto_error=False, description="Client or worker token.")
 
 
-def get_services(request: Request) -> Services:
+# The dependencies below are ``async def`` although they never await: FastAPI runs a plain
+# ``def`` dependency in the thread pool, a thread hop per dependency per request.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -56,7 +58,7 @@ def _roles(services: Services, credentials: HTTPAuthorizationCredentials | None)
 def require(role: Role):  # type: ignore[no-untyped-def]
     """A dependency that admits callers holding ``role`` (401 no/bad token, 403 wrong role)."""
 
-    def check(services: ServicesDep,
+    async def check(services: ServicesDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
               ) -> Role:
         if role not in _roles(services, credentials):

@@ -35,6 +35,8 @@ class TrialState(StrEnum):
 PENDING_STATES = (TrialState.READY, TrialState.LEASED)
 #: States in which a trial is over.
 FINAL_STATES = (TrialState.COMPLETED, TrialState.FAILED, TrialState.CANCELLED, TrialState.PRUNED)
+#: Final states that use up a slot of the study's budget (all but cancelled).
+BUDGET_STATES = (TrialState.COMPLETED, TrialState.FAILED, TrialState.PRUNED)
 
 
 class _Spec(BaseModel):

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.search_space import point_key
 from autopeft_service.domain.study import (
+    BUDGET_STATES,
     PENDING_STATES,
     Budget,
     StudySpec,
@@ -207,8 +208,7 @@ def ended_trial_count(session: Session, study_id: int) -> int:
     """Trials of the study that used up their budget slot: completed, failed or pruned."""
     return int(session.execute(select(func.count()).select_from(TrialRow).where(
         TrialRow.study_id == study_id,
-        TrialRow.state.in_([TrialState.COMPLETED.value, TrialState.FAILED.value,
-                            TrialState.PRUNED.value]))).scalar_one())
+        TrialRow.state.in_([state.value for state in BUDGET_STATES]))).scalar_one())
 
 
 # --------------------------------------------------------------------------- trials
@@ -299,6 +299,7 @@ def trials_in_states(session: Session, study_id: int, states: Sequence[str]) -> 
 # executing it. Core (not ORM) rows are returned for the same reason.
 _TRIALS = TrialRow.__table__
 _STUDIES = StudyRow.__table__
+_WORKERS = WorkerRow.__table__
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
@@ -335,7 +336,10 @@ def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | 
 
     One ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING`` statement: on PostgreSQL
     the sub-select takes the row ``FOR UPDATE SKIP LOCKED`` (concurrent leasers skip it);
-    on SQLite the immediate transaction already excludes other writers.
+    on SQLite the immediate transaction already excludes other writers. The statement is
+    atomic on its own, so it may run in autocommit (``Database.statement_session``); the
+    worker's bookkeeping row is then written by a second statement, and if that one fails
+    the leased trial returns to the queue when its lease expires.
     """
     token = secrets.token_urlsafe(24)
     row = session.execute(_prebuilt(session, "lease", _lease_statement),
@@ -349,16 +353,19 @@ def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | 
                  deadline=float(row.lease_deadline))
 
 
+def _touch_worker_statement(postgres: bool, now: Any) -> Any:
+    insert = postgres_insert if postgres else sqlite_insert
+    statement = insert(_WORKERS).values(name=bindparam("p_name"), first_seen=now, last_seen=now,
+                                        leases=bindparam("p_leased"))
+    return statement.on_conflict_do_update(index_elements=[_WORKERS.c.name], set_={
+        "last_seen": now, "leases": _WORKERS.c.leases + statement.excluded.leases})
+
+
 def _touch_worker(session: Session, name: str, leased: bool = False) -> None:
     """Upsert the worker's row (last seen, leases) in one statement (no read, no lost
     update). Called on leases and heartbeats, not on reports (kept off that hot path)."""
-    now = database_now_expression(session)
-    insert = postgres_insert if is_postgres(session) else sqlite_insert
-    statement = insert(WorkerRow).values(name=name, first_seen=now, last_seen=now,
-                                         leases=int(leased))
-    statement = statement.on_conflict_do_update(index_elements=[WorkerRow.name], set_={
-        "last_seen": now, "leases": WorkerRow.leases + int(leased)})
-    session.execute(statement)
+    session.execute(_prebuilt(session, "touch_worker", _touch_worker_statement),
+                    {"p_name": name, "p_leased": int(leased)})
 
 
 def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,

@@ -40,7 +40,7 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
     study and trial were created (re-validating the spec per lease would dominate the
     cost of a lease); the shape is LeaseOut's, checked by the protocol tests."""
     seconds = services.settings.lease_seconds
-    with services.database.session() as session:
+    with services.database.statement_session() as session:
         lease = repo.lease_trial(session, worker, seconds)
         if lease is None:
             return None
@@ -100,7 +100,7 @@ def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep) -> R
     """Record the result (idempotent: the same token again is a no-op). The proposer,
     woken here, completes the study once its budget is spent."""
     try:
-        with services.database.session() as session:
+        with services.database.statement_session() as session:
             outcome = repo.complete_trial(session, trial_id, body.token,
                                           body.result.model_dump(mode="json"))
             out = _report_out(outcome)
@@ -114,9 +114,6 @@ def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
     trial = outcome.trial
     return ReportOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt,
                      failure_reason=trial.failure_reason, duplicate=outcome.duplicate)
-
-
-
 
 
 @router.post("/trials/{trial_id}/failure", response_model=ReportOut, responses=CONFLICT)
