@@ -59,8 +59,8 @@ def require(role: Role):  # type: ignore[no-untyped-def]
     """A dependency that admits callers holding ``role`` (401 no/bad token, 403 wrong role)."""
 
     async def check(services: ServicesDep,
-              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-              ) -> Role:
+                    credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                           Depends(_bearer)]) -> Role:
         if role not in _roles(services, credentials):
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this endpoint needs the {role} role")
         return role

@@ -92,8 +92,8 @@ class Database:
         self.engine = make_engine(url, pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Same pool; PostgreSQL connections checked out through it run in autocommit.
-        statements_bind = self.engine if self.engine.dialect.name == "sqlite" else \
-            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        statements_bind = self.engine.execution_options(isolation_level="AUTOCOMMIT") \
+            if is_postgres(self.engine) else self.engine
         self._statement_sessions = sessionmaker(statements_bind, expire_on_commit=False)
 
     @contextmanager
