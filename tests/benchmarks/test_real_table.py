@@ -1,44 +1,157 @@
-"""The real-evaluation table's rows (benchmarks/real_table.py)."""
+"""The real-evaluation table (benchmarks/real_table.py): its rows, its CSV written as trials
+end, and resuming, both from the workdir's database and from the CSV alone."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import shutil
+from pathlib import Path
 
+import pytest
+
+from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.study import SearchSpaceSpec, StudySpec
 from tests.benchmarks.conftest import load_benchmark
 
 rt = load_benchmark("real_table")
 
+DIMS = BackboneDims(num_layers=2, hidden_size=8, num_heads=2, ffn_size=16, total_parameters=5000)
 
-def test_rows_carry_every_parameter_and_blank_results_for_failed_trials() -> None:
-    space = SearchSpaceSpec.model_validate({"num_layers": 2, "hidden_size": 8}).to_space()
-    point = {"layer_0": 1, "layer_1": 0, "serial_adapter_size": 4, "parallel_adapter_size": 0,
-             "prefix_length": 1}
-    assert space.is_valid(point)
+
+def _space():
+    return SearchSpaceSpec.model_validate({"num_layers": 2, "hidden_size": 8}).to_space()
+
+
+def _trial(number: int, state: str, point: dict[str, int], **extra: object) -> dict[str, object]:
+    return {"id": 100 + number, "number": number, "state": state, "params": point,
+            "config": _space().decode(point).model_dump(mode="json"),
+            "config_description": "desc", "objective": None, "dev_score": None,
+            "param_share": None, "worker": None, "result": None, "finished_at": None,
+            "failure_reason": None, **extra}
+
+
+POINT = {"layer_0": 1, "layer_1": 0, "serial_adapter_size": 4, "parallel_adapter_size": 0,
+         "prefix_length": 2}
+
+
+def test_rows_carry_point_config_scores_both_shares_seconds_and_seed() -> None:
+    space = _space()
+    assert space.is_valid(POINT)
+    config = space.decode(POINT)
+    counts = count_parameters(config, DIMS)
+    assert counts.deployed != counts.trainable  # the prefix MLP is folded away when deployed
+    result = {"trainable_parameters": counts.trainable,
+              "trainable_percent": counts.trainable_percent,
+              "deployed_parameters": counts.deployed, "train_seconds": 2.0,
+              "eval_seconds": 0.5, "load_seconds": 1.0, "seed": 3}
     trials = [
-        {"id": 7, "state": "failed", "params": point, "config_description": "serial@ffn[4x1]",
-         "objective": None, "dev_score": None, "param_share": None, "worker": None,
-         "result": None},
-        {"id": 3, "state": "completed", "params": point, "config_description": "serial@ffn[4x1]",
-         "objective": 0.75, "dev_score": 0.7, "param_share": 1.5, "worker": "w0",
-         "result": {"trainable_parameters": 99, "train_seconds": 2.0, "eval_seconds": 0.5}},
+        _trial(2, "failed", POINT, failure_reason="loss became nan"),
+        _trial(1, "completed", POINT, objective=0.75, dev_score=0.7,
+               param_share=counts.trainable_percent, worker="w0", result=result,
+               finished_at=1.7e9),
+        _trial(3, "leased", POINT),
+        _trial(4, "ready", POINT),
     ]
-    rows = rt.table_rows(trials, space)
-    assert [r["trial"] for r in rows] == [3, 7]
-    assert [k for k in rows[0] if k in point] == [p.name for p in space.parameters()]
-    assert rows[0]["score"] == 0.75 and rows[0]["param_share"] == 1.5
-    assert rows[0]["trainable_parameters"] == 99 and rows[0]["worker"] == "w0"
-    assert rows[1]["score"] == "" and rows[1]["dev_score"] == "" and rows[1]["state"] == "failed"
+    rows = rt.table_rows(trials, space, backbone_total=123, part=1, seed=9)
+    assert [r["trial"] for r in rows] == [1, 2]  # ended trials only, by number
+    done, failed = rows
+    assert list(done) == rt.columns(space)
+    assert {k: done[k] for k in POINT} == POINT
+    assert json.loads(done["config"]) == config.model_dump(mode="json")
+    assert done["score"] == 0.75 and done["dev_score"] == 0.7 and done["part"] == 1
+    assert done["trainable_percent"] == pytest.approx(counts.trainable_percent)
+    # deployed share over the same backbone total as the trainable share (not the fallback)
+    assert done["deployed_percent"] == pytest.approx(counts.deployed_percent)
+    assert done["seconds"] == 2.5 and done["seed"] == 3 and done["worker"] == "w0"
+    assert failed["state"] == "failed" and failed["score"] == "" and failed["seed"] == 9
+    assert failed["deployed_percent"] == "" and failed["failure_reason"] == "loss became nan"
+
+
+def test_deployed_share_falls_back_to_the_backbone_total_when_nothing_trains() -> None:
+    result = {"trainable_parameters": 0, "trainable_percent": 0.0, "deployed_parameters": 0}
+    assert rt.deployed_percent(result, 1000) == 0.0
+    assert rt.deployed_percent({}, 1000) == ""
+
+
+def test_csv_merge_keeps_old_parts_and_updates_rows_of_the_running_part(tmp_path) -> None:
+    space = _space()
+    names = rt.columns(space)
+    base = {name: "" for name in names}
+    old = [{**base, "part": "0", "trial": "1", "state": "completed", "score": "0.5"},
+           {**base, "part": "0", "trial": "2", "state": "failed"}]
+    path = tmp_path / "table.csv"
+    rt.write_rows(path, old, names)
+    kept = rt.read_rows(path)
+    assert kept == old and not (tmp_path / "table.csv.partial").exists()
+    fresh = [{**base, "part": 1, "trial": 1, "state": "completed", "score": 0.9}]
+    merged = rt.merge_rows(kept, fresh)
+    assert [(int(r["part"]), int(r["trial"])) for r in merged] == [(0, 1), (0, 2), (1, 1)]
+    assert rt.completed_count(merged) == 2
+    studies = [{"name": "t part 3"}, {"name": "other part 7"}]
+    assert rt.next_part(merged, studies, "t") == 4
+    assert rt.next_part([], [], "t") == 0
 
 
 def test_the_study_is_a_valid_uniform_study_of_the_requested_size(tmp_path, minilm_path) -> None:
     args = argparse.Namespace(
-        name="t", task="glue:mrpc", data_dir=str(tmp_path), trials=300, workers=2, epochs=1.0,
-        batch_size=16, learning_rate=1e-3, max_length=64, max_train_examples=2000,
-        max_held_out=300, max_dev_examples=None, seed=0)
+        name="t", task="glue:sst2", data_dir=str(tmp_path), trials=200, workers=1, epochs=1.0,
+        batch_size=32, learning_rate=1e-3, max_length=64, max_train_examples=2000,
+        max_held_out=500, max_dev_examples=None, seed=0, training_seed=0)
     model = str(minilm_path)
-    spec = StudySpec.model_validate(rt.study_spec(args, model, rt.model_search_space(model)))
-    assert spec.optimizer.name == "random"
-    assert spec.budget.total_trials == spec.budget.initial_trials == 300
+    spec = StudySpec.model_validate(
+        rt.study_spec(args, model, rt.model_search_space(model), trials=150, part=2))
+    assert spec.name == "t part 2"
+    assert spec.optimizer.name == "random" and spec.optimizer.seed == 2
+    assert spec.budget.total_trials == spec.budget.initial_trials == 150
+    assert spec.budget.max_parallel == 1
     assert spec.search_space.num_layers == 6
     assert spec.training.max_train_examples == 2000
+    assert spec.training.max_held_out_examples == 500
+    assert rt.backbone_parameters(model) == 22_713_216
+
+
+def _table(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_a_real_service_run_writes_rows_and_resumes_from_the_workdir_or_the_csv(
+        tmp_path, tiny_bert_path, monkeypatch) -> None:
+    """Server + one worker for real on the tiny BERT and the synthetic task (seconds)."""
+    monkeypatch.setenv("AUTOPEFT_CACHE_DIR", str(tmp_path / "cache"))
+    workdir, output = tmp_path / "work", tmp_path / "table.csv"
+    argv = ["--model", str(tiny_bert_path), "--task", "synthetic", "--data-dir",
+            str(tmp_path), "--workers", "1", "--max-train-examples", "64",
+            "--max-length", "24", "--max-held-out", "50", "--max-dev-examples", "50",
+            "--workdir", str(workdir), "--output", str(output), "--poll", "0.5"]
+    rt.main([*argv, "--trials", "3"])
+    rows = _table(output)
+    assert [(r["part"], r["trial"], r["state"]) for r in rows] == [
+        ("0", "0", "completed"), ("0", "1", "completed"), ("0", "2", "completed")]
+    for row in rows:
+        assert 0 <= float(row["score"]) <= 1 and 0 <= float(row["dev_score"]) <= 1
+        assert float(row["trainable_percent"]) > 0 and float(row["deployed_percent"]) > 0
+        assert float(row["seconds"]) > 0 and row["seed"] == "0"
+        assert json.loads(row["config"])["num_layers"] == 2
+    assert not (workdir / "pids.json").exists()
+    fidelity = json.loads((tmp_path / "table.fidelity.json").read_text())
+    assert fidelity["training"]["max_length"] == 24 and fidelity["workers"] == 1
+    assert fidelity["parts"] == [{"part": 0, "trials": 3, "sobol_seed": 0}]
+
+    rt.main([*argv, "--trials", "3"])  # resumed from the workdir: nothing more to do
+    assert _table(output) == rows
+
+    shutil.rmtree(workdir)  # the database is gone; the CSV is all that is left
+    rt.main([*argv, "--trials", "5"])
+    more = _table(output)
+    assert more[:3] == rows
+    assert [(r["part"], r["trial"]) for r in more[3:]] == [("1", "0"), ("1", "1")]
+    assert rt.completed_count(more) == 5
+    assert json.loads((tmp_path / "table.fidelity.json").read_text())["parts"] == [
+        {"part": 0, "trials": 3, "sobol_seed": 0}, {"part": 1, "trials": 2, "sobol_seed": 1}]
+
+    with pytest.raises(SystemExit, match="other training settings"):
+        rt.main([*argv, "--trials", "5", "--max-length", "32"])
