@@ -26,15 +26,18 @@ is found by name and continues (a trial that was running is leased again). If th
 is gone (another machine, a later session) but the CSV is there, its rows are kept and a new
 ``part`` is submitted for the completed rows still missing, with the next Sobol seed
 (``--seed`` + part): each part is a uniform draw, so the union is too. Use the same
-fidelity flags when resuming; a study found with other training settings stops the run.
+fidelity flags when resuming; a study found with other training settings stops the run,
+and so does another run still live on the same workdir (``pids.json`` there); the server
+and workers of a killed run are ended first.
 
 ``<output stem>.fidelity.json`` beside the CSV records the fidelity and the parts.
 
 The fidelity (docs/real_table_sst2.md; benchmarks/sst2_probe.py shows that it separates
 configurations): MiniLM-L6, SST-2, 1,000 training sentences, max length 32, one epoch,
 batch 16 (63 steps), learning rate 1e-3, training seed 0, 500 sentences held out of train
-(the objective), the 872 dev sentences; one worker with one torch thread (about 45-55 s a
-trial here). Run (detached; about three hours for 200 trials):
+(the objective), the 872 dev sentences; one worker with one torch thread (an adapter trial:
+about 45 s on a quiet core, 60-70 s with other work on this 2-core machine). Run
+(detached; three to four hours for 200 trials):
     cd /work/main && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nohup setsid \\
         .venv/bin/python benchmarks/real_table.py --task glue:sst2 \\
         --data-dir ../shared/data/glue --trials 200 --workers 1 --threads 1 \\
@@ -236,17 +239,38 @@ def write_fidelity(output: Path, args: argparse.Namespace, model: str,
     path.write_text(text + "\n")
 
 
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return b""
+
+
+def write_pids(pid_file: Path, children: Sequence[int]) -> None:
+    """Record this run (``main``) and its server and workers (``children``)."""
+    pid_file.write_text(json.dumps({"main": os.getpid(), "children": list(children)}))
+
+
 def stop_stale_processes(pid_file: Path) -> None:
     """End a server and workers that an earlier, killed run of this script left running
-    (their ids are in ``pid_file``; only processes still running this project's CLI)."""
+    (their ids are in ``pid_file``; only processes still running this project's CLI).
+
+    Raises:
+        SystemExit: the run that wrote ``pid_file`` is still running (one run per workdir).
+    """
     if not pid_file.exists():
         return
-    for pid in json.loads(pid_file.read_text()):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"autopeft_service.cli" in command:
+    recorded = json.loads(pid_file.read_text())
+    if isinstance(recorded, dict):
+        main = int(recorded["main"])
+        if main != os.getpid() and b"real_table.py" in _command_line(main):
+            raise SystemExit(f"another run (process {main}) is using {pid_file.parent}; "
+                             f"wait for it or stop it first")
+        children = recorded["children"]
+    else:  # an older run's list of children
+        children = recorded
+    for pid in children:
+        if b"autopeft_service.cli" in _command_line(pid):
             print(f"stopping process {pid} left by an earlier run", flush=True)
             try:
                 os.kill(pid, signal.SIGTERM)
@@ -308,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     try:
         server.start()
-        pid_file.write_text(json.dumps([server.process.pid]))  # type: ignore[union-attr]
+        write_pids(pid_file, [server.process.pid])  # type: ignore[union-attr]
         with AutopeftClient(server.base_url, server.client_token, timeout=60) as client:
             mine = [s for s in client.list_studies()
                     if s["name"].startswith(f"{args.name} part ")]
@@ -347,8 +371,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                   f"{args.workers} worker(s); logs in {workdir}", flush=True)
             for index in range(args.workers):
                 workers.start(f"worker-{index}", "--threads", str(args.threads))
-            pid_file.write_text(json.dumps([server.process.pid]  # type: ignore[union-attr]
-                                           + [p.pid for p in workers.processes.values()]))
+            write_pids(pid_file, [server.process.pid]  # type: ignore[union-attr]
+                       + [p.pid for p in workers.processes.values()])
             while True:
                 statuses = [client.status(s["id"]) for s in mine]
                 rows = refresh()

@@ -7,6 +7,10 @@ import argparse
 import csv
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +159,42 @@ def test_a_real_service_run_writes_rows_and_resumes_from_the_workdir_or_the_csv(
 
     with pytest.raises(SystemExit, match="other training settings"):
         rt.main([*argv, "--trials", "5", "--max-length", "32"])
+
+
+def _wait_for_command_line(pid: int, marker: bytes) -> None:
+    """Until a just-started process shows its arguments (right after exec it may not)."""
+    end = time.monotonic() + 10
+    while marker not in rt._command_line(pid):
+        assert time.monotonic() < end, f"process {pid} never showed {marker!r}"
+        time.sleep(0.05)
+
+
+def test_a_second_run_on_a_busy_workdir_stops_and_stale_children_are_ended(tmp_path) -> None:
+    pid_file = tmp_path / "pids.json"
+    # a live process whose command line names the script stands for a run still going
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                                "real_table.py"])
+    _wait_for_command_line(running.pid, b"real_table.py")
+    try:
+        pid_file.write_text(json.dumps({"main": running.pid, "children": []}))
+        with pytest.raises(SystemExit, match=f"another run \\(process {running.pid}\\)"):
+            rt.stop_stale_processes(pid_file)
+        assert pid_file.exists()
+    finally:
+        running.kill()
+        running.wait(10)
+    # the run is gone: its recorded children are ended if they run this project's CLI only
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)",
+                              "autopeft_service.cli"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    _wait_for_command_line(child.pid, b"autopeft_service.cli")
+    try:
+        pid_file.write_text(json.dumps({"main": running.pid,
+                                        "children": [child.pid, other.pid]}))
+        rt.stop_stale_processes(pid_file)
+        assert child.wait(10) == -signal.SIGTERM
+        assert other.poll() is None and not pid_file.exists()
+    finally:
+        for process in (child, other):
+            process.kill()
+            process.wait(10)
