@@ -42,7 +42,7 @@ __all__ = ["DEFAULT_SERVER", "FINAL_STUDY_STATES", "AutopeftClient", "ClientErro
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 #: Study states after which nothing changes any more.
-FINAL_STUDY_STATES = ("completed", "cancelled")
+FINAL_STUDY_STATES = ("completed", "cancelled", "failed")
 #: Trial states that used up a slot of the budget (what "done" counts in progress).
 _ENDED_TRIAL_STATES = ("completed", "failed", "pruned")
 
@@ -197,12 +197,13 @@ class AutopeftClient:
                           response.status_code, detail,
                           transient=response.status_code >= 500)
 
-    def _pages(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    def _pages(self, path: str, params: dict[str, Any],
+               page_size: int | None = None) -> list[dict[str, Any]]:
         """Every item of a paginated list (follows ``offset`` until ``total`` is reached)."""
         items: list[dict[str, Any]] = []
         while True:
             page = self._request("GET", path, params={**params, "offset": len(items),
-                                                      "limit": self.page_size})
+                                                      "limit": page_size or self.page_size})
             items.extend(page["items"])
             if not page["items"] or len(items) >= page["total"]:
                 return items
@@ -232,7 +233,7 @@ class AutopeftClient:
 
     def list_studies(self) -> list[dict[str, Any]]:
         """Every study (``StudyOut`` dicts), oldest first, across all pages."""
-        return self._pages("/v1/studies", {})
+        return self._pages("/v1/studies", {}, page_size=min(self.page_size, 100))
 
     def trials(self, study_id: int, state: str | None = None) -> list[dict[str, Any]]:
         """The study's trials (``TrialSummary`` dicts), all pages, optionally of one state

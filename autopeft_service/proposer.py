@@ -5,22 +5,33 @@ demand, never beyond ``budget.total_trials``. The optimiser runs outside any dat
 transaction (a model fit can take seconds to minutes), so lease requests never wait on it;
 the insert re-checks the budget under a lock. All state comes from the database on every
 pass, so a restarted server resumes where it stopped.
+
+One study never stops the others: a study whose optimiser fails is recorded as failing
+(``reason``, visible in the API), skipped with exponential backoff, its traceback logged
+once, and ended ``failed`` after ``max_failures`` failed passes in a row. A study whose
+trials all fail for one reason, or whose stored spec no longer validates, ends ``failed``
+with that reason at once.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
+from pydantic import ValidationError
+
 from autopeft_service.domain.study import BUDGET_STATES, StudySpec, TrialState
+from autopeft_service.domain.validation import format_validation_error
 from autopeft_service.optimizers.base import History, Observation, Optimizer, OptimizerError
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
+from autopeft_service.storage.models import TrialRow
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +45,22 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
             TrialState.COMPLETED.value, TrialState.READY.value, TrialState.LEASED.value,
             TrialState.FAILED.value])
         counts = repo.trial_counts(session, study_id)
+    # A completed row without both objectives (written before results were validated) is
+    # no observation: it is kept from being proposed again, as a failed point is.
     completed = [Observation(params=r.params, score=float(r.objective),
                              param_share=float(r.param_share))
-                 for r in rows if r.state == TrialState.COMPLETED.value]
+                 for r in rows if r.state == TrialState.COMPLETED.value and _scored(r)]
     pending = [r.params for r in rows if r.state in (TrialState.READY.value,
                                                      TrialState.LEASED.value)]
-    failed = [r.params for r in rows if r.state == TrialState.FAILED.value]
+    failed = [r.params for r in rows if r.state == TrialState.FAILED.value
+              or (r.state == TrialState.COMPLETED.value and not _scored(r))]
     return spec, History(completed=completed, pending=pending, failed=failed), counts
+
+
+def _scored(row: TrialRow) -> bool:
+    """True when a trial row holds two finite objectives."""
+    return all(value is not None and math.isfinite(value)
+               for value in (row.objective, row.param_share))
 
 
 def free_slots(spec: StudySpec, counts: dict[str, int]) -> int:
@@ -109,19 +129,28 @@ class Proposer(BackgroundLoop):
         min_interval: least time between passes (every lease and report wakes the loop).
         leader: when given, a pass runs only while this process holds it (one proposer
             per database however many server processes share it; ``storage.leader``).
+        retry_seconds: backoff after a study's first failed pass (doubling each time).
+        max_retry_seconds: cap of that backoff.
+        max_failures: failed passes in a row after which the study ends ``failed``.
     """
 
     name = "proposer"
 
     def __init__(self, database: Database, poll_seconds: float = 0.5,
                  optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
-                 min_interval: float = 0.25, leader: LeaderLock | None = None) -> None:
+                 min_interval: float = 0.25, leader: LeaderLock | None = None,
+                 retry_seconds: float = 10.0, max_retry_seconds: float = 600.0,
+                 max_failures: int = 6) -> None:
         super().__init__(poll_seconds, min_interval)
         self.database = database
         self.leader = leader
         self.optimizer_factory = optimizer_factory
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max_retry_seconds
+        self.max_failures = max_failures
         self._optimizers: dict[int, Optimizer] = {}
         self._specs: dict[int, StudySpec] = {}
+        self._traced: set[int] = set()  # studies whose failure traceback was logged
 
     def _spec(self, session: Session, study_id: int) -> StudySpec:
         """A study's spec, validated once: a spec never changes after creation, and
@@ -145,23 +174,54 @@ class Proposer(BackgroundLoop):
             self.leader.release()
 
     def step(self) -> int:
-        """One pass over every running study. Returns the number of trials added."""
+        """One pass over every running study not backed off from. Returns the number of
+        trials added. A study whose pass fails is recorded and skipped (``_failed``); only
+        a database failure ends the pass early."""
         with self.database.session() as session:
-            study_ids = repo.running_study_ids(session)
-        for stale in set(self._optimizers) - set(study_ids):
-            del self._optimizers[stale]
-        for stale in set(self._specs) - set(study_ids):
-            del self._specs[stale]
-        return sum(self.fill(study_id) for study_id in study_ids)
+            study_ids = repo.running_study_ids(session, due_only=True)
+        for cache in (self._optimizers, self._specs):
+            for stale in set(cache) - set(study_ids):
+                del cache[stale]
+        added = 0
+        for study_id in study_ids:
+            try:
+                added += self.fill(study_id)
+            except StorageError:
+                raise  # the database is down: no study can go on; the loop retries
+            except Exception as error:  # noqa: BLE001 - one study must not stop the others
+                self._failed(study_id, error)
+        return added
+
+    def _failed(self, study_id: int, error: Exception) -> None:
+        """Record a failed pass of one study: traceback logged once per study, then one
+        line per failure; the study backs off (``repo.record_proposer_failure``)."""
+        message = f"{type(error).__name__}: {error}".splitlines()[0][:1000]
+        if study_id not in self._traced:
+            self._traced.add(study_id)
+            log.error("study %s: proposing failed (retried with backoff; later failures of "
+                      "this study are logged in one line)", study_id, exc_info=error)
+        else:
+            log.warning("study %s: proposing failed again: %s", study_id, message)
+        self._optimizers.pop(study_id, None)  # rebuilt at the next try
+        with self.database.session() as session:
+            repo.record_proposer_failure(session, study_id, message, self.max_failures,
+                                         self.retry_seconds, self.max_retry_seconds)
 
     def fill(self, study_id: int) -> int:
         """Top up one study's ready queue, or complete the study once its budget is used
         up (reports wake us to do this). Returns the number of trials added."""
         with self.database.session() as session:
-            spec = self._spec(session, study_id)
+            try:
+                spec = self._spec(session, study_id)
+            except ValidationError as error:  # stored by an older, laxer version
+                repo.fail_study(session, study_id, "its stored spec is no longer valid: "
+                                + format_validation_error(error))
+                return 0
             counts = repo.trial_counts(session, study_id)
             if sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
                 repo.finish_study_if_done(session, study_id)
+                return 0
+            if self._stop_on_repeated_failure(session, study_id, spec, counts):
                 return 0
             want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
@@ -173,17 +233,34 @@ class Proposer(BackgroundLoop):
         optimizer = self._optimizers.get(study_id)
         if optimizer is None:
             optimizer = self._optimizers[study_id] = self.optimizer_factory(spec)
-        try:
-            suggestions = optimizer.suggest(want, history)
-        except OptimizerError as error:
-            log.warning("study %s: %s", study_id, error)
-            return 0
+        suggestions = optimizer.suggest(want, history)  # OptimizerError: see _failed
         space = spec.search_space.to_space()
         proposals = [(s.params, space.decode(s.params).model_dump(mode="json"), s.generator)
                      for s in suggestions]
         with self.database.session() as session:
             added = repo.add_trials(session, study_id, proposals, max_new=want)
+            if not added:  # never spin on an optimiser that repeats itself
+                raise OptimizerError(f"{optimizer.name} proposed {len(proposals)} "
+                                     "configuration(s), none of them new to the study")
+            repo.clear_proposer_failures(session, study_id)
+        self._traced.discard(study_id)
         return len(added)
+
+    @staticmethod
+    def _stop_on_repeated_failure(session: Session, study_id: int, spec: StudySpec,
+                                  counts: dict[str, int]) -> bool:
+        """End the study when ``budget.stop_after_failures`` trials failed for one reason
+        and none completed (a backbone or data no worker can load). Returns True if ended."""
+        limit = spec.budget.stop_after_failures
+        if not limit or counts[TrialState.COMPLETED.value] or \
+                counts[TrialState.FAILED.value] < limit:
+            return False
+        reason = repo.repeated_failure(session, study_id, limit)
+        if reason is None:
+            return False
+        repo.fail_study(session, study_id, f"{limit} trials failed for the same reason and "
+                        f"none completed: {reason}")
+        return True
 
 
 class LeaseSweeper(BackgroundLoop):

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from autopeft_service.api.middleware import BodySizeLimit, TokenGate
 from autopeft_service.api.routes import health, studies, workers
 from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.validation import FieldError
-from autopeft_service.storage.database import StorageError
+from autopeft_service.storage.database import DataRejected, StorageError
+
+log = logging.getLogger(__name__)
 
 
 def validation_details(errors: list[dict]) -> list[dict[str, object]]:
@@ -34,6 +40,53 @@ def validation_details(errors: list[dict]) -> list[dict[str, object]]:
     return details
 
 
+def config_error_details(error: ConfigError) -> list[dict[str, object]]:
+    """A ConfigError's ``field.path: reason; ...`` message as 422 ``{loc, msg, type}``
+    items (located in the body)."""
+    details = []
+    for part in str(error).split("; "):
+        path, sep, message = part.partition(": ")
+        if not sep or " " in path:
+            path, message = "", part
+        loc: list[str | int] = ["body", *[p for p in path.split(".") if p]]
+        details.append({"loc": loc, "msg": message, "type": "value_error"})
+    return details
+
+
+@contextmanager
+def _shutdown_on_signal(services: Services) -> Iterator[None]:
+    """While the server runs, SIGTERM and SIGINT first tell ``services`` that shutdown
+    began (long-polling leases answer at once), then reach uvicorn's own handler. Only
+    where handlers can be set (the main thread; a server in a test thread is stopped by
+    ``Services.begin_shutdown`` directly)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(sig: int, frame: object) -> None:
+        services.begin_shutdown()
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if signal.getsignal(sig) is handle:
+                signal.signal(sig, handler)
+
+
+def _warn_about_tokens(settings: Settings) -> None:
+    for role, tokens in (("client", settings.client_tokens), ("worker", settings.worker_tokens)):
+        if not tokens:
+            log.warning("no %s tokens are set (AUTOPEFT_%s_TOKENS): every %s request will "
+                        "get 401", role, role.upper(), role)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The database schema must already be at Alembic's head
     (``autopeft serve`` runs the migration first; this never calls ``create_all``)."""
@@ -48,9 +101,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings.request_threads
         services.start(asyncio.get_running_loop())
         try:
-            yield
+            with _shutdown_on_signal(services):
+                yield
         finally:
             services.stop()
+
+    _warn_about_tokens(settings)
 
     app = FastAPI(title="autopeft", version="0.1.0", lifespan=lifespan,
                   description="Multi-objective search over PEFT configurations.")
@@ -72,7 +128,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ConfigError)
     async def _config_error(_request: Request, error: ConfigError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)},
+        return JSONResponse({"detail": config_error_details(error)},
                             status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
+    @app.exception_handler(DataRejected)
+    async def _data_rejected(_request: Request, error: DataRejected) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": str(error),
+                                         "type": "value_error"}]},
+                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    # Outermost first: the token gate answers 401 before the body is read; the cap then
+    # refuses a body above max_request_bytes with 413.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(TokenGate, tokens=[*settings.client_tokens, *settings.worker_tokens])
     return app

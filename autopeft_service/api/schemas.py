@@ -45,7 +45,11 @@ class StudyOut(BaseModel):
 
     id: int
     name: str
-    state: str
+    state: str = Field(description="running, completed, cancelled or failed.")
+    reason: str | None = Field(
+        None, description="Why the study failed; while running, why proposals are failing.")
+    proposer_failures: int = Field(
+        0, description="Failed proposer passes in a row (the study is retried with backoff).")
     created_at: float
     updated_at: float
     counts: dict[str, int]
@@ -53,7 +57,9 @@ class StudyOut(BaseModel):
     best: TrialSummary | None = Field(description="Completed trial with the best held-out score.")
     hypervolume: float = Field(description="Of the completed trials, against reference_point.")
     pareto_size: int
-    spec: StudySpec
+    spec: StudySpec | dict[str, Any] = Field(
+        description="The spec; shown as stored when an older version stored one that no "
+        "longer validates.")
 
 
 class Page(BaseModel):
@@ -92,4 +98,40 @@ class ReportOut(BaseModel):
 
 
 class ErrorOut(BaseModel):
+    """An error other than a validation error: one line."""
+
     detail: str
+
+
+class ValidationIssue(BaseModel):
+    """One invalid field: where (``loc``, e.g. ``["body", "budget", "total_trials"]``) and
+    why."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorOut(BaseModel):
+    """HTTP 422: every invalid field of the request."""
+
+    detail: list[ValidationIssue]
+
+
+_ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    400: (ErrorOut, "The body could not be read at all (not UTF-8 text)."),
+    401: (ErrorOut, "Missing or unknown bearer token."),
+    403: (ErrorOut, "The token does not hold this route's role."),
+    404: (ErrorOut, "No such study or trial."),
+    409: (ErrorOut, "The lease token is not the trial's current lease, or the trial "
+                    "cannot take this report in its state."),
+    413: (ErrorOut, "The request body is larger than the server's max_request_bytes."),
+    422: (ValidationErrorOut, "Invalid request: each item names a field and the reason."),
+    503: (ErrorOut, "The database is unreachable; retry after Retry-After seconds."),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for these error status codes (model and meaning)."""
+    return {code: {"model": _ERRORS[code][0], "description": _ERRORS[code][1]}
+            for code in codes}

@@ -61,11 +61,16 @@ class Services:
         self.settings = settings
         self.database = Database(settings.database_url, settings.database_pool_size)
         self.ready = ReadySignal()
+        #: True once shutdown began: long-polling leases answer 204 at once.
+        self.stopping = False
         self._specs: dict[int, dict[str, Any]] = {}
         # One proposer per database, whatever the number of server processes.
-        self.proposer = NotifyingProposer(self.database, self.ready,
-                                          poll_seconds=settings.proposer_poll_seconds,
-                                          leader=leader_lock_for(self.database.engine))
+        self.proposer = NotifyingProposer(
+            self.database, self.ready, poll_seconds=settings.proposer_poll_seconds,
+            leader=leader_lock_for(self.database.engine),
+            retry_seconds=settings.proposer_retry_seconds,
+            max_retry_seconds=settings.proposer_max_retry_seconds,
+            max_failures=settings.proposer_max_failures)
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))
@@ -82,7 +87,14 @@ class Services:
         self.proposer.start()
         self.sweeper.start()
 
+    def begin_shutdown(self) -> None:
+        """Shutdown began (thread- and signal-safe): wake every long-polling lease, which
+        then answers 204 instead of waiting out its poll."""
+        self.stopping = True
+        self.ready.notify()
+
     def stop(self) -> None:
+        self.stopping = True
         self.proposer.stop()
         self.sweeper.stop()
         self.database.dispose()
@@ -92,8 +104,8 @@ class NotifyingProposer(Proposer):
     """A Proposer that wakes long-polling lease requests after adding trials."""
 
     def __init__(self, database: Database, ready: ReadySignal, poll_seconds: float,
-                 leader: LeaderLock | None = None) -> None:
-        super().__init__(database, poll_seconds=poll_seconds, leader=leader)
+                 leader: LeaderLock | None = None, **backoff: Any) -> None:
+        super().__init__(database, poll_seconds=poll_seconds, leader=leader, **backoff)
         self.ready = ready
 
     def fill(self, study_id: int) -> int:

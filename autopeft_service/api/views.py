@@ -1,51 +1,105 @@
-"""Turn rows into response bodies (shared by routes)."""
+"""Turn rows into response bodies (shared by routes).
+
+Views show what the database holds, whatever an older version stored there: a completed
+trial without finite objectives stays out of the best trial, the front and the
+hypervolume; a stored spec that no longer validates is shown as stored.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from autopeft_service.api.schemas import ParetoOut, StudyOut, TrialSummary
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.study import StudySpec, TrialState
+from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.models import StudyRow, TrialRow
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON cannot carry them)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _describe(config: dict[str, Any]) -> str:
+    try:
+        return PeftConfig.model_validate(config).describe()
+    except ValidationError:
+        return "(configuration no longer readable)"
 
 
 def trial_summary(row: TrialRow) -> TrialSummary:
     return TrialSummary(
         id=row.id, number=row.number, state=row.state, generator=row.generator,
         attempt=row.attempt, params=row.params, config=row.config,
-        config_description=PeftConfig.model_validate(row.config).describe(), worker=row.worker,
-        objective=row.objective, param_share=row.param_share, dev_score=row.dev_score,
-        failure_reason=row.failure_reason, progress=row.progress, result=row.result,
+        config_description=_describe(row.config), worker=row.worker,
+        objective=_finite(row.objective), param_share=_finite(row.param_share),
+        dev_score=_finite(row.dev_score),
+        failure_reason=row.failure_reason, progress=_json_safe(row.progress),
+        result=_json_safe(row.result),
         created_at=row.created_at, leased_at=row.leased_at, finished_at=row.finished_at)
 
 
-def _front(completed: list[TrialRow], spec: StudySpec) -> tuple[list[TrialRow], float]:
+def _stored_spec(study: StudyRow) -> tuple[StudySpec | dict[str, Any], ReferencePoint, int]:
+    """The study's spec (as stored when it no longer validates), its reference point and
+    its total trials (defaults where the stored spec cannot say)."""
+    try:
+        spec = StudySpec.model_validate(study.spec)
+    except ValidationError:
+        raw = study.spec if isinstance(study.spec, dict) else {}
+        try:
+            reference = ReferencePoint.model_validate(raw.get("reference_point", {}))
+        except ValidationError:
+            reference = ReferencePoint()
+        total = (raw.get("budget") or {}).get("total_trials")
+        return raw, reference, total if isinstance(total, int) else 0
+    return spec, spec.reference_point, spec.budget.total_trials
+
+
+def _scored_trials(session: Session, study_id: int) -> list[TrialRow]:
+    """Completed trials with two finite objectives."""
+    return [r for r in repo.trials_in_states(session, study_id, [TrialState.COMPLETED.value])
+            if _finite(r.objective) is not None and _finite(r.param_share) is not None]
+
+
+def _front(completed: list[TrialRow], reference_point: ReferencePoint
+           ) -> tuple[list[TrialRow], float]:
     points = [ObjectivePoint(score=float(r.objective), share=float(r.param_share))
               for r in completed]
-    reference = ObjectivePoint(score=spec.reference_point.score,
-                               share=spec.reference_point.param_share)
+    reference = ObjectivePoint(score=reference_point.score, share=reference_point.param_share)
     return [completed[i] for i in pareto_indices(points)], hypervolume(points, reference)
 
 
 def study_out(session: Session, study: StudyRow) -> StudyOut:
-    spec = StudySpec.model_validate(study.spec)
-    completed = repo.trials_in_states(session, study.id, [TrialState.COMPLETED.value])
-    front, volume = _front(completed, spec)
+    spec, reference, total = _stored_spec(study)
+    completed = _scored_trials(session, study.id)
+    front, volume = _front(completed, reference)
     best = max(completed, key=lambda r: (r.objective, -r.param_share), default=None)
-    return StudyOut(id=study.id, name=study.name, state=study.state,
+    return StudyOut(id=study.id, name=study.name, state=study.state, reason=study.reason,
+                    proposer_failures=study.proposer_failures or 0,
                     created_at=study.created_at, updated_at=study.updated_at,
-                    counts=repo.trial_counts(session, study.id),
-                    total_trials=spec.budget.total_trials,
+                    counts=repo.trial_counts(session, study.id), total_trials=total,
                     best=trial_summary(best) if best is not None else None,
                     hypervolume=volume, pareto_size=len(front), spec=spec)
 
 
 def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
-    spec = StudySpec.model_validate(study.spec)
-    completed = repo.trials_in_states(session, study.id, [TrialState.COMPLETED.value])
-    front, volume = _front(completed, spec)
-    return ParetoOut(study_id=study.id, reference_point=spec.reference_point.model_dump(),
+    _spec, reference, _total = _stored_spec(study)
+    front, volume = _front(_scored_trials(session, study.id), reference)
+    return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
                      hypervolume=volume, trials=[trial_summary(r) for r in front])

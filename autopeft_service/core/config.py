@@ -28,6 +28,16 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After when nothing is ready.")
     sweep_interval_seconds: float = Field(1.0, gt=0)
     proposer_poll_seconds: float = Field(0.5, gt=0)
+    proposer_retry_seconds: float = Field(
+        10.0, gt=0, description="Backoff after a study's first failed proposer pass; it "
+        "doubles with each failure in a row (other studies go on meanwhile).")
+    proposer_max_retry_seconds: float = Field(600.0, gt=0, description="Cap of that backoff.")
+    proposer_max_failures: int = Field(
+        6, ge=1, description="Failed proposer passes in a row after which a study ends "
+        "failed, with the optimiser's error as its reason.")
+    max_request_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest request body accepted (HTTP 413 above). "
+        "A study spec's task_options are capped at 64 KiB, so 1 MiB leaves room.")
     database_pool_size: int = Field(20, ge=1)
     request_threads: int = Field(
         8, ge=1, le=1000, description="Threads running requests' database work (anyio's "

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from autopeft_service.domain.validation import StorableInput, bounded_json
+
+#: Most bytes (as JSON) of a heartbeat's ``progress``.
+MAX_PROGRESS_BYTES = 16 * 1024
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(StorableInput):
+    """A request body: unknown fields, non-finite numbers and NUL characters are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class LeaseRequest(_Body):
@@ -46,7 +52,13 @@ class LeaseOut(BaseModel):
 
 class HeartbeatIn(_Body):
     token: str = Field(min_length=1, max_length=64)
-    progress: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = Field(
+        None, description=f"Training progress (at most {MAX_PROGRESS_BYTES} bytes as JSON).")
+
+    @field_validator("progress")
+    @classmethod
+    def _bounded_progress(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else bounded_json(value, MAX_PROGRESS_BYTES)
 
 
 class HeartbeatOut(BaseModel):

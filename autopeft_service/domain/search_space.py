@@ -37,6 +37,16 @@ PARALLEL_ADAPTER_SIZE = "parallel_adapter_size"
 PREFIX_LENGTH = "prefix_length"
 
 
+#: Most layers a space may have. Public backbones have at most ~130 (Llama 3.1 405B: 126);
+#: beyond this the optimisers' cost grows for nothing (one study with 21,000 layers once
+#: stopped every proposal of the server).
+MAX_LAYERS = 256
+#: Largest module size (bottleneck, prefix length) and hidden size a space may name.
+MAX_SIZE = 65_536
+#: Most choices one ordered size parameter may list.
+MAX_CHOICES = 64
+
+
 def layer_parameter(index: int) -> str:
     """Name of the insertion flag of layer ``index``."""
     return f"layer_{index}"
@@ -78,23 +88,24 @@ class AutoPeftSpace(BaseModel):
     Build one for a backbone with ``AutoPeftSpace.for_backbone(dims)``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     kind: Literal["autopeft"] = "autopeft"
-    num_layers: int = Field(gt=0)
-    serial_adapter_sizes: tuple[int, ...] = Field(min_length=1)
-    parallel_adapter_sizes: tuple[int, ...] = Field(min_length=1)
-    prefix_lengths: tuple[int, ...] = Field(min_length=1)
-    parallel_adapter_scale: float = Field(4.0, gt=0)
+    num_layers: int = Field(gt=0, le=MAX_LAYERS)
+    serial_adapter_sizes: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    parallel_adapter_sizes: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    prefix_lengths: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    parallel_adapter_scale: float = Field(4.0, gt=0, le=1000)
     prefix_reparameterize: bool = True
-    prefix_mlp_width: int = Field(800, gt=0)
+    prefix_mlp_width: int = Field(800, gt=0, le=MAX_SIZE)
 
     @model_validator(mode="after")
     def _check_choices(self) -> Self:
         for name in ("serial_adapter_sizes", "parallel_adapter_sizes", "prefix_lengths"):
             values = getattr(self, name)
-            if any(v < 0 for v in values):
-                raise FieldError(name, f"sizes must be >= 0, got {list(values)}")
+            if any(v < 0 or v > MAX_SIZE for v in values):
+                raise FieldError(name, f"sizes must be between 0 and {MAX_SIZE}, got "
+                                 f"{list(values)}")
             if list(values) != sorted(set(values)):
                 raise FieldError(name, f"must be strictly increasing, got {list(values)}")
         if not any(v > 0 for name in ("serial_adapter_sizes", "parallel_adapter_sizes",
@@ -117,6 +128,15 @@ class AutoPeftSpace(BaseModel):
     def dimension(self) -> int:
         """Number of optimiser parameters: layers + 3."""
         return self.num_layers + 3
+
+    def size(self) -> int:
+        """Number of valid points: (2^L - 1) layer patterns with a layer on, times the size
+        combinations with a module on (every combination but all-off)."""
+        combinations = (len(self.serial_adapter_sizes) * len(self.parallel_adapter_sizes)
+                        * len(self.prefix_lengths))
+        all_off = all(0 in values for values in (
+            self.serial_adapter_sizes, self.parallel_adapter_sizes, self.prefix_lengths))
+        return (2 ** self.num_layers - 1) * (combinations - int(all_off))
 
     def parameters(self) -> list[SearchParameter]:
         """The optimiser's parameters, layer flags first."""

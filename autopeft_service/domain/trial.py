@@ -10,11 +10,16 @@ from autopeft_service.domain.validation import parse_model
 
 Pooling = Literal["mean", "cls"]
 
+#: Largest seed accepted anywhere (numpy's and scipy's generators take 32-bit seeds).
+MAX_SEED = 2**32 - 1
+#: Largest example count a setting may name.
+MAX_EXAMPLES = 100_000_000
+
 
 class TrainingSettings(BaseModel):
     """How a trial trains and evaluates. Defaults suit MiniLM-sized backbones on a CPU."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training split.")
     batch_size: int = Field(32, gt=0, le=4096)
@@ -22,17 +27,18 @@ class TrainingSettings(BaseModel):
     learning_rate: float = Field(1e-3, gt=0, lt=1)
     weight_decay: float = Field(0.0, ge=0, lt=1)
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per example (truncation).")
     pooling: Pooling = Field("mean", description="Sentence vector for the head: mean or CLS.")
     head_dropout: float = Field(0.1, ge=0, lt=1)
     held_out_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out as the search objective's split.")
-    max_held_out_examples: int | None = Field(1000, gt=0)
+    max_held_out_examples: int | None = Field(1000, gt=0, le=MAX_EXAMPLES)
     max_train_examples: int | None = Field(
-        None, gt=0, description="Subsample the remaining train split to this many examples.")
-    max_dev_examples: int | None = Field(None, gt=0)
-    data_seed: int = Field(0, ge=0, description="Seed of the held-out split and subsampling "
+        None, gt=0, le=MAX_EXAMPLES,
+        description="Subsample the remaining train split to this many examples.")
+    max_dev_examples: int | None = Field(None, gt=0, le=MAX_EXAMPLES)
+    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the held-out split and subsampling "
                            "(fixed across trials so all trials score on the same split).")
 
     @classmethod
@@ -51,25 +57,27 @@ class TrialResult(BaseModel):
     is empty and ``objective`` repeats the dev score.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers are finite (JSON has no NaN; one NaN result once broke every view of its
+    # study) and bounded; the metric dictionaries are small.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    metric: str
-    objective: float
-    held_out: dict[str, float]
-    dev: dict[str, float]
-    dev_score: float
-    trainable_parameters: int
-    trainable_percent: float
-    deployed_parameters: int
-    head_parameters: int
-    train_seconds: float
-    eval_seconds: float
-    load_seconds: float
-    steps: int
-    train_examples: int
-    examples_per_second: float
-    final_loss: float
-    peak_memory_mb: float
-    device: str
-    seed: int
-    config_description: str
+    metric: str = Field(min_length=1, max_length=100)
+    objective: float = Field(ge=-1e9, le=1e9)
+    held_out: dict[str, float] = Field(max_length=64)
+    dev: dict[str, float] = Field(max_length=64)
+    dev_score: float = Field(ge=-1e9, le=1e9)
+    trainable_parameters: int = Field(ge=0, le=10**15)
+    trainable_percent: float = Field(ge=0, le=1e6)
+    deployed_parameters: int = Field(ge=0, le=10**15)
+    head_parameters: int = Field(ge=0, le=10**15)
+    train_seconds: float = Field(ge=0, le=1e9)
+    eval_seconds: float = Field(ge=0, le=1e9)
+    load_seconds: float = Field(ge=0, le=1e9)
+    steps: int = Field(ge=0, le=10**12)
+    train_examples: int = Field(ge=0, le=10**12)
+    examples_per_second: float = Field(ge=0, le=1e12)
+    final_loss: float = Field(ge=-1e12, le=1e12)
+    peak_memory_mb: float = Field(ge=0, le=1e12)
+    device: str = Field(max_length=100)
+    seed: int = Field(ge=0, le=MAX_SEED)
+    config_description: str = Field(max_length=10_000)

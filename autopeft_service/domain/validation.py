@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from autopeft_service.domain.errors import ConfigError
 
@@ -72,3 +72,81 @@ def parse_model_json(model: type[ModelT], text: str | bytes, prefix: str = "") -
         return model.model_validate_json(text)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, prefix)) from None
+
+
+#: Deepest nesting of free-form JSON (task options, optimiser settings, progress) accepted.
+MAX_JSON_DEPTH = 16
+
+
+def find_unstorable(value: Any, path: str = "") -> FieldError | None:
+    """The first value that JSON columns on both databases cannot store, or None.
+
+    JSON has no NaN or infinity (SQLite would store invalid JSON, PostgreSQL refuses it),
+    and PostgreSQL text cannot hold a NUL character. Walks dicts (keys and values), lists
+    and tuples; nesting deeper than ``MAX_JSON_DEPTH`` is refused as well.
+
+    Args:
+        value: a decoded JSON value (or a model's raw input).
+        path: the dotted location of ``value`` (for the error).
+
+    Returns:
+        A FieldError naming the location and the reason, or None when all is storable.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                return FieldError(where or "(root)", f"must be a finite number, got {item!r}")
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return FieldError(where or "(root)", "must not contain a NUL character")
+        elif isinstance(item, dict | list | tuple):
+            if depth >= MAX_JSON_DEPTH:
+                return FieldError(where or "(root)",
+                                  f"nested deeper than {MAX_JSON_DEPTH} levels")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                child_path = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    return FieldError(where or "(root)", "a key contains a NUL character")
+                stack.append((child, child_path, depth + 1))
+    return None
+
+
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as compact JSON (how it is stored and sent)."""
+    import json
+
+    return len(json.dumps(value, separators=(",", ":"), default=str).encode())
+
+
+def bounded_json(value: Any, max_bytes: int) -> Any:
+    """``value`` unchanged when it is storable and at most ``max_bytes`` as JSON (for a
+    field validator: pydantic locates the error at the field).
+
+    Raises:
+        FieldError: a non-finite number or NUL character, located inside the value.
+        ValueError: the value is larger than ``max_bytes`` as JSON.
+    """
+    problem = find_unstorable(value)
+    if problem is not None:
+        raise problem
+    size = json_size(value)
+    if size > max_bytes:
+        raise ValueError(f"is {size} bytes as JSON; at most {max_bytes} are accepted")
+    return value
+
+
+class StorableInput(BaseModel):
+    """Base of pydantic models that are request bodies: before any field is validated,
+    refuse non-finite numbers, NUL characters and over-deep nesting anywhere in the input,
+    naming where (422 ``loc``: the field's path)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unstorable(cls, data: Any) -> Any:
+        problem = find_unstorable(data)
+        if problem is not None:
+            raise problem
+        return data

@@ -14,14 +14,20 @@ from pathlib import Path
 
 from sqlalchemy import ColumnElement, Engine, create_engine, event, func, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from autopeft_service.domain.errors import AutopeftError
 
 
 class StorageError(AutopeftError, RuntimeError):
-    """The database failed (connection lost, lock timeout, ...)."""
+    """The database failed (connection lost, lock timeout, ...): worth retrying (HTTP 503)."""
+
+
+class DataRejected(AutopeftError, ValueError):
+    """The database refused a value (a driver DataError: a NUL character, a number out of
+    range, invalid JSON): the request is at fault, and retrying cannot help (HTTP 422).
+    Validation refuses such values first; this is the net under it."""
 
 
 def make_engine(url: str, pool_size: int = 20) -> Engine:
@@ -101,7 +107,8 @@ class Database:
         """A transaction: commits on success, rolls back on error.
 
         Raises:
-            StorageError: any database driver error inside the block.
+            DataRejected: the database refused a value (the caller's fault).
+            StorageError: any other database driver error inside the block.
         """
         with self._run(self._sessions()) as session:
             yield session
@@ -112,6 +119,10 @@ class Database:
         try:
             yield session
             session.commit()
+        except DataError as error:
+            session.rollback()
+            raise DataRejected(f"the database refused a value: "
+                               f"{str(error.orig).splitlines()[0]}") from error
         except SQLAlchemyError as error:
             session.rollback()
             raise StorageError(f"database error: {type(error).__name__}: "

@@ -29,6 +29,11 @@ class StudyRow(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    #: Why the study ended early (failed), or why proposals are failing now (running).
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Consecutive failed proposer passes; the proposer skips the study until retry_at.
+    proposer_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    proposer_retry_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     trials: Mapped[list[TrialRow]] = relationship(back_populates="study", lazy="raise")
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Float, bindparam, func, select, update
+from sqlalchemy import JSON, Float, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -126,10 +126,15 @@ def list_studies(session: Session, offset: int = 0, limit: int = 50) -> tuple[li
     return list(rows), int(total)
 
 
-def running_study_ids(session: Session) -> list[int]:
-    """Ids of every running study."""
-    return list(session.execute(select(StudyRow.id).where(
-        StudyRow.state == StudyState.RUNNING.value).order_by(StudyRow.id)).scalars())
+def running_study_ids(session: Session, due_only: bool = False) -> list[int]:
+    """Ids of every running study; with ``due_only``, not those the proposer is backing
+    off from (``proposer_retry_at`` still in the future)."""
+    statement = select(StudyRow.id).where(StudyRow.state == StudyState.RUNNING.value)
+    if due_only:
+        statement = statement.where(or_(
+            StudyRow.proposer_retry_at.is_(None),
+            StudyRow.proposer_retry_at <= database_now_expression(session)))
+    return list(session.execute(statement.order_by(StudyRow.id)).scalars())
 
 
 def trial_counts(session: Session, study_id: int) -> dict[str, int]:
@@ -148,6 +153,18 @@ def cancel_study(session: Session, study_id: int) -> StudyRow:
     Workers holding a cancelled trial learn it from their next heartbeat ("stop").
     Cancelling a finished or cancelled study changes nothing. Raises NotFound.
     """
+    return _end_study(session, study_id, StudyState.CANCELLED, None)
+
+
+def fail_study(session: Session, study_id: int, reason: str) -> StudyRow:
+    """End a running study that cannot go on: state ``failed`` with ``reason``; its ready
+    and leased trials are cancelled (workers hear "stop" at their next heartbeat). A study
+    that is not running is returned unchanged. Raises NotFound."""
+    return _end_study(session, study_id, StudyState.FAILED, reason)
+
+
+def _end_study(session: Session, study_id: int, state: StudyState,
+               reason: str | None) -> StudyRow:
     study = _lock_study(session, study_id)
     if study.state != StudyState.RUNNING.value:
         return study
@@ -156,10 +173,56 @@ def cancel_study(session: Session, study_id: int) -> StudyRow:
         TrialRow.study_id == study_id,
         TrialRow.state.in_([s.value for s in PENDING_STATES])).values(
         state=TrialState.CANCELLED.value, finished_at=now,
-        failure_reason="study cancelled"))
-    study.state = StudyState.CANCELLED.value
+        failure_reason="study cancelled" if reason is None else f"study failed: {reason}"))
+    study.state = state.value
+    study.reason = reason
+    study.proposer_retry_at = None
     study.updated_at = now
     return study
+
+
+def record_proposer_failure(session: Session, study_id: int, error: str, max_failures: int,
+                            first_delay: float, max_delay: float) -> StudyRow:
+    """Count one more consecutive failed proposer pass of a running study.
+
+    The study is skipped by the proposer for ``first_delay * 2**(n-1)`` seconds (at most
+    ``max_delay``) after its n-th failure, and its ``reason`` says so; at ``max_failures``
+    it ends ``failed`` (``fail_study``). Returns the study row. Raises NotFound.
+    """
+    study = _lock_study(session, study_id)
+    if study.state != StudyState.RUNNING.value:
+        return study
+    failures = (study.proposer_failures or 0) + 1
+    if failures >= max_failures:
+        return fail_study(session, study_id,
+                          f"the optimiser failed {failures} times in a row: {error}")
+    delay = min(max_delay, first_delay * 2 ** (failures - 1))
+    study.proposer_failures = failures
+    study.proposer_retry_at = database_now(session) + delay
+    study.reason = (f"the optimiser failed {failures} time(s) in a row, next try in "
+                    f"{delay:g} s: {error}")
+    return study
+
+
+def clear_proposer_failures(session: Session, study_id: int) -> None:
+    """Forget a running study's failed proposer passes after one that succeeded."""
+    session.execute(update(StudyRow).where(
+        StudyRow.id == study_id, StudyRow.state == StudyState.RUNNING.value,
+        StudyRow.proposer_failures > 0).values(
+        proposer_failures=0, proposer_retry_at=None, reason=None))
+
+
+def repeated_failure(session: Session, study_id: int, at_least: int) -> str | None:
+    """A failure reason shared by at least ``at_least`` failed trials of the study (the
+    most frequent), or None."""
+    row = session.execute(
+        select(TrialRow.failure_reason, func.count().label("n"))
+        .where(TrialRow.study_id == study_id, TrialRow.state == TrialState.FAILED.value,
+               TrialRow.failure_reason.is_not(None))
+        .group_by(TrialRow.failure_reason).order_by(func.count().desc()).limit(1)).first()
+    if row is None or int(row.n) < at_least:
+        return None
+    return str(row.failure_reason)
 
 
 def study_budget(study: StudyRow) -> Budget:
@@ -368,6 +431,11 @@ def _touch_worker(session: Session, name: str, leased: bool = False) -> None:
                     {"p_name": name, "p_leased": int(leased)})
 
 
+def _not_current(trial_id: int) -> str:
+    return (f"trial {trial_id}: this lease token is not the trial's current lease (a wrong "
+            "token, or an expired lease whose trial was leased again)")
+
+
 def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
               progress: Mapping[str, Any] | None) -> HeartbeatAnswer:
     """Extend a lease and record progress.
@@ -380,8 +448,7 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
     """
     trial = get_trial(session, trial_id, lock=True)
     if trial.lease_token != token:
-        raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
-                            "and the trial was handed to another worker)")
+        raise LeaseConflict(_not_current(trial_id))
     if trial.state in (TrialState.CANCELLED.value, TrialState.PRUNED.value):
         return HeartbeatAnswer(deadline=None, stop=True, reason=trial.state)
     if trial.state != TrialState.LEASED.value:
@@ -403,7 +470,7 @@ def _complete_statement(_postgres: bool, now: Any) -> Any:
                     objective=bindparam("p_objective", type_=Float),
                     param_share=bindparam("p_share", type_=Float),
                     dev_score=bindparam("p_dev", type_=Float), finished_at=now,
-                    lease_deadline=None)
+                    lease_deadline=None, failure_reason=None)
             .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.state, _TRIALS.c.attempt,
                        _TRIALS.c.failure_reason))
 
@@ -435,8 +502,7 @@ def complete_trial(session: Session, trial_id: int, token: str,
                              duplicate=False)
     trial = get_trial(session, trial_id)  # why not: decide between duplicate and conflict
     if trial.lease_token != token:
-        raise LeaseConflict(f"trial {trial_id}: lease token is not current (the lease expired "
-                            "and the trial was handed to another worker)")
+        raise LeaseConflict(_not_current(trial_id))
     if trial.state == TrialState.COMPLETED.value:
         return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)
     raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
@@ -457,7 +523,7 @@ def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_att
     """
     trial = get_trial(session, trial_id, lock=True)
     if trial.lease_token != token:
-        raise LeaseConflict(f"trial {trial_id}: lease token is not current")
+        raise LeaseConflict(_not_current(trial_id))
     if trial.state in (TrialState.FAILED.value, TrialState.READY.value):
         return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)  # already over
     if trial.state != TrialState.LEASED.value:

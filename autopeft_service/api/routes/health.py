@@ -6,8 +6,9 @@ from fastapi import APIRouter
 from sqlalchemy import text
 
 from autopeft_service.api.deps import ServicesDep
+from autopeft_service.api.schemas import error_responses
 
-router = APIRouter(prefix="/v1", tags=["health"])
+router = APIRouter(prefix="/v1", tags=["health"], responses=error_responses(503))
 
 
 @router.get("/health")

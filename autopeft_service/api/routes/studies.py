@@ -7,16 +7,25 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from autopeft_service.api.deps import ClientAuth, ServicesDep, SessionDep
-from autopeft_service.api.schemas import ParetoOut, StudyOut, StudyPage, TrialPage
+from autopeft_service.api.schemas import (
+    ParetoOut,
+    StudyOut,
+    StudyPage,
+    TrialPage,
+    error_responses,
+)
 from autopeft_service.api.views import pareto_out, study_out, trial_summary
-from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.study import StudySpec, TrialState
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 
-router = APIRouter(prefix="/v1/studies", tags=["studies"], dependencies=[ClientAuth])
+router = APIRouter(prefix="/v1/studies", tags=["studies"], dependencies=[ClientAuth],
+                   responses=error_responses(401, 403, 422, 503))
+ONE_STUDY = error_responses(404)
 
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+# A study's JSON is bounded (spec fields and task_options), so a page of 100 stays a few MB.
+StudyLimit = Annotated[int, Query(ge=1, le=100)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
@@ -28,14 +37,12 @@ def _study(session: SessionDep, study_id: int):  # type: ignore[no-untyped-def]
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut)
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut,
+             responses=error_responses(400, 413))
 def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep) -> StudyOut:
     """Start a search. The optimiser's name and settings are checked before anything is
     stored (422 naming ``optimizer.name`` or ``optimizer.settings``)."""
-    try:
-        make_optimizer(spec)
-    except ConfigError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    make_optimizer(spec)  # ConfigError: 422 naming the field
     row = repo.create_study(session, spec)
     out = study_out(session, row)
     session.commit()
@@ -44,25 +51,25 @@ def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep) ->
 
 
 @router.get("", response_model=StudyPage)
-def list_studies(session: SessionDep, offset: Offset = 0, limit: Limit = 50) -> StudyPage:
+def list_studies(session: SessionDep, offset: Offset = 0, limit: StudyLimit = 50) -> StudyPage:
     rows, total = repo.list_studies(session, offset, limit)
     return StudyPage(total=total, offset=offset, limit=limit,
                      items=[study_out(session, r) for r in rows])
 
 
-@router.get("/{study_id}", response_model=StudyOut)
+@router.get("/{study_id}", response_model=StudyOut, responses=ONE_STUDY)
 def get_study(study_id: StudyId, session: SessionDep) -> StudyOut:
     return study_out(session, _study(session, study_id))
 
 
-@router.post("/{study_id}/cancel", response_model=StudyOut)
+@router.post("/{study_id}/cancel", response_model=StudyOut, responses=ONE_STUDY)
 def cancel_study(study_id: StudyId, session: SessionDep) -> StudyOut:
     """Stop a study: queued and running trials are cancelled (workers are told to stop)."""
     _study(session, study_id)
     return study_out(session, repo.cancel_study(session, study_id))
 
 
-@router.get("/{study_id}/trials", response_model=TrialPage)
+@router.get("/{study_id}/trials", response_model=TrialPage, responses=ONE_STUDY)
 def list_trials(study_id: StudyId, session: SessionDep, state: TrialState | None = None,
                 offset: Offset = 0, limit: Limit = 50) -> TrialPage:
     _study(session, study_id)
@@ -72,7 +79,7 @@ def list_trials(study_id: StudyId, session: SessionDep, state: TrialState | None
                      items=[trial_summary(r) for r in rows])
 
 
-@router.get("/{study_id}/pareto", response_model=ParetoOut)
+@router.get("/{study_id}/pareto", response_model=ParetoOut, responses=ONE_STUDY)
 def get_pareto(study_id: StudyId, session: SessionDep) -> ParetoOut:
     """Non-dominated completed trials: held-out score (max) vs. parameter share (min)."""
     return pareto_out(session, _study(session, study_id))

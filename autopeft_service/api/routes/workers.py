@@ -17,7 +17,6 @@ from starlette.concurrency import run_in_threadpool
 
 from autopeft_service.api.deps import ServicesDep, WorkerAuth
 from autopeft_service.api.schemas import (
-    ErrorOut,
     FailureIn,
     HeartbeatIn,
     HeartbeatOut,
@@ -25,14 +24,15 @@ from autopeft_service.api.schemas import (
     LeaseRequest,
     ReportOut,
     ResultIn,
+    error_responses,
 )
 from autopeft_service.api.services import Services
 from autopeft_service.storage import repository as repo
 
 TrialId = Annotated[int, Path(ge=1, le=2**31 - 1)]
-router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth])
-CONFLICT = {409: {"model": ErrorOut, "description": "lease token is not current"},
-            404: {"model": ErrorOut, "description": "no such trial"}}
+router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth],
+                   responses=error_responses(400, 401, 403, 413, 422, 503))
+CONFLICT = error_responses(404, 409)
 
 
 def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
@@ -70,7 +70,7 @@ async def lease(body: LeaseRequest, services: ServicesDep) -> Response:
         if out is not None:
             return JSONResponse(out)
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or services.stopping:  # shutting down: answer now
             return Response(status_code=status.HTTP_204_NO_CONTENT,
                             headers={"Retry-After": str(settings.retry_after_seconds)})
         # Wake on the proposer's signal; re-check at least every second (other processes).

@@ -1,0 +1,130 @@
+"""ASGI middleware that runs before a route reads its body: the token gate and the body cap.
+
+Both are plain ASGI (not Starlette's ``BaseHTTPMiddleware``, which costs a task and a
+queue per request on the worker protocol's hot path). FastAPI parses a JSON body before it
+runs a route's dependencies, so without the gate a malformed body from an unauthenticated
+caller got 422 before 401, and without the cap any body size was read into memory.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_error(send: Send, status: int, detail: str,
+                     headers: Collection[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``{"detail": detail}`` with ``status`` (and close the connection's request)."""
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TokenGate:
+    """401 for API requests whose bearer token is missing or unknown, before anything else.
+
+    Roles (403) are still checked by the routes' dependencies; this only decides that the
+    caller is someone. Paths outside ``/v1/`` (docs, the OpenAPI document) and the public
+    ones (``/v1/health``) pass.
+
+    Args:
+        app: the wrapped application.
+        tokens: every client and worker token.
+        public: paths that need no token.
+    """
+
+    def __init__(self, app: ASGIApp, tokens: Collection[str],
+                 public: Collection[str] = ("/v1/health",)) -> None:
+        self.app = app
+        self.tokens = {f"bearer {token}".encode() for token in tokens}
+        self.public = set(public)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith("/v1/") or path in self.public:
+            await self.app(scope, receive, send)
+            return
+        authorization = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                authorization = value
+                break
+        # The scheme is case-insensitive; the token is compared exactly.
+        scheme, _, token = authorization.partition(b" ")
+        if b"bearer " + token.strip() not in self.tokens or scheme.lower() != b"bearer":
+            await send_error(send, 401, "missing bearer token" if not authorization
+                             else "unknown bearer token",
+                             headers=[(b"www-authenticate", b"Bearer")])
+            return
+        await self.app(scope, receive, send)
+
+
+class BodySizeLimit:
+    """413 for a request body larger than ``max_bytes``, declared or streamed.
+
+    A declared ``Content-Length`` above the cap is refused before reading; otherwise the
+    body is read (at most ``max_bytes + 1`` bytes are held) and replayed to the app.
+
+    Args:
+        app: the wrapped application.
+        max_bytes: the largest body accepted.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = value
+                break
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                await self.app(scope, _replay([message], receive), send)
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], receive), send)
+
+    async def _refuse(self, send: Send) -> None:
+        await send_error(send, 413, f"request body larger than {self.max_bytes} bytes "
+                         "(the server's max_request_bytes)", headers=[(b"connection", b"close")])
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive callable that returns ``messages`` first, then defers to ``receive``."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
