@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import threading
 import time
 from typing import Any
@@ -28,6 +29,11 @@ from autopeft_service.domain.protocol import (
 from autopeft_service.domain.trial import TrialResult
 
 log = logging.getLogger(__name__)
+
+
+def default_worker_name(device: str) -> str:
+    """``host:device``, unique per machine and device."""
+    return f"{socket.gethostname()}:{device}"
 
 
 class ProtocolError(AutopeftError):
@@ -109,6 +115,34 @@ class ServerClient:
             if not interruptible:
                 time.sleep(wait)
             delay *= 2
+
+    def wait_until_reachable(self, timeout: float) -> None:
+        """Wait (retrying) until the server answers its health check, at most ``timeout``
+        seconds: a worker started before its server waits for it, one pointed at a wrong
+        address says so instead of retrying for ever.
+
+        Raises:
+            ServerUnavailable: no healthy answer within ``timeout`` seconds.
+            Interrupted: the stop event was set meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            try:
+                response = self._http.get("/v1/health", timeout=min(self.timeout, 10.0))
+                if response.status_code == 200:
+                    return
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}" if str(error) \
+                    else type(error).__name__
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerUnavailable(f"cannot reach the server at {self._http.base_url} "
+                                        f"({problem}) within {timeout:g} s")
+            if self.stop.wait(min(delay, left)):
+                raise Interrupted("stopped while waiting for the server")
+            delay = min(delay * 2, 5.0)
 
     def lease(self, wait_seconds: float | None = None) -> LeaseOut | None:
         """Ask for a trial; None when nothing was ready within the long-poll."""

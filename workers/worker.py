@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,14 @@ from pathlib import Path
 
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import LeaseOut
-from workers.client import Interrupted, LeaseLost, ServerClient, ServerUnavailable
+from workers.client import (
+    Interrupted,
+    LeaseLost,
+    ProtocolError,
+    ServerClient,
+    ServerUnavailable,
+    default_worker_name,
+)
 from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
 
 log = logging.getLogger(__name__)
@@ -202,6 +208,9 @@ class Worker:
         except LeaseLost as error:
             self.stats.lost += 1
             log.warning("result of trial %s refused: %s", lease.trial_id, error)
+        except ProtocolError as error:  # the server refused the result itself (422)
+            log.warning("result of trial %s refused: %s", lease.trial_id, error)
+            self._report_failure(lease, f"result refused by the server: {error}")
 
 
 def _describe(error: BaseException) -> str:
@@ -210,8 +219,3 @@ def _describe(error: BaseException) -> str:
     if "out of memory" in text.lower():
         return f"out of memory: {text}"
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
-
-
-def default_worker_name(device: str) -> str:
-    """``host:device``, unique per machine and device."""
-    return f"{socket.gethostname()}:{device}"

@@ -261,8 +261,10 @@ def _status(client: Any, args: argparse.Namespace) -> int:
     spec = study["spec"]
     best = study.get("best")
     print(f"study {study['id']}: {study['name']} [{study['state']}]")
-    print(f"  task {spec['task']}, backbone {spec['backbone']}, "
-          f"optimizer {spec['optimizer']['name']}")
+    if study.get("reason"):
+        print(f"  reason: {study['reason']}")
+    print(f"  task {spec.get('task')}, backbone {spec.get('backbone')}, "
+          f"optimizer {(spec.get('optimizer') or {}).get('name', 'saasbo')}")
     print(f"  progress: {_progress_line(study)}")
     if best:
         print(f"  best: trial {best['number']}, held-out {_score(best['objective'])}, "
@@ -358,6 +360,8 @@ def watch_study(client: Any, study: int, interval: float = 2.0,
         if bar:
             bar["progress"].stop()
     print(f"study {final['id']} {final['state']}: {_progress_line(final)}")
+    if final.get("reason"):
+        print(f"  reason: {final['reason']}")
     _show_pareto(console, client.pareto(study), final["name"])
     return final
 

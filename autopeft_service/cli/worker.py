@@ -21,35 +21,64 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="exit when no trial came for this long")
     parser.add_argument("--trial-timeout", type=float, metavar="SECONDS",
                         help="stop and fail a trial that trains longer than this")
+    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="at start, wait this long for the server to answer (default 60); "
+                        "later outages are waited out without limit")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from autopeft_service.cli.parser import USAGE_ERROR, fail
+    """Check the server, then lease and train until stopped. Exit 1 with one line when
+    the server cannot be reached within ``--connect-timeout`` or refuses the token."""
+    from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 
     if not args.server or not args.token:
         fail("worker: --server and --token are required (or AUTOPEFT_SERVER and "
              "AUTOPEFT_WORKER_TOKEN)", USAGE_ERROR)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from workers.client import (
+        Interrupted,
+        ProtocolError,
+        ServerClient,
+        ServerUnavailable,
+        default_worker_name,
+    )
+
+    name = args.name or default_worker_name(args.device)
+    with ServerClient(args.server, args.token, name) as client:
+        try:
+            # Before torch is imported (seconds): a wrong address is said at once.
+            client.wait_until_reachable(args.connect_timeout)
+            stats = _work(client, args)
+        except Interrupted:
+            return 130
+        except ServerUnavailable as error:
+            fail(f"worker: {error} (is `autopeft serve` running there? --server)",
+                 RUNTIME_ERROR)
+        except ProtocolError as error:
+            hint = " (give a worker token: --token or AUTOPEFT_WORKER_TOKEN)" \
+                if " 401" in str(error) or " 403" in str(error) else ""
+            fail(f"worker: the server refused: {error}{hint}", RUNTIME_ERROR)
+    print(f"worker {name}: {stats.completed} completed, {stats.failed} failed, "
+          f"{stats.preempted} preempted, {stats.stopped} stopped")
+    return 0
+
+
+def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Build the trial runner and run the worker loop; returns its WorkerStats."""
     import torch
 
     from autopeft_service.cli.trial import quiet_libraries
-    from workers.client import ServerClient
     from workers.trial import TrialRunner
-    from workers.worker import Worker, default_worker_name
+    from workers.worker import Worker
 
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = args.name or default_worker_name(args.device)
-    with ServerClient(args.server, args.token, name) as client:
-        worker = Worker(client, TrialRunner(device=args.device),
-                        trial_timeout=args.trial_timeout)
-        worker.install_signal_handlers()
-        stats = worker.run(max_trials=args.max_trials, idle_exit=args.exit_when_idle)
-    print(f"worker {name}: {stats.completed} completed, {stats.failed} failed, "
-          f"{stats.preempted} preempted, {stats.stopped} stopped")
-    return 0
+    worker = Worker(client, TrialRunner(device=args.device),  # type: ignore[arg-type]
+                    trial_timeout=args.trial_timeout)
+    worker.install_signal_handlers()
+    return worker.run(max_trials=args.max_trials, idle_exit=args.exit_when_idle)
