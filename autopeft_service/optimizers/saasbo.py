@@ -114,6 +114,13 @@ SHARE_TOLERANCE = 1e-6
 
 # --------------------------------------------------------------------------- settings
 
+#: Upper bounds of the settings: every one of them scales the cost of a fit or of the
+#: acquisition, and the proposer serves every study in turn, so an unbounded value from
+#: one study would stall the others (16x the defaults, or more).
+_SETTING_MAXIMA = {"warmup_steps": 4096, "num_samples": 4096, "thinning": 4096,
+                   "max_tree_depth": 12, "mc_samples": 1024, "candidates": 8192,
+                   "restarts": 128, "seed": 2**32 - 1}
+
 
 @dataclass(frozen=True)
 class SaasboSettings:
@@ -145,15 +152,15 @@ class SaasboSettings:
             if name == "seed" and value is None:
                 continue
             least = 0 if name == "seed" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ConfigError(f"optimizer.settings.{name}: must be an integer >= {least}, "
-                                  f"got {value!r}")
+            most = _SETTING_MAXIMA[name]
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not least <= value <= most:
+                raise ConfigError(f"optimizer.settings.{name}: must be an integer from {least} "
+                                  f"to {most}, got {value!r}")
         result = cls(**settings)
         if result.thinning > result.num_samples:
             raise ConfigError(f"optimizer.settings.thinning: {result.thinning} exceeds "
                               f"num_samples {result.num_samples} (no sample would be kept)")
-        if result.max_tree_depth > 12:
-            raise ConfigError("optimizer.settings.max_tree_depth: at most 12")
         return result
 
 

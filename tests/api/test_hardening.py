@@ -281,3 +281,16 @@ def test_a_stored_spec_that_no_longer_validates_fails_its_study_only(
         assert study["spec"]["search_space"]["num_layers"] == 21_000
         assert study["counts"]["ready"] == study["counts"]["leased"] == 0
         assert http.get("/v1/studies", headers=CLIENT).status_code == 200
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"warmup_steps": 10**9}, "body.optimizer.settings.warmup_steps"),
+    ({"candidates": 10**7}, "body.optimizer.settings.candidates"),
+    ({"seed": 2**40}, "body.optimizer.settings.seed"),
+])
+def test_optimizer_settings_that_would_stall_the_proposer_get_422(
+        http: httpx.Client, settings: dict[str, int], field: str) -> None:
+    response = http.post("/v1/studies", headers=CLIENT,
+                         json=study_spec(optimizer={"name": "saasbo", "settings": settings}))
+    assert response.status_code == 422, response.text
+    assert field in _locs(response)
