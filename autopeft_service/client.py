@@ -34,6 +34,7 @@ from typing import Any, Self
 import httpx
 
 from autopeft_service.domain.errors import AutopeftError, ConfigError
+from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.domain.validation import parse_model
 
@@ -42,7 +43,7 @@ __all__ = ["DEFAULT_SERVER", "FINAL_STUDY_STATES", "AutopeftClient", "ClientErro
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 #: Study states after which nothing changes any more.
-FINAL_STUDY_STATES = ("completed", "cancelled", "failed")
+FINAL_STUDY_STATES = tuple(state.value for state in _FINAL_STATES)
 #: Trial states that used up a slot of the budget (what "done" counts in progress).
 _ENDED_TRIAL_STATES = ("completed", "failed", "pruned")
 

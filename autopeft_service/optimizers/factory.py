@@ -19,8 +19,14 @@ def _sobol(spec: StudySpec) -> Optimizer:
 
 
 def _saasbo(spec: StudySpec) -> Optimizer:
-    from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
+    from autopeft_service.optimizers.saasbo import MAX_DIMENSION, SaasboOptimizer, SaasboSettings
 
+    dimension = spec.search_space.dimension
+    if dimension > MAX_DIMENSION:
+        raise ConfigError(
+            f"search_space.num_layers: saasbo models at most {MAX_DIMENSION} dimensions "
+            f"(num_layers + 3), this space has {dimension}; a model pass that large would hold "
+            "the proposer for minutes: use optimizer sobol or random, or fewer layers")
     return SaasboOptimizer(
         spec.search_space.to_space(), seed=spec.optimizer.seed,
         initial_trials=spec.budget.initial_trials,

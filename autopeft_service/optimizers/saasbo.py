@@ -100,6 +100,12 @@ from autopeft_service.optimizers.base import (
 from autopeft_service.optimizers.fused_kernel import use_prebuilt
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
+#: Largest space (dimensions: 64 layers + 3) the model takes. One proposer thread serves
+#: every study in turn and a pass's cost grows with the dimension: four proposals at 20
+#: trials took 35 / 41 / 72 s at 27 / 35 / 67 dimensions with one torch thread, and no
+#: proposal within 900 s at 259 (this 2-core machine, another trial training beside it;
+#: benchmarks/proposer_bounds.py), so a larger space would stall every other study.
+MAX_DIMENSION = 67
 #: Completed trials needed before the model is used (below it, Sobol continues).
 MIN_COMPLETED = 2
 #: Training rows are padded to a multiple of this (one compiled NUTS program per size).

@@ -294,3 +294,21 @@ def test_optimizer_settings_that_would_stall_the_proposer_get_422(
                          json=study_spec(optimizer={"name": "saasbo", "settings": settings}))
     assert response.status_code == 422, response.text
     assert field in _locs(response)
+
+
+def test_saasbo_on_a_space_too_large_to_model_gets_422_and_sobol_takes_it(
+        http: httpx.Client) -> None:
+    from autopeft_service.optimizers.saasbo import MAX_DIMENSION
+
+    layers = MAX_DIMENSION - 3 + 1
+    space = {"num_layers": layers, "hidden_size": 384}
+    response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        search_space=space, optimizer={"name": "saasbo"}))
+    assert response.status_code == 422, response.text
+    assert "body.search_space.num_layers" in _locs(response)
+    assert "saasbo" in response.text
+    at_bound = study_spec(search_space={"num_layers": layers - 1, "hidden_size": 384},
+                          optimizer={"name": "saasbo"})
+    assert http.post("/v1/studies", headers=CLIENT, json=at_bound).status_code == 201
+    large = create_study(http, search_space={"num_layers": 256, "hidden_size": 384})
+    wait_for_ready(http, large["id"], 4)  # sobol at the layer bound: proposals at once

@@ -88,3 +88,22 @@ def test_connections_killed_by_the_server_fail_one_request_then_recover(
         assert _workers(database) == []
     finally:
         database.dispose()
+
+
+def test_a_value_postgresql_refuses_is_data_rejected_not_storage_error(
+        postgres_admin_url: str) -> None:
+    """A driver DataError (here a NUL character, which PostgreSQL text cannot hold) is the
+    caller's fault: DataRejected (HTTP 422), not StorageError (503, retried for ever)."""
+    from autopeft_service.storage.database import DataRejected
+    from autopeft_service.testing.postgres import create_database
+
+    url = create_database(postgres_admin_url)
+    upgrade_to_head(url)
+    database = Database(url, pool_size=1)
+    try:
+        with pytest.raises(DataRejected, match="NUL|0x00"), database.session() as session:
+            _insert_worker(session, "bad\x00name")
+        assert not issubclass(DataRejected, StorageError)
+        assert _workers(database) == []  # rolled back; the next session works
+    finally:
+        database.dispose()
