@@ -20,9 +20,8 @@ import math
 import threading
 from collections.abc import Callable
 
-from sqlalchemy.orm import Session
-
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from autopeft_service.domain.study import BUDGET_STATES, StudySpec, TrialState
 from autopeft_service.domain.validation import format_validation_error
