@@ -312,3 +312,20 @@ def test_saasbo_on_a_space_too_large_to_model_gets_422_and_sobol_takes_it(
     assert http.post("/v1/studies", headers=CLIENT, json=at_bound).status_code == 201
     large = create_study(http, search_space={"num_layers": 256, "hidden_size": 384})
     wait_for_ready(http, large["id"], 4)  # sobol at the layer bound: proposals at once
+
+
+def test_a_lease_carries_a_bounded_body(http: httpx.Client) -> None:
+    """The largest task_options a spec may hold (64 KiB as JSON) is what a lease carries
+    beside the configuration: the whole lease stays under 80 KiB."""
+    from autopeft_service.domain.study import MAX_TASK_OPTIONS_BYTES
+
+    blob = "x" * (MAX_TASK_OPTIONS_BYTES - 100)
+    create_study(http, task_options={"blob": blob})
+    lease = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 5}, headers=WORKER)
+    for _ in range(50):
+        if lease.status_code == 200:
+            break
+        lease = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 1}, headers=WORKER)
+    assert lease.status_code == 200
+    assert lease.json()["task_options"]["blob"] == blob
+    assert len(lease.content) < 80 * 1024
