@@ -37,15 +37,19 @@ def peft_configs(draw: st.DrawFn, num_layers: int) -> PeftConfig:
                    for p in positions)
     positions = draw(st.lists(st.sampled_from(list(Position)), unique=True, max_size=2))
     parallel = tuple(ParallelAdapterConfig(sizes=draw(per_layer_sizes(num_layers)), position=p,
-                                           scale=draw(st.sampled_from([1.0, 4.0])))
+                                           scale=draw(st.sampled_from([1.0, 4.0])),
+                                           learned_scale=draw(st.booleans()))
                      for p in positions)
     prefix = draw(st.none() | st.builds(
         PrefixConfig, lengths=per_layer_sizes(num_layers, 6), reparameterize=st.booleans(),
         mlp_width=st.integers(1, 16)))
-    lora = draw(st.none() | st.builds(
-        LoraConfig, ranks=per_layer_sizes(num_layers, 4),
-        targets=st.lists(st.sampled_from(list(LoraTarget)), unique=True, min_size=1).map(tuple),
-        alpha=st.sampled_from([1.0, 16.0])))
+    # Up to two LoRA modules on disjoint projections, each with its own ranks and scale.
+    targets = draw(st.lists(st.sampled_from(list(LoraTarget)), unique=True, max_size=6))
+    cut = draw(st.integers(0, len(targets)))
+    lora = tuple(draw(st.builds(
+        LoraConfig, ranks=per_layer_sizes(num_layers, 4), targets=st.just(tuple(part)),
+        alpha=st.sampled_from([1.0, 16.0]), alpha_per_rank=st.sampled_from([None, 2.0])))
+        for part in (targets[:cut], targets[cut:]) if part)
     bitfit = draw(st.none() | st.builds(BitFitConfig, layers=flags(num_layers)))
     ia3 = draw(st.none() | st.builds(
         IA3Config, layers=flags(num_layers),

@@ -86,7 +86,7 @@ def count_parameters(config: PeftConfig, dims: BackboneDims) -> ParameterCount:
             adapter_parameters(d, r) for r in adapter.sizes)
     for adapter in config.parallel_adapters:
         by_method[f"parallel_adapter@{adapter.position.value}"] = sum(
-            adapter_parameters(d, r) for r in adapter.sizes)
+            adapter_parameters(d, r) + int(adapter.learned_scale) for r in adapter.sizes if r)
     if config.prefix is not None and any(config.prefix.lengths):
         tokens = sum(config.prefix.lengths)
         if config.prefix.reparameterize:
@@ -95,9 +95,9 @@ def count_parameters(config: PeftConfig, dims: BackboneDims) -> ParameterCount:
         else:
             trained = 2 * tokens * d
         by_method["prefix"] = trained
-    if config.lora is not None:
-        per_rank = sum(sum(lora_target_shape(t, dims)) for t in config.lora.targets)
-        by_method["lora"] = per_rank * sum(config.lora.ranks)
+    for lora in config.lora:
+        per_rank = sum(sum(lora_target_shape(t, dims)) for t in lora.targets)
+        by_method["lora"] = by_method.get("lora", 0) + per_rank * sum(lora.ranks)
     if config.bitfit is not None:
         by_method["bitfit"] = (7 * d + f) * sum(config.bitfit.layers)
     if config.ia3 is not None:

@@ -81,12 +81,16 @@ class ParallelAdapterConfig(_Frozen):
     At ``ffn`` it reads the FFN input and adds to the FFN output (before the residual and
     LayerNorm); at ``attention`` it reads the attention input and adds to the attention
     output. W_up is initialised to zero, so the model is unchanged at initialisation.
-    Per layer: 2*d*r + r + d trainable parameters for bottleneck r.
+    Per layer: 2*d*r + r + d trainable parameters for bottleneck r (+ 1 with a learned scale).
     """
 
     sizes: tuple[int, ...] = Field(description="Bottleneck width per layer; 0 = no adapter.")
     position: Position = Field(Position.FFN, description="Sublayer the adapter runs beside.")
-    scale: float = Field(4.0, gt=0, description="Fixed scale s of the adapter output.")
+    scale: float = Field(4.0, gt=0, le=1000,
+                         description="Scale s of the adapter output (its start when learned).")
+    learned_scale: bool = Field(
+        False, description="Train s (one scalar per layer, starting at ``scale``) as He et al.'s "
+        "learned-scale variant; adds one trainable parameter per layer with the adapter.")
     activation: Activation = Field("relu", description="Nonlinearity inside the bottleneck.")
 
     _sizes_ok = field_validator("sizes")(_check_sizes)
@@ -121,16 +125,41 @@ class LoraConfig(_Frozen):
     """LoRA (Hu et al. 2022): W x + (alpha / r) * B A x on chosen projections, B = 0 at init.
 
     Per layer and target with (in, out) dimensions: r * (in + out) trainable parameters.
+
+    The update's scale is ``alpha / r`` with the layer's own rank r, or ``alpha_per_rank``
+    in every layer when it is given (He et al.'s scale s of the parallel form; with ranks
+    that differ across layers this keeps one scale for all of them). A configuration has one
+    form: when the non-zero ranks are all equal, ``alpha_per_rank`` is turned into
+    ``alpha = alpha_per_rank * r`` on validation, so equal trainings compare equal.
     """
 
     ranks: tuple[int, ...] = Field(description="Rank per layer; 0 = no LoRA in that layer.")
     targets: tuple[LoraTarget, ...] = Field(
         (LoraTarget.QUERY, LoraTarget.VALUE), min_length=1, description="Projections adapted."
     )
-    alpha: float = Field(16.0, gt=0, description="Scaling numerator: update scaled by alpha/r.")
+    alpha: float = Field(16.0, gt=0, le=1e6,
+                         description="Scaling numerator: update scaled by alpha/r.")
+    alpha_per_rank: float | None = Field(
+        None, gt=0, le=1e4, description="Scale of the update in every layer, whatever its rank "
+        "(alpha / r); overrides ``alpha``.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA input.")
 
     _sizes_ok = field_validator("ranks")(_check_sizes)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("alpha_per_rank") is not None:
+            used = {int(r) for r in data.get("ranks", ()) if r}
+            if len(used) == 1:
+                data = dict(data)
+                data["alpha"] = float(data.pop("alpha_per_rank")) * used.pop()
+                data["alpha_per_rank"] = None
+        return data
+
+    def scaling(self, rank: int) -> float:
+        """The update's scale in a layer of rank ``rank`` (> 0)."""
+        return self.alpha_per_rank if self.alpha_per_rank is not None else self.alpha / rank
 
     @field_validator("targets")
     @classmethod
@@ -190,10 +219,22 @@ class PeftConfig(_Frozen):
         (), description="Parallel adapters, at most one per position."
     )
     prefix: PrefixConfig | None = None
-    lora: LoraConfig | None = None
+    lora: tuple[LoraConfig, ...] = Field(
+        (), description="LoRA modules, each on its own projections (e.g. one rank on "
+        "query/value, another on the FFN). A single object is read as a one-element list.")
     bitfit: BitFitConfig | None = None
     ia3: IA3Config | None = None
     full_finetuning: bool = Field(False, description="Train every backbone parameter.")
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _lora_list(cls, value: object) -> object:
+        # Configurations stored before LoRA took a list hold one object or null.
+        if value is None:
+            return ()
+        if isinstance(value, (dict, LoraConfig)):
+            return (value,)
+        return value
 
     @model_validator(mode="after")
     def _check_layers(self) -> Self:
@@ -207,8 +248,14 @@ class PeftConfig(_Frozen):
             per_layer += [(f"{kind}.{i}.sizes", a.sizes) for i, a in enumerate(adapters)]
         if self.prefix is not None:
             per_layer.append(("prefix.lengths", self.prefix.lengths))
-        if self.lora is not None:
-            per_layer.append(("lora.ranks", self.lora.ranks))
+        seen_targets: set[LoraTarget] = set()
+        for i, lora in enumerate(self.lora):
+            per_layer.append((f"lora.{i}.ranks", lora.ranks))
+            repeated = seen_targets & set(lora.targets)
+            if repeated:
+                raise FieldError(f"lora.{i}.targets", "a projection takes one LoRA, "
+                                 f"{sorted(t.value for t in repeated)} repeat")
+            seen_targets |= set(lora.targets)
         if self.bitfit is not None:
             per_layer.append(("bitfit.layers", self.bitfit.layers))
         if self.ia3 is not None:
@@ -229,7 +276,7 @@ class PeftConfig(_Frozen):
             any(any(a.sizes) for a in self.serial_adapters)
             or any(any(a.sizes) for a in self.parallel_adapters)
             or (self.prefix is not None and any(self.prefix.lengths))
-            or (self.lora is not None and any(self.lora.ranks))
+            or any(any(lora.ranks) for lora in self.lora)
             or (self.bitfit is not None and any(self.bitfit.layers))
             or (self.ia3 is not None and any(self.ia3.layers))
         )
@@ -259,9 +306,10 @@ class PeftConfig(_Frozen):
                 parts.append(f"parallel@{a.position.value}[{sizes(a.sizes)}]")
         if self.prefix is not None and any(self.prefix.lengths):
             parts.append(f"prefix[{sizes(self.prefix.lengths)}]")
-        if self.lora is not None and any(self.lora.ranks):
-            targets = ",".join(t.value for t in self.lora.targets)
-            parts.append(f"lora[{sizes(self.lora.ranks)}:{targets}]")
+        for lora in self.lora:
+            if any(lora.ranks):
+                targets = ",".join(t.value for t in lora.targets)
+                parts.append(f"lora[{sizes(lora.ranks)}:{targets}]")
         if self.bitfit is not None and any(self.bitfit.layers):
             parts.append(f"bitfit[{sum(self.bitfit.layers)} layers]")
         if self.ia3 is not None and any(self.ia3.layers):

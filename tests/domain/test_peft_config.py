@@ -27,8 +27,10 @@ def _base(**overrides: object) -> dict:
         (_base(serial_adapters=[{"sizes": [4, -1]}]), "serial_adapters.0.sizes", ">= 0"),
         (_base(parallel_adapters=[{"sizes": [1, 1], "scale": 0}]), "parallel_adapters.0.scale",
          "greater than 0"),
-        (_base(lora={"ranks": [1, 1], "targets": ["query", "nope"]}), "lora.targets.1", "query"),
-        (_base(lora={"ranks": [1, 1], "targets": ["query", "query"]}), "lora.targets", "repeat"),
+        (_base(lora={"ranks": [1, 1], "targets": ["query", "nope"]}), "lora.0.targets.1", "query"),
+        (_base(lora={"ranks": [1, 1], "targets": ["query", "query"]}), "lora.0.targets", "repeat"),
+        (_base(lora=[{"ranks": [1, 1], "targets": ["query"]},
+                     {"ranks": [2, 2], "targets": ["query", "key"]}]), "lora.1.targets", "repeat"),
         (_base(prefix={"lengths": [1, 2], "mlp_width": 0}), "prefix.mlp_width", "greater than 0"),
         (_base(ia3={"layers": [True]}), "ia3.layers", "expected one per layer"),
         (_base(colour="red"), "colour", "Extra inputs"),
@@ -60,3 +62,24 @@ def test_head_only_and_describe() -> None:
                                         lora={"ranks": [8, 0]}))
     assert config.describe() == "serial@ffn[64x2] + lora[8x1:query,value]"
     assert PeftConfig(num_layers=2, full_finetuning=True).describe() == "full fine-tuning"
+
+
+def test_stored_single_lora_object_reads_as_a_one_element_list() -> None:
+    """Configurations stored before LoRA took a list (one object or null) still load."""
+    old = PeftConfig.from_json('{"num_layers": 2, "lora": {"ranks": [8, 8]}}')
+    assert len(old.lora) == 1 and old.lora[0].ranks == (8, 8)
+    assert PeftConfig.from_json('{"num_layers": 2, "lora": null}').lora == ()
+    assert PeftConfig.from_json(old.to_json()) == old
+
+
+def test_alpha_per_rank_has_one_form() -> None:
+    """Equal ranks: alpha_per_rank becomes alpha = ratio x r (so r=8, alpha 16 is one config);
+    unequal ranks keep the ratio, and the update's scale follows it in every layer."""
+    from autopeft_service.domain.peft_config import LoraConfig
+
+    uniform = LoraConfig(ranks=(8, 0, 8), alpha_per_rank=2.0)
+    assert uniform == LoraConfig(ranks=(8, 0, 8), alpha=16.0)
+    assert uniform.scaling(8) == 2.0
+    mixed = LoraConfig(ranks=(8, 2), alpha_per_rank=2.0)
+    assert mixed.alpha_per_rank == 2.0 and mixed.scaling(8) == mixed.scaling(2) == 2.0
+    assert LoraConfig(ranks=(8, 2), alpha=16.0).scaling(2) == 8.0

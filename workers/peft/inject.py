@@ -39,8 +39,8 @@ def apply_peft(backbone: nn.Module, config: PeftConfig, dims: BackboneDims) -> n
     backbone.requires_grad_(config.full_finetuning)
     if config.bitfit is not None:
         bitfit.inject(backbone, mapping, config.bitfit)
-    if config.lora is not None:
-        lora.inject(backbone, mapping, config.lora)
+    for lora_config in config.lora:
+        lora.inject(backbone, mapping, lora_config)
     if config.ia3 is not None:
         ia3.inject(backbone, mapping, config.ia3, dims.hidden_size, dims.ffn_size)
     for adapter in config.serial_adapters:

@@ -17,15 +17,15 @@ from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
 
 
 class LoraLinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update of rank ``rank``."""
+    """A frozen ``nn.Linear`` plus a trainable low-rank update of rank ``rank``, times ``scaling``."""
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, rank: int, scaling: float, dropout: float = 0.0) -> None:
         super().__init__()
         self.base = base
         self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        self.scaling = alpha / rank
+        self.scaling = scaling
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,4 +56,4 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: LoraConfig
             base = get_submodule(layer, path)
             if not isinstance(base, nn.Linear):
                 raise TypeError(f"LoRA target {path} is {type(base).__name__}, not nn.Linear")
-            set_submodule(layer, path, LoraLinear(base, rank, config.alpha, config.dropout))
+            set_submodule(layer, path, LoraLinear(base, rank, config.scaling(rank), config.dropout))
