@@ -33,6 +33,7 @@ from typing import Any, Self
 
 import httpx
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
 from autopeft_service.domain.study import StudySpec
@@ -89,6 +90,26 @@ def format_detail(body: Any) -> str:
     return _one_line(json.dumps(detail))
 
 
+def backbone_dims_of(model: str | Path) -> BackboneDims | None:
+    """The dimensions of a model folder from its ``config.json``, or None when there is no
+    readable BERT-like config there (a hub name, a folder only the workers see)."""
+    try:
+        config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
+        return BackboneDims.from_hf_config(config)
+    except (OSError, ValueError, ConfigError):
+        return None
+
+
+def with_backbone_dims(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (spec fields) with ``backbone_dims`` read from the backbone folder's
+    config.json when the spec leaves them out and the folder is readable here."""
+    if data.get("backbone_dims") is None and isinstance(data.get("backbone"), str):
+        dims = backbone_dims_of(data["backbone"])
+        if dims is not None:
+            data = {**data, "backbone_dims": dims.model_dump()}
+    return data
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read a study specification from a YAML or JSON file (``.json`` is read as JSON, any
     other name as YAML, which JSON is a subset of) and validate it.
@@ -126,7 +147,7 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}: must hold a mapping of spec fields (name, backbone, task, "
                           f"search_space, ...), got {type(data).__name__}")
     try:
-        return parse_model(StudySpec, data)
+        return parse_model(StudySpec, with_backbone_dims(data))
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
 
@@ -224,7 +245,9 @@ class AutopeftClient:
         if isinstance(spec, (str, Path)):
             spec = load_spec(spec)
         elif not isinstance(spec, StudySpec):
-            spec = parse_model(StudySpec, dict(spec))
+            spec = parse_model(StudySpec, with_backbone_dims(dict(spec)))
+        elif spec.backbone_dims is None:
+            spec = parse_model(StudySpec, with_backbone_dims(spec.model_dump(mode="json")))
         return self._request("POST", "/v1/studies", json=spec.model_dump(mode="json"))
 
     def status(self, study_id: int) -> dict[str, Any]:

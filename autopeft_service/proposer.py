@@ -15,6 +15,7 @@ with that reason at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -23,9 +24,16 @@ from collections.abc import Callable
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from autopeft_service.domain.share import planned_counts
 from autopeft_service.domain.study import BUDGET_STATES, StudySpec, TrialState
 from autopeft_service.domain.validation import format_validation_error
-from autopeft_service.optimizers.base import History, Observation, Optimizer, OptimizerError
+from autopeft_service.optimizers.base import (
+    History,
+    Observation,
+    Optimizer,
+    OptimizerError,
+    Suggestion,
+)
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
@@ -233,9 +241,7 @@ class Proposer(BackgroundLoop):
         if optimizer is None:
             optimizer = self._optimizers[study_id] = self.optimizer_factory(spec)
         suggestions = optimizer.suggest(want, history)  # OptimizerError: see _failed
-        space = spec.search_space.to_space()
-        proposals = [(s.params, space.decode(s.params).model_dump(mode="json"), s.generator)
-                     for s in suggestions]
+        proposals = [self._proposal(spec, s) for s in suggestions]
         with self.database.session() as session:
             added = repo.add_trials(session, study_id, proposals, max_new=want)
             if not added:  # never spin on an optimiser that repeats itself
@@ -244,6 +250,21 @@ class Proposer(BackgroundLoop):
             repo.clear_proposer_failures(session, study_id)
         self._traced.discard(study_id)
         return len(added)
+
+    @staticmethod
+    def _proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:
+        """A suggestion as the trial to queue: its config, and the share and counts the
+        server expects when the study knows its backbone."""
+        config = spec.space.decode(suggestion.params)
+        proposal = repo.Proposal(params=suggestion.params,
+                                 config=config.model_dump(mode="json"),
+                                 generator=suggestion.generator)
+        if spec.backbone_dims is None:  # a study stored before backbone_dims existed
+            return proposal
+        planned = planned_counts(config, spec.backbone_dims, spec.param_share)
+        return dataclasses.replace(proposal, param_share=planned.share,
+                                   expected_trainable=planned.trainable,
+                                   expected_deployed=planned.deployed)
 
     @staticmethod
     def _stop_on_repeated_failure(session: Session, study_id: int, spec: StudySpec,

@@ -67,7 +67,7 @@ from autopeft_service.cli.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.search_space import AutoPeftSpace
-from autopeft_service.domain.study import SearchSpaceSpec
+from autopeft_service.domain.study import parse_search_space
 from autopeft_service.local import LocalServer, LocalWorkers
 
 RESULTS = Path(__file__).parent / "results"
@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     model = args.model or default_model_path()
     search_space = model_search_space(model)
-    space = SearchSpaceSpec.model_validate(search_space).to_space()
+    space = parse_search_space(search_space)
     backbone_total = backbone_parameters(model)
     label = args.task.replace(":", "_").removeprefix("glue_")
     args.name = args.name or f"real-table {args.task}"

@@ -52,15 +52,15 @@ def test_add_trials_never_adds_a_configuration_twice(database_url: str) -> None:
     upgrade_to_head(database_url)
     database = Database(database_url, pool_size=2)
     spec = _spec()
-    space = spec.search_space.to_space()
+    space = spec.space
     try:
         with database.session() as session:
             study_id = repo.create_study(session, spec).id
         point = {**{f"layer_{i}": 1 for i in range(6)}, "serial_adapter_size": 12,
                  "parallel_adapter_size": 0, "prefix_length": 0}
         other = {**point, "layer_0": 0}
-        proposal = (point, space.decode(point).model_dump(mode="json"), "test")
-        second = (other, space.decode(other).model_dump(mode="json"), "test")
+        proposal = repo.Proposal(point, space.decode(point).model_dump(mode="json"), "test")
+        second = repo.Proposal(other, space.decode(other).model_dump(mode="json"), "test")
         with database.session() as session:
             assert len(repo.add_trials(session, study_id, [proposal, proposal], max_new=4)) == 1
         with database.session() as session:

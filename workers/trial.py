@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
-from autopeft_service.domain.errors import TrialError
+from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.errors import ModelError, TrialError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
@@ -54,6 +55,8 @@ class TrialRequest:
         seed: seed of initialisation, dropout and batch order.
         data_dir: folder of GLUE task folders (for ``glue:`` tasks).
         task_options: extra ``load_task`` keywords (text_columns, label_column, task_type).
+        expected_dims: the study's backbone dimensions; a loaded backbone that differs
+            fails the trial (``ModelError``) before training.
         hold_out: True (every search trial): train on the train split minus a held-out part
             (``settings.held_out_fraction``) and score both it and dev. False (re-training a
             chosen configuration, ``autopeft retrain``): train on the whole train split
@@ -71,6 +74,7 @@ class TrialRequest:
     data_dir: str | Path | None = None
     task_options: dict[str, object] = field(default_factory=dict)
     hold_out: bool = True
+    expected_dims: BackboneDims | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +188,12 @@ class TrialRunner:
         load_start = time.perf_counter()
         self.task(request)  # bad task arguments fail before the model is loaded
         backbone = self.backbone(request.model)
+        if request.expected_dims is not None and backbone.dims != request.expected_dims:
+            raise ModelError(
+                f"backbone_dims: the study gives {request.expected_dims.model_dump()}, the "
+                f"backbone this worker loaded from {request.model} has "
+                f"{backbone.dims.model_dump()}: the parameter share would not be the "
+                "server's; fix the study's backbone_dims or the worker's model folder")
         data = self._prepare(request, backbone)
         torch.manual_seed(request.seed)
         encoder = self.build_encoder(backbone, request.config)

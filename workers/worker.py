@@ -140,7 +140,8 @@ class Worker:
         request = TrialRequest(model=lease.backbone, task=lease.task, config=lease.config,
                                settings=lease.training, seed=lease.seed,
                                data_dir=Path(lease.data_dir) if lease.data_dir else None,
-                               task_options=lease.task_options)
+                               task_options=lease.task_options,
+                               expected_dims=lease.backbone_dims)
         try:
             result = self.runner.run(request, progress=control.on_progress, progress_every=1)
         except TrialStopped:
@@ -202,8 +203,13 @@ class Worker:
     def _deliver_result(self, lease: LeaseOut, result: object) -> None:
         """Report the result; retried until the server accepts it (even when stopping)."""
         try:
-            self.client.report_result(lease.trial_id, lease.token, result,  # type: ignore[arg-type]
-                                      interruptible=False)
+            answer = self.client.report_result(
+                lease.trial_id, lease.token, result, interruptible=False)  # type: ignore[arg-type]
+            if answer.get("state") == "failed":  # e.g. counts that differ from the server's
+                log.error("result of trial %s was recorded as a failure: %s", lease.trial_id,
+                          answer.get("failure_reason"))
+                self.stats.failed += 1
+                return
             self.stats.completed += 1
         except LeaseLost as error:
             self.stats.lost += 1

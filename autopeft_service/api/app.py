@@ -19,7 +19,7 @@ from autopeft_service.api.routes import health, studies, workers
 from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.errors import ConfigError
-from autopeft_service.domain.validation import FieldError
+from autopeft_service.domain.validation import DISCRIMINATOR_TAGS, FieldError
 from autopeft_service.storage.database import DataRejected, StorageError
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,9 @@ def validation_details(errors: list[dict]) -> list[dict[str, object]]:
     their FieldError names (pydantic would put them at the model's root)."""
     details = []
     for error in errors:
-        loc = list(error.get("loc", ()))
+        loc: list[object] = [p for i, p in enumerate(error.get("loc", ()))
+                             if not (i and error["loc"][i - 1] == "search_space"
+                                     and p in DISCRIMINATOR_TAGS)]
         message = str(error.get("msg", "")).removeprefix("Value error, ")
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):

@@ -25,7 +25,7 @@ class TrialSummary(BaseModel):
     state: str
     generator: str
     attempt: int
-    params: dict[str, int]
+    params: dict[str, int | float | str]
     config: dict[str, Any]
     config_description: str
     worker: str | None

@@ -40,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--initial-trials", type=int, default=4,
                         help="quasi-random trials before the model is used (default 4)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--space", default="autopeft",
+                        choices=["autopeft", "unified", "design_space", "lora"],
+                        help="search-space family (default autopeft)")
     parser.add_argument("--optimizer", default=None,
                         help="optimiser name (default: saasbo when available, else sobol)")
     parser.add_argument("--epochs", type=float, default=1.0)
@@ -59,8 +62,17 @@ def default_optimizer() -> str:
 
 
 def demo_spec(args: argparse.Namespace, model: str) -> dict[str, Any]:
-    """The study the demo submits (search space from the model's config.json)."""
-    config = json.loads((Path(model) / "config.json").read_text())
+    """The study the demo submits: the ``--space`` family's default space for the model,
+    whose dimensions come from its config.json.
+
+    Raises:
+        ConfigError: the model's config.json is not a BERT-like encoder's.
+    """
+    from autopeft_service.domain.backbone import BackboneDims
+    from autopeft_service.domain.spaces import space_for_backbone
+
+    dims = BackboneDims.from_hf_config(json.loads((Path(model) / "config.json").read_text()))
+    space = space_for_backbone(getattr(args, "space", "autopeft"), dims)
     folder = Path(model).resolve()
     label = folder.parent.name if folder.name == "model" else folder.name  # package layout
     return {
@@ -68,8 +80,8 @@ def demo_spec(args: argparse.Namespace, model: str) -> dict[str, Any]:
         "backbone": model, "task": args.task,
         "data_dir": str(args.data_dir.resolve()) if args.data_dir else None,
         "task_options": task_options(args),
-        "search_space": {"num_layers": config["num_hidden_layers"],
-                         "hidden_size": config["hidden_size"]},
+        "backbone_dims": dims.model_dump(),
+        "search_space": space.model_dump(mode="json"),
         "reference_point": {"score": 0.5, "param_share": 10.0},
         "budget": {"total_trials": args.trials,
                    "initial_trials": min(args.initial_trials, args.trials),
@@ -105,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         with AutopeftClient(server.base_url, server.client_token) as client:
-            study = client.submit(demo_spec(args, model))
+            study = client.submit(demo_spec(args, model))  # ConfigError: a bad model folder
             for index in range(args.workers):
                 workers.start(f"worker-{index}", "--threads", str(threads))
             final = watch_study(client, study["id"], interval=1.0)

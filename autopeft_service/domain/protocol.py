@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
 from autopeft_service.domain.validation import StorableInput, bounded_json
@@ -40,7 +41,7 @@ class LeaseOut(BaseModel):
     token: str
     deadline: float
     lease_seconds: float
-    params: dict[str, int]
+    params: dict[str, int | float | str]
     config: PeftConfig
     backbone: str
     task: str
@@ -48,6 +49,9 @@ class LeaseOut(BaseModel):
     task_options: dict[str, Any]
     training: TrainingSettings
     seed: int
+    backbone_dims: BackboneDims | None = Field(
+        None, description="The study's backbone dimensions: a worker whose loaded backbone "
+        "differs fails the trial (None for studies stored before they were required).")
 
 
 class HeartbeatIn(_Body):

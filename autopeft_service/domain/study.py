@@ -7,7 +7,14 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from autopeft_service.domain.search_space import MAX_SIZE, AutoPeftSpace, default_sizes
+from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.spaces import (
+    MAX_SIZE,
+    SearchSpace,
+    SearchSpaceBase,
+    default_sizes,
+)
+from autopeft_service.domain.spaces.unified import unified_sizes
 from autopeft_service.domain.trial import MAX_SEED, TrainingSettings
 from autopeft_service.domain.validation import FieldError, StorableInput, bounded_json
 
@@ -94,27 +101,46 @@ class ReferencePoint(_Spec):
         10.0, gt=0, le=1e6, description="Share ceiling, percent of the backbone's parameters.")
 
 
-class SearchSpaceSpec(AutoPeftSpace):
-    """The AutoPEFT space as a study gives it: sizes may be left out when ``hidden_size``
-    is given (then AutoPEFT's {0, 1, hidden/2^k} choices are used)."""
+#: How the parameter share objective counts a configuration's parameters.
+ParamShareCount = Literal["deployed", "trainable"]
 
-    @model_validator(mode="before")
-    @classmethod
-    def _default_sizes(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "hidden_size" in data:
-            data = dict(data)
-            hidden = data.pop("hidden_size")
-            if not isinstance(hidden, int) or isinstance(hidden, bool) \
-                    or not 1 <= hidden <= MAX_SIZE:
-                raise FieldError("hidden_size", f"must be an integer from 1 to {MAX_SIZE}, "
-                                 f"got {hidden!r}")
-            for name in ("serial_adapter_sizes", "parallel_adapter_sizes", "prefix_lengths"):
-                data.setdefault(name, default_sizes(hidden))
-        return data
 
-    def to_space(self) -> AutoPeftSpace:
-        """The plain AutoPeftSpace."""
-        return AutoPeftSpace.model_validate(self.model_dump())
+def _hidden_size(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIZE:
+        raise FieldError("search_space.hidden_size", f"must be an integer from 1 to {MAX_SIZE}, "
+                         f"got {value!r}")
+    return value
+
+
+def _space_shorthands(space: Any, dims: Any) -> Any:
+    """Fill a search space given in short: ``kind`` defaults to ``autopeft`` (specs stored
+    before there were families), ``hidden_size`` stands for the family's default size
+    choices, ``num_layers`` and a design space's ``backbone`` default to ``backbone_dims``."""
+    if not isinstance(space, dict):
+        return space
+    space = dict(space)
+    kind = space.setdefault("kind", "autopeft")
+    dims_map = dims.model_dump() if isinstance(dims, BackboneDims) else dims
+    if not isinstance(dims_map, dict):
+        dims_map = None
+    hidden = space.pop("hidden_size", None)
+    if hidden is None and dims_map is not None and kind in ("autopeft", "unified"):
+        hidden = dims_map.get("hidden_size")
+    if hidden is not None and kind in ("autopeft", "unified"):
+        hidden = _hidden_size(hidden)
+        names = (("serial_adapter_sizes", "parallel_adapter_sizes", "prefix_lengths")
+                 if kind == "autopeft" else ("attention_sizes", "ffn_sizes"))
+        sizes = default_sizes(hidden) if kind == "autopeft" else unified_sizes(hidden)
+        for name in names:
+            space.setdefault(name, sizes)
+    elif hidden is not None:
+        raise FieldError("search_space.hidden_size", f"is not a field of the {kind} space")
+    if dims_map is not None:
+        if kind == "design_space":
+            space.setdefault("backbone", dims_map)
+        else:
+            space.setdefault("num_layers", dims_map.get("num_layers"))
+    return space
 
 
 class StudySpec(_Spec, StorableInput):
@@ -134,7 +160,18 @@ class StudySpec(_Spec, StorableInput):
     task_options: dict[str, Any] = Field(
         default_factory=dict, description="Task-specific options sent with every lease "
         f"(at most {MAX_TASK_OPTIONS_BYTES} bytes as JSON).")
-    search_space: SearchSpaceSpec
+    backbone_dims: BackboneDims | None = Field(
+        None, description="The backbone's dimensions (layers, hidden, heads, FFN width, total "
+        "parameters): the server computes every configuration's parameter share from them, "
+        "and workers check their loaded backbone against them. Required for a new study; "
+        "`autopeft submit`, the Python client and the demo read them from the model "
+        "folder's config.json.")
+    search_space: SearchSpace = Field(description="The family searched (``kind``: autopeft, "
+                                      "unified, design_space or lora) and its choices.")
+    param_share: ParamShareCount = Field(
+        "deployed", description="The share objective counts the parameters deployed after "
+        "training (default, as AutoPEFT and He et al. count them: the prefix MLP folded away) "
+        "or those that train (training memory).")
     objective_metric: str | None = Field(
         None, max_length=100,
         description="Informational: the task's primary metric (set by the worker).")
@@ -146,10 +183,38 @@ class StudySpec(_Spec, StorableInput):
                       description="Training seed of every trial (fair comparison).")
     kind: Literal["autopeft"] = "autopeft"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "search_space" in data:
+            data = dict(data)
+            data["search_space"] = _space_shorthands(data["search_space"],
+                                                     data.get("backbone_dims"))
+        return data
+
+    @property
+    def space(self) -> SearchSpaceBase:
+        """The search space (the contract of ``domain.spaces``)."""
+        return self.search_space
+
     @field_validator("task_options")
     @classmethod
     def _bounded_task_options(cls, value: dict[str, Any]) -> dict[str, Any]:
         return bounded_json(value, MAX_TASK_OPTIONS_BYTES)
+
+    @model_validator(mode="after")
+    def _dims_consistent(self) -> Self:
+        dims = self.backbone_dims
+        if dims is None:
+            return self
+        layers = getattr(self.search_space, "num_layers", None)
+        if layers != dims.num_layers:
+            raise FieldError("search_space.num_layers", f"{layers} differs from "
+                             f"backbone_dims.num_layers {dims.num_layers}")
+        backbone = getattr(self.search_space, "backbone", None)
+        if backbone is not None and backbone != dims:
+            raise FieldError("search_space.backbone", "differs from backbone_dims")
+        return self
 
     @model_validator(mode="after")
     def _budget_consistent(self) -> Self:
@@ -165,3 +230,34 @@ class StudySpec(_Spec, StorableInput):
                              f"{self.budget.total_trials} exceeds the {points} valid "
                              "configurations of search_space")
         return self
+
+
+def parse_search_space(data: Any, backbone_dims: BackboneDims | None = None) -> SearchSpaceBase:
+    """A search space from its JSON form, with the shorthands of a study spec (``kind``
+    defaults to autopeft, ``hidden_size`` stands for the default sizes).
+
+    Raises:
+        ConfigError: invalid field (named, ``search_space.`` prefixed).
+    """
+    from pydantic import TypeAdapter
+
+    from autopeft_service.domain.validation import parse_model_with
+
+    adapter: TypeAdapter[Any] = TypeAdapter(SearchSpace)
+    return parse_model_with(adapter, _space_shorthands(data, backbone_dims), "search_space")
+
+
+def check_new_study(spec: StudySpec) -> None:
+    """What a new study needs beyond a spec that parses (stored specs may predate it).
+
+    Raises:
+        ConfigError: ``backbone_dims`` is missing.
+    """
+    from autopeft_service.domain.errors import ConfigError
+
+    if spec.backbone_dims is None:
+        raise ConfigError(
+            "backbone_dims: required: the server computes the parameter share from the "
+            "backbone's dimensions (num_layers, hidden_size, num_heads, ffn_size, "
+            "total_parameters); `autopeft submit` and the Python client fill them from "
+            "the model folder's config.json when they can read it")

@@ -27,6 +27,18 @@ class FieldError(ValueError):
         self.field = field
 
 
+#: Tags of discriminated unions (search-space kinds): pydantic puts the tag in an error's
+#: location (``search_space.unified.ffn_sizes``); messages leave it out.
+DISCRIMINATOR_TAGS: set[str] = set()
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p != "__root__"]
+    kept = [p for i, p in enumerate(parts)
+            if not (i and parts[i - 1] == "search_space" and p in DISCRIMINATOR_TAGS)]
+    return ".".join(kept)
+
+
 def format_validation_error(error: ValidationError, prefix: str = "") -> str:
     """Format a pydantic ValidationError as ``path: reason`` joined by ``; ``.
 
@@ -39,7 +51,7 @@ def format_validation_error(error: ValidationError, prefix: str = "") -> str:
     """
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p != "__root__")
+        loc = _location(item["loc"])
         message = str(item["msg"]).removeprefix("Value error, ")
         cause = item.get("ctx", {}).get("error")
         if isinstance(cause, FieldError):
@@ -58,6 +70,18 @@ def parse_model(model: type[ModelT], data: Any, prefix: str = "") -> ModelT:
     """
     try:
         return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, prefix)) from None
+
+
+def parse_model_with(adapter: Any, data: Any, prefix: str = "") -> Any:
+    """Validate ``data`` with a pydantic ``TypeAdapter``; raise ConfigError naming the fields.
+
+    Raises:
+        ConfigError: when validation fails.
+    """
+    try:
+        return adapter.validate_python(data)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, prefix)) from None
 

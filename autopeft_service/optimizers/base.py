@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autopeft_service.domain.errors import AutopeftError
-from autopeft_service.domain.search_space import point_key
+from autopeft_service.domain.spaces import ParamValue, point_key
 
 __all__ = ["History", "Observation", "Optimizer", "OptimizerError", "Point", "Suggestion",
            "point_key"]
 
-Point = Mapping[str, int]
+Point = Mapping[str, ParamValue]
 
 
 class OptimizerError(AutopeftError, RuntimeError):
@@ -44,7 +44,7 @@ class Observation:
 class Suggestion:
     """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``)."""
 
-    params: dict[str, int]
+    params: dict[str, ParamValue]
     generator: str
 
 
@@ -62,7 +62,7 @@ class History:
     pending: Sequence[Point] = ()
     failed: Sequence[Point] = ()
 
-    def seen(self) -> set[tuple[tuple[str, int], ...]]:
+    def seen(self) -> set[tuple[tuple[str, ParamValue], ...]]:
         """Every point already proposed, as hashable keys."""
         points = [o.params for o in self.completed] + list(self.pending) + list(self.failed)
         return {point_key(p) for p in points}

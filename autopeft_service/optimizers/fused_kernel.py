@@ -63,11 +63,12 @@ def use_prebuilt() -> bool:
     Returns:
         True when the fused kernel is in use.
     """
-    from botorch.acquisition.multi_objective import logei
+    from autopeft_service.optimizers.saasbo import botorch_private
 
-    if logei._load_attempted:
-        return logei._C is not None
-    logei._load_attempted = True  # BoTorch's own loader would compile and wait on a lock
+    if botorch_private.kernel_load_attempted():
+        return botorch_private.fused_kernel() is not None
+    # BoTorch's own loader would compile and wait on a lock: mark it done.
+    botorch_private.install_fused_kernel(None)
     library = build_directory() / f"{EXTENSION}.so"
     if not library.is_file():
         logger.warning("the fused qLogNEHVI kernel is not built (%s): using BoTorch's slower "
@@ -83,7 +84,7 @@ def use_prebuilt() -> bool:
                        "Python path", library, error)
         return False
     sys.modules.setdefault(EXTENSION, module)
-    logei._C = module
+    botorch_private.install_fused_kernel(module)
     return True
 
 

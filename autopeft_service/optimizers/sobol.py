@@ -1,16 +1,18 @@
-"""Quasi-random (scrambled Sobol) proposals over the discrete AutoPEFT space.
+"""Quasi-random (scrambled Sobol) proposals over any discrete search space.
 
 Each dimension of a Sobol point in [0, 1)^D picks one of its parameter's values (equal
-bins). The sequence is regenerated from its start on every call and points already in the
-study's history (or invalid: no layer or no module on) are skipped, so the position in
-the sequence is a function of the history: a restarted server continues the same sequence.
+bins, whatever the parameter's kind); the point is put in the space's canonical form
+(parameters without effect at their first value). The sequence is regenerated from its
+start on every call and points already in the study's history (or invalid: e.g. no layer
+or no module on) are skipped, so the position in the sequence is a function of the
+history: a restarted server continues the same sequence.
 """
 
 from __future__ import annotations
 
 from scipy.stats import qmc
 
-from autopeft_service.domain.search_space import AutoPeftSpace
+from autopeft_service.domain.spaces import SearchSpaceBase
 from autopeft_service.optimizers.base import History, OptimizerError, Suggestion, point_key
 
 #: Sobol points drawn per batch while looking for new valid points.
@@ -22,7 +24,7 @@ class SobolOptimizer:
 
     name = "sobol"
 
-    def __init__(self, space: AutoPeftSpace, seed: int = 0, max_draws: int = 100_000) -> None:
+    def __init__(self, space: SearchSpaceBase, seed: int = 0, max_draws: int = 100_000) -> None:
         self.space = space
         self.seed = seed
         self.max_draws = max_draws
@@ -34,9 +36,10 @@ class SobolOptimizer:
         drawn = 0
         while drawn < self.max_draws:
             for row in sampler.random(_BATCH):
-                point = {p.name: p.values[min(int(u * len(p.values)), len(p.values) - 1)]
-                         for p, u in zip(self._parameters, row, strict=True)}
-                if self.space.is_valid(point):
+                point = self.space.canonical({
+                    p.name: p.values[min(int(u * len(p.values)), len(p.values) - 1)]
+                    for p, u in zip(self._parameters, row, strict=True)})
+                if self.space.rule_error(point) is None:
                     yield point
             drawn += _BATCH
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -63,6 +63,10 @@ class TrialRow(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     objective: Mapped[float | None] = mapped_column(Float, nullable=True)
     param_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The server's analytic counts (set at proposal when the study has backbone_dims): the
+    #: worker's report must match them.
+    expected_trainable: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expected_deployed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)

@@ -14,12 +14,13 @@ Concurrency contracts:
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Float, bindparam, func, or_, select, update
+from sqlalchemy import JSON, Float, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -36,6 +37,9 @@ from autopeft_service.domain.study import (
 )
 from autopeft_service.storage.database import database_now, database_now_expression, is_postgres
 from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
+
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(AutopeftError, LookupError):
@@ -277,8 +281,20 @@ def ended_trial_count(session: Session, study_id: int) -> int:
 # --------------------------------------------------------------------------- trials
 
 
-def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mapping[str, int],
-                                                                          Mapping[str, Any], str]],
+@dataclass(frozen=True)
+class Proposal:
+    """A configuration to queue: its point, its config (JSON), what proposed it, and the
+    server's analytic counts and share when the study knows its backbone (else None)."""
+
+    params: Mapping[str, Any]
+    config: Mapping[str, Any]
+    generator: str
+    param_share: float | None = None
+    expected_trainable: int | None = None
+    expected_deployed: int | None = None
+
+
+def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
                max_new: int) -> list[TrialRow]:
     """Append proposed trials to a running study, never beyond its budget.
 
@@ -286,7 +302,7 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
     proposers cannot both fill the same slots.
 
     Args:
-        proposals: (params, config as JSON dict, generator name) per trial.
+        proposals: the configurations, in order.
         max_new: at most this many are added (the caller's view of free slots).
 
     Returns:
@@ -310,15 +326,18 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[tuple[Mappin
         select(TrialRow.params).where(TrialRow.study_id == study_id)).scalars()}
     fresh = []
     for proposal in proposals:
-        key = point_key(proposal[0])
+        key = point_key(proposal.params)
         if key not in seen:
             seen.add(key)
             fresh.append(proposal)
     rows = []
-    for params, config, generator in fresh[:max(0, min(free, max_new))]:
+    for proposal in fresh[:max(0, min(free, max_new))]:
         row = TrialRow(study_id=study_id, number=next_number, state=TrialState.READY.value,
-                       params=dict(params), config=dict(config), generator=generator, attempt=0,
-                       created_at=now)
+                       params=dict(proposal.params), config=dict(proposal.config),
+                       generator=proposal.generator, attempt=0, created_at=now,
+                       param_share=proposal.param_share,
+                       expected_trainable=proposal.expected_trainable,
+                       expected_deployed=proposal.expected_deployed)
         next_number += 1
         rows.append(row)
     session.add_all(rows)
@@ -465,10 +484,17 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
 def _complete_statement(_postgres: bool, now: Any) -> Any:
     return (update(_TRIALS)
             .where(_TRIALS.c.id == bindparam("p_id"), _TRIALS.c.lease_token == bindparam("p_token"),
-                   _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
+                   _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]),
+                   # The worker's counts must be the server's (when the server has them).
+                   or_(_TRIALS.c.expected_trainable.is_(None),
+                       and_(_TRIALS.c.expected_trainable == bindparam("p_trainable"),
+                            _TRIALS.c.expected_deployed == bindparam("p_deployed"))))
             .values(state=TrialState.COMPLETED.value, result=bindparam("p_result", type_=JSON),
                     objective=bindparam("p_objective", type_=Float),
-                    param_share=bindparam("p_share", type_=Float),
+                    # The server's share, computed at proposal; the worker's trainable share
+                    # only for trials of studies without backbone_dims (before 0003).
+                    param_share=func.coalesce(_TRIALS.c.param_share,
+                                              bindparam("p_share", type_=Float)),
                     dev_score=bindparam("p_dev", type_=Float), finished_at=now,
                     lease_deadline=None, failure_reason=None)
             .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.state, _TRIALS.c.attempt,
@@ -494,6 +520,8 @@ def complete_trial(session: Session, trial_id: int, token: str,
         "p_id": trial_id, "p_token": token, "p_result": dict(result),
         "p_objective": float(result["objective"]),
         "p_share": float(result["trainable_percent"]),
+        "p_trainable": int(result["trainable_parameters"]),
+        "p_deployed": int(result["deployed_parameters"]),
         "p_dev": float(dev_score) if dev_score is not None else None}).one_or_none()
     if row is not None:  # the common case: one statement
         return ReportOutcome(trial=TrialStatus(id=row.id, study_id=row.study_id, state=row.state,
@@ -505,7 +533,37 @@ def complete_trial(session: Session, trial_id: int, token: str,
         raise LeaseConflict(_not_current(trial_id))
     if trial.state == TrialState.COMPLETED.value:
         return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)
+    if trial.state in (TrialState.LEASED.value, TrialState.READY.value) \
+            and trial.expected_trainable is not None:
+        return _fail_count_mismatch(session, trial, result)
     raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
+
+
+def _fail_count_mismatch(session: Session, trial: TrialRow,
+                         result: Mapping[str, Any]) -> ReportOutcome:
+    """Fail a trial whose reported parameter counts differ from the server's (no retry:
+    the same worker code would build the same model again)."""
+    reason = (f"parameter count mismatch: the worker built {result['trainable_parameters']} "
+              f"trainable / {result['deployed_parameters']} deployed parameters, the server "
+              f"counts {trial.expected_trainable} / {trial.expected_deployed} for this "
+              "configuration on the study's backbone_dims (another backbone, or a worker of "
+              "another version?)")
+    log.error("trial %s: %s", trial.id, reason)
+    # One conditional statement (the protocol's sessions may autocommit each statement).
+    row = session.execute(
+        update(_TRIALS)
+        .where(_TRIALS.c.id == trial.id, _TRIALS.c.lease_token == trial.lease_token,
+               _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
+        .values(state=TrialState.FAILED.value, failure_reason=reason, lease_deadline=None,
+                finished_at=database_now_expression(session), result=dict(result))
+        .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.state, _TRIALS.c.attempt,
+                   _TRIALS.c.failure_reason)).one_or_none()
+    if row is None:
+        raise LeaseConflict(f"trial {trial.id}: changed while its result was checked")
+    return ReportOutcome(trial=TrialStatus(id=row.id, study_id=row.study_id, state=row.state,
+                                           attempt=row.attempt,
+                                           failure_reason=row.failure_reason),
+                         duplicate=False)
 
 
 def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_attempts: int,

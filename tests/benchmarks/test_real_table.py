@@ -17,7 +17,7 @@ import pytest
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.param_count import count_parameters
-from autopeft_service.domain.study import SearchSpaceSpec, StudySpec
+from autopeft_service.domain.study import StudySpec, parse_search_space
 from tests.benchmarks.conftest import load_benchmark
 
 rt = load_benchmark("real_table")
@@ -26,7 +26,7 @@ DIMS = BackboneDims(num_layers=2, hidden_size=8, num_heads=2, ffn_size=16, total
 
 
 def _space():
-    return SearchSpaceSpec.model_validate({"num_layers": 2, "hidden_size": 8}).to_space()
+    return parse_search_space({"num_layers": 2, "hidden_size": 8})
 
 
 def _trial(number: int, state: str, point: dict[str, int], **extra: object) -> dict[str, object]:

@@ -25,7 +25,6 @@ from autopeft_service.optimizers.saasbo import (
     SaasboOptimizer,
     SaasboSettings,
     SingleCandidateNehvi,
-    fit_exact_share,
 )
 from autopeft_service.optimizers.sobol import SobolOptimizer
 from workers.fake_worker import synthetic_score
@@ -48,10 +47,16 @@ def observe(point: Point) -> Observation:
                        param_share=count_parameters(config, DIMS).trainable_percent)
 
 
-def optimizer(seed: int = 0, initial_trials: int = 12,
-              settings: SaasboSettings = CHEAP) -> SaasboOptimizer:
+def exact_share(point: Point) -> float:
+    """The server's share of a point (as the factory builds it from backbone_dims)."""
+    return count_parameters(SPACE.decode(point), DIMS).trainable_percent
+
+
+def optimizer(seed: int = 0, initial_trials: int = 12, settings: SaasboSettings = CHEAP,
+              exact: bool = True) -> SaasboOptimizer:
     return SaasboOptimizer(SPACE, seed=seed, initial_trials=initial_trials,
-                           reference_point=REFERENCE, settings=settings)
+                           reference_point=REFERENCE, settings=settings,
+                           share=exact_share if exact else None)
 
 
 def sobol_history(count: int, seed: int = 0) -> History:
@@ -183,33 +188,27 @@ def test_encoding_round_trips_every_value_exactly() -> None:
     assert encoding.to_unit(encoding.to_index([top]))[0, column] == 1.0
 
 
-def test_the_share_model_is_exact_when_the_trials_pin_it_down() -> None:
-    encoding = Encoding(SPACE)
-    train = [observe(s.params) for s in SobolOptimizer(SPACE, seed=1).suggest(12, History())]
-    test = [observe(s.params) for s in SobolOptimizer(SPACE, seed=2).suggest(50, History())]
-    shares = torch.tensor([o.param_share for o in train], dtype=torch.float64)
-    coefficients = fit_exact_share(encoding, encoding.to_index([o.params for o in train]),
-                                   shares)
-    assert coefficients is not None
-    from autopeft_service.optimizers.saasbo import share_features
+def test_the_share_objective_is_the_exact_share_of_each_candidate() -> None:
+    """qLogNEHVI's second objective at a candidate is the server's share, not a model."""
+    from autopeft_service.optimizers.saasbo import ProposalInfo
 
-    predicted = share_features(encoding, encoding.to_index([o.params for o in test])) \
-        @ coefficients
-    expected = torch.tensor([o.param_share for o in test], dtype=torch.float64)
-    assert torch.allclose(predicted, expected, rtol=1e-9, atol=1e-12)
-    # Too few trials, or shares that are not the analytic ones: no exact model.
-    assert fit_exact_share(encoding, encoding.to_index([o.params for o in train[:4]]),
-                           shares[:4]) is None
-    noisy = shares * (1 + 0.01 * torch.linspace(-1, 1, len(shares), dtype=torch.float64))
-    assert fit_exact_share(encoding, encoding.to_index([o.params for o in train]),
-                           noisy) is None
+    opt = optimizer()
+    info = ProposalInfo()
+    acquisition = opt._build_acquisition(sobol_history(12), seed=0, info=info)
+    assert info.exact_share
+    points = [s.params for s in SobolOptimizer(SPACE, seed=2).suggest(30, History())]
+    X = opt.encoding.to_unit(opt.encoding.to_index(points)).unsqueeze(-2)  # 30 x 1 x D
+    samples = torch.zeros(1, 30, 1, 1, 1, dtype=torch.float64)
+    shares = -acquisition.objective(samples, X=X)[..., 1].reshape(-1)
+    expected = torch.tensor([exact_share(p) for p in points], dtype=torch.float64)
+    assert torch.equal(shares, expected)
 
 
-def test_without_an_exact_share_a_share_gp_is_used() -> None:
+def test_without_backbone_dims_a_share_gp_is_used() -> None:
     history = sobol_history(12)
     skewed = [Observation(params=o.params, score=o.score, param_share=o.param_share * 1.1 + i)
               for i, o in enumerate(history.completed)]
-    opt = optimizer()
+    opt = optimizer(exact=False)  # a study stored without backbone_dims
     batch = opt.suggest(2, History(completed=skewed))
     assert [s.generator for s in batch] == ["saasbo", "saasbo"]
     assert opt.last_info is not None and not opt.last_info.exact_share
@@ -270,8 +269,8 @@ def test_fast_single_candidate_values_equal_botorch_qlognehvi() -> None:
 
 
 def test_factory_builds_saasbo_and_rejects_bad_settings() -> None:
-    base = {"name": "s", "backbone": "b", "task": "t",
-            "search_space": {"num_layers": 12, "hidden_size": 384},
+    base = {"name": "s", "backbone": "b", "task": "t", "backbone_dims": DIMS.model_dump(),
+            "search_space": {"kind": "autopeft"},
             "budget": {"total_trials": 40, "initial_trials": 10},
             "reference_point": {"score": 0.5, "param_share": 3.0}}
     spec = StudySpec.model_validate({**base, "optimizer": {
@@ -281,6 +280,10 @@ def test_factory_builds_saasbo_and_rejects_bad_settings() -> None:
     assert built.initial_trials == 10 and built.reference_point == (0.5, 3.0)
     assert built.settings.warmup_steps == 64 and built.settings.num_samples == 128
     assert built.sobol.seed == 4
+    # The share is the server's, deployed by default: it counts the prefix as stored.
+    point = next(iter(SobolOptimizer(SPACE).points()))
+    assert built.share is not None
+    assert built.share(point) == count_parameters(SPACE.decode(point), DIMS).deployed_percent
     for settings, match in [({"warmup": 1}, r"optimizer.settings: saasbo does not take"),
                             ({"num_samples": 0}, r"optimizer.settings.num_samples"),
                             ({"thinning": 1.5}, r"optimizer.settings.thinning"),

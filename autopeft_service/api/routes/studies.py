@@ -15,7 +15,7 @@ from autopeft_service.api.schemas import (
     error_responses,
 )
 from autopeft_service.api.views import pareto_out, study_out, trial_summary
-from autopeft_service.domain.study import StudySpec, TrialState
+from autopeft_service.domain.study import StudySpec, TrialState, check_new_study
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 
@@ -40,9 +40,10 @@ def _study(session: SessionDep, study_id: int):  # type: ignore[no-untyped-def]
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut,
              responses=error_responses(400, 413))
 def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep) -> StudyOut:
-    """Start a search. The optimiser's name and settings are checked before anything is
-    stored (422 naming ``optimizer.name`` or ``optimizer.settings``)."""
-    make_optimizer(spec)  # ConfigError: 422 naming the field
+    """Start a search. ``backbone_dims``, the optimiser's name and settings and the pair of
+    optimiser and space are checked before anything is stored (422 naming the field)."""
+    check_new_study(spec)  # ConfigError: 422 naming the field
+    make_optimizer(spec)
     row = repo.create_study(session, spec)
     out = study_out(session, row)
     session.commit()

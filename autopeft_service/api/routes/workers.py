@@ -51,7 +51,7 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
             "lease_seconds": seconds, "params": lease.params, "config": lease.config,
             "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
             "task_options": spec["task_options"], "training": spec["training"],
-            "seed": spec["seed"]}
+            "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims")}
     services.proposer.wake()  # a slot opened in the ready queue
     return out
 

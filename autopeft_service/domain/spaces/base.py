@@ -1,0 +1,267 @@
+"""The search-space contract every family implements, and what optimisers get from it.
+
+A family is a frozen pydantic model (its fields are what a study gives: number of layers,
+size choices, ...) that names discrete parameters and maps points to configurations:
+
+* ``parameters()``: the optimiser's dimensions, each ``binary`` (0/1), ``ordinal`` (an
+  ordered choice: sizes, budgets) or ``categorical`` (unordered names: functions, patterns).
+* ``validity_error(point)`` / ``is_valid``: the family's rule (e.g. a layer on and a module
+  on). A point is valid only in its **canonical form**: a parameter that has no effect at
+  that point (the scale of a function that has none, the strategies of a group that is not
+  tuned) must hold its first value, so every configuration has exactly one point and no
+  optimiser spends a trial on a duplicate. ``canonical(point)`` puts a point in that form.
+* ``decode(point) -> PeftConfig``: exactly what the worker trains; ``encode(config)``: the
+  inverse, raising ``ConfigError`` when the configuration lies outside the family.
+* ``neighbours(point)``: the valid points one step away (flip a flag, move an ordinal one
+  step, switch a categorical to any other value), generic over the parameter kinds; local
+  search in the optimisers uses it.
+* ``size()``: how many valid points there are (a study's budget may not exceed it).
+
+Pure Python (pydantic only): the server validates and decodes without torch.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.peft_config import PeftConfig
+
+#: A parameter's value: an integer (flags, sizes), a float (budgets, scales) or a name.
+ParamValue = int | float | str
+#: A point of a space: one value per parameter name.
+Point = Mapping[str, ParamValue]
+
+#: Most layers a space may have. Public backbones have at most ~130 (Llama 3.1 405B: 126);
+#: beyond this the optimisers' cost grows for nothing (one study with 21,000 layers once
+#: stopped every proposal of the server).
+MAX_LAYERS = 256
+#: Largest module size (bottleneck, rank, prefix length) and hidden size a space may name.
+MAX_SIZE = 65_536
+#: Most choices one parameter may list.
+MAX_CHOICES = 64
+
+
+class ParameterKind(StrEnum):
+    """How an optimiser should treat a parameter."""
+
+    BINARY = "binary"  # values (0, 1)
+    ORDINAL = "ordinal"  # ordered choice among ``values``: neighbours are the adjacent ones
+    CATEGORICAL = "categorical"  # unordered choice: every other value is a neighbour
+
+
+class SearchParameter(BaseModel):
+    """One dimension of a search space; ``values[0]`` is its value when it has no effect."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: ParameterKind
+    values: tuple[ParamValue, ...]
+
+
+def layer_parameter(index: int) -> str:
+    """Name of the insertion flag of layer ``index``."""
+    return f"layer_{index}"
+
+
+def flag_parameters(num_layers: int) -> list[SearchParameter]:
+    """One binary insertion flag per layer, ``layer_0`` first."""
+    return [SearchParameter(name=layer_parameter(i), kind=ParameterKind.BINARY, values=(0, 1))
+            for i in range(num_layers)]
+
+
+def check_choices(name: str, values: Sequence[float], least: float = 0,
+                  most: float = MAX_SIZE) -> None:
+    """Raise a ``FieldError`` naming ``name`` unless ``values`` increase strictly within bounds."""
+    from autopeft_service.domain.validation import FieldError
+
+    if any(v < least or v > most for v in values):
+        raise FieldError(name, f"values must be between {least} and {most}, got {list(values)}")
+    if list(values) != sorted(set(values)):
+        raise FieldError(name, f"must be strictly increasing, got {list(values)}")
+
+
+def point_key(point: Point) -> tuple[tuple[str, ParamValue], ...]:
+    """A hashable, order-independent key of a point (a configuration of the space)."""
+    return tuple(sorted((name, value if isinstance(value, str | float) else int(value))
+                        for name, value in point.items()))
+
+
+class SearchSpaceBase(BaseModel):
+    """A family of PEFT configurations searched by the optimisers (module docstring).
+
+    Subclasses set ``kind`` (a ``Literal``) and implement ``parameters``, ``rule_error``,
+    ``_decode``, ``encode`` and ``size``; ``inactive`` when some parameters can lose their
+    effect.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    kind: str
+    #: The field that sets how many parameters the space has (named when a space is too
+    #: large for an optimiser).
+    dimension_field: ClassVar[str] = "num_layers"
+    _parameters: list[SearchParameter] | None = PrivateAttr(None)
+
+    # -- what a family implements
+
+    def build_parameters(self) -> list[SearchParameter]:
+        """The family's parameters, in a fixed order (override)."""
+        raise NotImplementedError
+
+    def inactive(self, point: Mapping[str, ParamValue]) -> set[str]:
+        """Parameters with no effect at this (well-formed) point; they hold their first value
+        in the canonical form. Default: none."""
+        return set()
+
+    def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
+        """Why a well-formed canonical point is not a valid configuration, or None (override)."""
+        return None
+
+    def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
+        """The configuration of a valid canonical point (override)."""
+        raise NotImplementedError
+
+    def encode(self, config: PeftConfig) -> dict[str, ParamValue]:
+        """The point whose ``decode`` is ``config`` (override).
+
+        Raises:
+            ConfigError: ``config`` lies outside the family.
+        """
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """Number of valid points (override)."""
+        raise NotImplementedError
+
+    # -- generic, from the above
+
+    def parameters(self) -> list[SearchParameter]:
+        """The optimiser's parameters (computed once)."""
+        if self._parameters is None:
+            self._parameters = self.build_parameters()
+        return self._parameters
+
+    @property
+    def dimension(self) -> int:
+        """Number of parameters."""
+        return len(self.parameters())
+
+    def validate_point(self, point: Mapping[str, object]) -> dict[str, ParamValue]:
+        """Check a point's names and values; return it in parameter order.
+
+        Raises:
+            ConfigError: unknown or missing parameter, or a value outside its choices (the
+                message starts with the parameter's name).
+        """
+        params = self.parameters()
+        names = {p.name for p in params}
+        unknown = sorted(set(point) - names)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown parameter of the {self.kind} space")
+        clean: dict[str, ParamValue] = {}
+        for p in params:
+            if p.name not in point:
+                raise ConfigError(f"{p.name}: missing")
+            value = point[p.name]
+            matched = _match(value, p.values)
+            if matched is None:
+                raise ConfigError(f"{p.name}: {value!r} is not one of {list(p.values)}")
+            clean[p.name] = matched
+        return clean
+
+    def canonical(self, point: Mapping[str, ParamValue]) -> dict[str, ParamValue]:
+        """The well-formed ``point`` with every inactive parameter at its first value."""
+        first = {p.name: p.values[0] for p in self.parameters()}
+        out = dict(point)
+        for name in self.inactive(out):
+            out[name] = first[name]
+        return out
+
+    def validity_error(self, point: Mapping[str, object]) -> str | None:
+        """Why ``point`` is not a valid point of the space (names the parameter), or None."""
+        try:
+            clean = self.validate_point(point)
+        except ConfigError as error:
+            return str(error)
+        canonical = self.canonical(clean)
+        if canonical != clean:
+            name = next(n for n in clean if canonical[n] != clean[n])
+            return (f"{name}: has no effect at this point and must hold its first value "
+                    f"{canonical[name]!r}, got {clean[name]!r}")
+        return self.rule_error(clean)
+
+    def is_valid(self, point: Mapping[str, object]) -> bool:
+        """True when ``point`` is a valid canonical point."""
+        return self.validity_error(point) is None
+
+    def decode(self, point: Mapping[str, object]) -> PeftConfig:
+        """The PeftConfig a point stands for: exactly what the worker trains.
+
+        Raises:
+            ConfigError: the point is malformed, not canonical or breaks the family's rule.
+        """
+        error = self.validity_error(point)
+        if error is not None:
+            raise ConfigError(error)
+        return self._decode(self.validate_point(point))
+
+    def neighbours(self, point: Mapping[str, ParamValue]) -> list[dict[str, ParamValue]]:
+        """Valid points one step from ``point`` (canonicalised, distinct, ``point`` excluded).
+
+        A step flips a binary, moves an ordinal to an adjacent value or switches a
+        categorical to any other value.
+        """
+        clean = self.validate_point(point)
+        origin = point_key(self.canonical(clean))
+        seen = {origin}
+        out: list[dict[str, ParamValue]] = []
+        for p in self.parameters():
+            position = p.values.index(clean[p.name])
+            if p.kind is ParameterKind.CATEGORICAL:
+                steps = [i for i in range(len(p.values)) if i != position]
+            else:
+                steps = [i for i in (position - 1, position + 1) if 0 <= i < len(p.values)]
+            for i in steps:
+                moved = self.canonical({**clean, p.name: p.values[i]})
+                key = point_key(moved)
+                if key not in seen and self.rule_error(moved) is None:
+                    seen.add(key)
+                    out.append(moved)
+        return out
+
+    def enumerate_points(self, limit: int = 1_000_000) -> Iterator[dict[str, ParamValue]]:
+        """Every valid point (for tests and tiny spaces).
+
+        Raises:
+            ConfigError: the full grid has more than ``limit`` points.
+        """
+        params = self.parameters()
+        grid = 1
+        for p in params:
+            grid *= len(p.values)
+        if grid > limit:
+            raise ConfigError(f"search_space: {grid} grid points exceed {limit}")
+        for values in itertools.product(*[p.values for p in params]):
+            point = dict(zip([p.name for p in params], values, strict=True))
+            if self.is_valid(point):
+                yield point
+
+
+def _match(value: object, choices: tuple[ParamValue, ...]) -> ParamValue | None:
+    """The choice equal to ``value`` (numbers compare by value, never a bool), or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        return value if value in choices else None
+    if isinstance(value, int | float):
+        for choice in choices:
+            if not isinstance(choice, str) and choice == value:
+                return choice
+    return None
