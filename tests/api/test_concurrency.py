@@ -49,7 +49,7 @@ def test_concurrent_leases_never_overlap_and_complete_each_trial_once(make_serve
                 with lock:
                     holders.pop(trial, None)
                 done = http.post(f"/v1/trials/{trial}/result",
-                                 json={"token": lease["token"], "result": _result()})
+                                 json={"token": lease["token"], "result": _result(lease)})
                 if done.status_code != 200:
                     errors.append(f"result {done.status_code} {done.text[:200]}")
                     return

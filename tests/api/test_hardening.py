@@ -17,7 +17,15 @@ from sqlalchemy import update
 from autopeft_service.storage.database import Database
 from autopeft_service.storage.models import StudyRow, TrialRow
 from autopeft_service.testing.server import ServerThread
-from tests.api.conftest import CLIENT, WORKER, create_study, study_spec, wait_for_ready
+from autopeft_service.domain.backbone import MINILM_DIMS
+from tests.api.conftest import (
+    CLIENT,
+    WORKER,
+    create_study,
+    lease_result,
+    study_spec,
+    wait_for_ready,
+)
 
 
 def _post_text(http: httpx.Client, path: str, text: str, headers: dict[str, str]
@@ -40,7 +48,11 @@ def _lease(http: httpx.Client) -> dict[str, Any]:
     raise AssertionError("no trial was leased")
 
 
-def _result(**overrides: Any) -> dict[str, Any]:
+def _result(lease: dict[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """A result (counts of the lease's configuration on MiniLM; made-up counts without a
+    lease, for bodies refused before they are checked)."""
+    if lease is not None:
+        return lease_result(lease, **overrides)
     result = {"metric": "accuracy", "objective": 0.8, "held_out": {"accuracy": 0.8},
               "dev": {"accuracy": 0.7}, "dev_score": 0.7, "trainable_parameters": 10,
               "trainable_percent": 0.5, "deployed_parameters": 10, "head_parameters": 2,
@@ -85,7 +97,7 @@ def test_a_nan_result_gets_422_and_the_study_stays_readable_and_cancellable(
         http: httpx.Client) -> None:
     study = create_study(http)
     lease = _lease(http)
-    text = json.dumps({"token": lease["token"], "result": _result()}).replace(
+    text = json.dumps({"token": lease["token"], "result": _result(lease)}).replace(
         '"objective": 0.8', '"objective": NaN')
     response = _post_text(http, f"/v1/trials/{lease['trial_id']}/result", text, WORKER)
     assert response.status_code == 422, response.text
@@ -95,7 +107,7 @@ def test_a_nan_result_gets_422_and_the_study_stays_readable_and_cancellable(
         assert http.get(path, headers=CLIENT).status_code == 200, path
     # The same lease can still report a good result.
     good = http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
-                     json={"token": lease["token"], "result": _result()})
+                     json={"token": lease["token"], "result": _result(lease)})
     assert good.status_code == 200, good.text
     cancelled = http.post(f"/v1/studies/{study['id']}/cancel", headers=CLIENT)
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
@@ -150,12 +162,12 @@ def test_task_options_are_capped(http: httpx.Client) -> None:
 
 def test_a_budget_larger_than_the_space_is_refused(http: httpx.Client) -> None:
     response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
-        search_space={"num_layers": 1, "serial_adapter_sizes": [0, 8],
+        search_space={"num_layers": 6, "serial_adapter_sizes": [0, 8],
                       "parallel_adapter_sizes": [0], "prefix_lengths": [0]},
-        budget={"total_trials": 2, "initial_trials": 1}))
+        budget={"total_trials": 64, "initial_trials": 1}))  # 2^6 - 1 = 63 points
     assert response.status_code == 422, response.text
     assert "body.budget.total_trials" in _locs(response)
-    assert "1 valid configurations" in response.text
+    assert "63 valid configurations" in response.text
 
 
 def test_a_space_exactly_the_budget_is_used_up_and_the_study_completes(
@@ -164,11 +176,12 @@ def test_a_space_exactly_the_budget_is_used_up_and_the_study_completes(
     study = create_study(http, search_space={
         "num_layers": 2, "serial_adapter_sizes": [0, 8], "parallel_adapter_sizes": [0],
         "prefix_lengths": [0]}, budget={"total_trials": 3, "initial_trials": 3,
-                                        "max_parallel": 3})
+                                        "max_parallel": 3},
+        backbone_dims={**MINILM_DIMS.model_dump(), "num_layers": 2})
     for _ in range(3):
         lease = _lease(http)
         assert http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
-                         json={"token": lease["token"], "result": _result()}).status_code == 200
+                         json={"token": lease["token"], "result": _result(lease)}).status_code == 200
     end = time.monotonic() + 20
     while http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["state"] != "completed":
         assert time.monotonic() < end, "the study never completed"
@@ -201,7 +214,7 @@ def test_a_completed_trial_drops_an_earlier_failure_reason(
         trials = http.get(f"/v1/studies/{study['id']}/trials", headers=CLIENT).json()["items"]
         assert "lease expired" in trials[0]["failure_reason"]
         assert http.post(f"/v1/trials/{second['trial_id']}/result", headers=WORKER,
-                         json={"token": second["token"], "result": _result()}).status_code == 200
+                         json={"token": second["token"], "result": _result(second)}).status_code == 200
         trials = http.get(f"/v1/studies/{study['id']}/trials", headers=CLIENT).json()["items"]
         assert trials[0]["state"] == "completed" and trials[0]["failure_reason"] is None
 
@@ -238,7 +251,7 @@ def test_views_and_the_proposer_tolerate_a_completed_trial_without_objectives(
     study = create_study(http)
     lease = _lease(http)
     assert http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
-                     json={"token": lease["token"], "result": _result()}).status_code == 200
+                     json={"token": lease["token"], "result": _result(lease)}).status_code == 200
     database: Database = server.services.database
     bad = float("nan") if database.engine.dialect.name == "postgresql" else None
     with database.session() as session:
@@ -300,17 +313,26 @@ def test_saasbo_on_a_space_too_large_to_model_gets_422_and_sobol_takes_it(
         http: httpx.Client) -> None:
     from autopeft_service.optimizers.saasbo import MAX_DIMENSION
 
+    def dims(layers: int) -> dict[str, int]:
+        return {**MINILM_DIMS.model_dump(), "num_layers": layers}
+
     layers = MAX_DIMENSION - 3 + 1
     space = {"num_layers": layers, "hidden_size": 384}
     response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
-        search_space=space, optimizer={"name": "saasbo"}))
+        search_space=space, optimizer={"name": "saasbo"}, backbone_dims=dims(layers)))
     assert response.status_code == 422, response.text
     assert "body.search_space.num_layers" in _locs(response)
     assert "saasbo" in response.text
     at_bound = study_spec(search_space={"num_layers": layers - 1, "hidden_size": 384},
-                          optimizer={"name": "saasbo"})
+                          optimizer={"name": "saasbo"}, backbone_dims=dims(layers - 1))
     assert http.post("/v1/studies", headers=CLIENT, json=at_bound).status_code == 201
-    large = create_study(http, search_space={"num_layers": 256, "hidden_size": 384})
+    # Another family: the field that makes it large is named (LoRA's per-layer ranks).
+    lora = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        search_space={"kind": "lora", "granularity": "layer"}, optimizer={"name": "saasbo"},
+        backbone_dims=dims(64)))
+    assert lora.status_code == 422 and "body.search_space.granularity" in _locs(lora)
+    large = create_study(http, search_space={"num_layers": 256, "hidden_size": 384},
+                         backbone_dims=dims(256))
     wait_for_ready(http, large["id"], 4)  # sobol at the layer bound: proposals at once
 
 

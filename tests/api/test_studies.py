@@ -3,7 +3,14 @@
 import httpx
 import pytest
 
-from tests.api.conftest import CLIENT, WORKER, create_study, study_spec, wait_for_ready
+from tests.api.conftest import (
+    CLIENT,
+    WORKER,
+    create_study,
+    lease_result,
+    study_spec,
+    wait_for_ready,
+)
 
 
 def _field_errors(response: httpx.Response) -> list[str]:
@@ -18,7 +25,16 @@ def _field_errors(response: httpx.Response) -> list[str]:
     [
         ({"budget": {"total_trials": 0}}, "body.budget.total_trials"),
         ({"budget": {"total_trials": 5, "initial_trials": 6}}, "budget.initial_trials"),
-        ({"search_space": {"num_layers": 6}}, "body.search_space.serial_adapter_sizes"),
+        ({"search_space": {"serial_adapter_sizes": [3, 1]}},
+         "body.search_space.serial_adapter_sizes"),
+        ({"search_space": {"kind": "unified", "ffn_sizes": [0, 4]}},
+         "body.search_space.ffn_sizes"),
+        ({"search_space": {"kind": "lora", "granularity": "rows"}},
+         "body.search_space.granularity"),
+        ({"search_space": {"kind": "nope"}}, "body.search_space"),
+        ({"search_space": {"num_layers": 4}}, "body.search_space.num_layers"),
+        ({"backbone_dims": None}, "body.backbone_dims"),
+        ({"backbone_dims": {"num_layers": 6}}, "body.backbone_dims.hidden_size"),
         ({"search_space": {"num_layers": 6, "hidden_size": -3}}, "hidden_size"),
         ({"training": {"learning_rate": 5}}, "body.training.learning_rate"),
         ({"optimizer": {"name": "nope"}}, "optimizer.name"),
@@ -101,16 +117,11 @@ def test_cancel_stops_study_and_tells_workers_to_stop(http: httpx.Client) -> Non
                      headers=WORKER).json()
     assert beat["stop"] is True and beat["reason"] == "cancelled"
     late = http.post(f"/v1/trials/{lease['trial_id']}/result",
-                     json={"token": lease["token"], "result": _result()}, headers=WORKER)
+                     json={"token": lease["token"], "result": _result(lease)}, headers=WORKER)
     assert late.status_code == 409
     nothing = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 0}, headers=WORKER)
     assert nothing.status_code == 204
 
 
-def _result(score: float = 0.8, share: float = 1.0) -> dict:
-    return {"metric": "accuracy", "objective": score, "held_out": {"accuracy": score},
-            "dev": {"accuracy": score}, "dev_score": score, "trainable_parameters": 10,
-            "trainable_percent": share, "deployed_parameters": 10, "head_parameters": 2,
-            "train_seconds": 1.0, "eval_seconds": 1.0, "load_seconds": 0.0, "steps": 1,
-            "train_examples": 1, "examples_per_second": 1.0, "final_loss": 0.1,
-            "peak_memory_mb": 1.0, "device": "cpu", "seed": 0, "config_description": "x"}
+def _result(lease: dict, score: float = 0.8) -> dict:
+    return lease_result(lease, score)

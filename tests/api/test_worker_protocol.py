@@ -6,6 +6,9 @@ import httpx
 
 from autopeft_service.domain.peft_config import PeftConfig
 from tests.api.conftest import CLIENT, WORKER, create_study
+from autopeft_service.domain.backbone import MINILM_DIMS
+from autopeft_service.domain.param_count import count_parameters
+from autopeft_service.domain.peft_config import PeftConfig
 from tests.api.test_studies import _result
 
 
@@ -103,10 +106,10 @@ def test_expired_lease_is_requeued_and_stale_report_is_409(make_server) -> None:
         assert second["trial_id"] == first["trial_id"] and second["attempt"] == 2
         assert second["token"] != first["token"]
         stale = http.post(f"/v1/trials/{first['trial_id']}/result",
-                          json={"token": first["token"], "result": _result()}, headers=WORKER)
+                          json={"token": first["token"], "result": _result(first)}, headers=WORKER)
         assert stale.status_code == 409
         done = http.post(f"/v1/trials/{second['trial_id']}/result",
-                         json={"token": second["token"], "result": _result(0.7)},
+                         json={"token": second["token"], "result": _result(second, 0.7)},
                          headers=WORKER)
         assert done.status_code == 200 and done.json()["duplicate"] is False
         got = _wait_for_state(http, study["id"], "completed")
@@ -122,7 +125,7 @@ def test_expired_lease_not_yet_released_still_accepts_its_result(make_server) ->
         time.sleep(0.8)  # expired and swept back to ready, nobody leased it again
         assert _trial(http, study["id"], lease["trial_id"])["state"] == "ready"
         late = http.post(f"/v1/trials/{lease['trial_id']}/result",
-                         json={"token": lease["token"], "result": _result()}, headers=WORKER)
+                         json={"token": lease["token"], "result": _result(lease)}, headers=WORKER)
         assert late.status_code == 200
         assert _trial(http, study["id"], lease["trial_id"])["state"] == "completed"
 
@@ -130,13 +133,15 @@ def test_expired_lease_not_yet_released_still_accepts_its_result(make_server) ->
 def test_duplicate_report_is_a_no_op(http: httpx.Client) -> None:
     study = create_study(http)
     lease = _lease(http)
-    body = {"token": lease["token"], "result": _result(0.81, 2.0)}
+    body = {"token": lease["token"], "result": _result(lease, 0.81)}
     first = http.post(f"/v1/trials/{lease['trial_id']}/result", json=body, headers=WORKER)
     again = http.post(f"/v1/trials/{lease['trial_id']}/result",
-                      json={"token": lease["token"], "result": _result(0.1, 9.0)}, headers=WORKER)
+                      json={"token": lease["token"], "result": _result(lease, 0.1)}, headers=WORKER)
     assert first.json()["duplicate"] is False and again.json()["duplicate"] is True
     trial = _trial(http, study["id"], lease["trial_id"])
-    assert (trial["objective"], trial["param_share"]) == (0.81, 2.0)
+    # The share is the server's, computed at proposal (deployed count on backbone_dims).
+    expected = count_parameters(PeftConfig.model_validate(lease["config"]), MINILM_DIMS)
+    assert (trial["objective"], trial["param_share"]) == (0.81, expected.deployed_percent)
     counts = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["counts"]
     assert counts["completed"] == 1
 
