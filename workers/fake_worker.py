@@ -48,7 +48,8 @@ def fake_result(lease: LeaseOut, dims: BackboneDims, seconds: float) -> TrialRes
         metric="accuracy", objective=score, held_out={"accuracy": score},
         dev={"accuracy": score - 0.01}, dev_score=score - 0.01,
         trainable_parameters=counts.trainable, trainable_percent=counts.trainable_percent,
-        deployed_parameters=counts.deployed, head_parameters=dims.hidden_size * 2 + 2,
+        deployed_parameters=counts.deployed, deployed_percent=counts.deployed_percent,
+        head_parameters=dims.hidden_size * 2 + 2,
         train_seconds=seconds, eval_seconds=0.0, load_seconds=0.0, steps=1, train_examples=1,
         examples_per_second=1.0, final_loss=0.0, peak_memory_mb=0.0, device="fake",
         seed=lease.seed, config_description=lease.config.describe())

@@ -229,6 +229,7 @@ class TrialRunner:
             held_out=held_out, dev=dev,
             dev_score=dev[metric], trainable_parameters=counts.trainable,
             trainable_percent=counts.trainable_percent, deployed_parameters=counts.deployed,
+            deployed_percent=counts.deployed_percent,
             head_parameters=head_parameters, train_seconds=train_seconds,
             eval_seconds=eval_seconds, load_seconds=load_seconds, steps=steps,
             train_examples=len(data.fit),

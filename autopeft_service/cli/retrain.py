@@ -201,6 +201,8 @@ def _report(outcomes: list[RetrainOutcome], context: dict[str, Any]) -> dict[str
             "settings": case.settings.model_dump(mode="json"),
             "trainable_parameters": first.trainable_parameters,
             "trainable_percent": first.trainable_percent,
+            "deployed_parameters": first.deployed_parameters,
+            "deployed_percent": first.deployed_percent,
             "dev_scores": outcome.dev_scores, "dev_mean": outcome.dev_mean,
             "dev_std": outcome.dev_std, "train_seconds_mean": outcome.train_seconds_mean,
             "runs": [r.model_dump(mode="json", exclude={"objective", "held_out"})
@@ -221,7 +223,7 @@ def _table(report: dict[str, Any], title: str):  # type: ignore[no-untyped-def]
         f"{len(seeds)} seed(s) ({', '.join(map(str, seeds))}); trained on the whole train split "
         f"({'/'.join(map(str, train_examples))} examples), scored on dev; std over seeds (ddof=1)"))
     table.add_column("configuration", overflow="fold")
-    table.add_column("params %", justify="right")
+    table.add_column("deployed %", justify="right")
     table.add_column(f"dev {report['metric']} mean ± std", justify="right")
     table.add_column("per seed", overflow="fold")
     table.add_column("train s (mean)", justify="right")
@@ -232,7 +234,7 @@ def _table(report: dict[str, Any], title: str):  # type: ignore[no-untyped-def]
         name = row["name"]
         if row["source"].get("kind") == "trial":
             name += f": {row['config_description']}"
-        table.add_row(Text(name), f"{row['trainable_percent']:.3f}", score,
+        table.add_row(Text(name), f"{row['deployed_percent']:.3f}", score,
                       " ".join(f"{s:.4f}" for s in row["dev_scores"]),
                       f"{row['train_seconds_mean']:.2f}")
     return table

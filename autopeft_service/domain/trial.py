@@ -69,6 +69,9 @@ class TrialResult(BaseModel):
     trainable_parameters: int = Field(ge=0, le=10**15)
     trainable_percent: float = Field(ge=0, le=1e6)
     deployed_parameters: int = Field(ge=0, le=10**15)
+    deployed_percent: float | None = Field(
+        None, ge=0, le=1e6, description="Deployed parameters in percent of the backbone (the "
+        "default share objective); absent from results of older workers.")
     head_parameters: int = Field(ge=0, le=10**15)
     train_seconds: float = Field(ge=0, le=1e9)
     eval_seconds: float = Field(ge=0, le=1e9)

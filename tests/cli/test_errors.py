@@ -120,7 +120,9 @@ def test_status_shows_why_a_study_failed(server: ServerThread) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = http.post("/v1/studies", headers=client, json={
             "name": "doomed", "backbone": "/nowhere", "task": "synthetic",
-            "search_space": {"num_layers": 2, "hidden_size": 32},
+            "backbone_dims": {"num_layers": 2, "hidden_size": 32, "num_heads": 2,
+                              "ffn_size": 64, "total_parameters": 100_000},
+            "search_space": {"kind": "autopeft"},
             "budget": {"total_trials": 6, "initial_trials": 2, "max_parallel": 2,
                        "max_attempts": 1, "stop_after_failures": 2},
             "optimizer": {"name": "sobol"}}).json()

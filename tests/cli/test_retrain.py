@@ -45,8 +45,9 @@ def tiny_dims(tiny_bert_path: Path) -> BackboneDims:
 
 
 def tiny_spec(tiny_bert_path: Path, name: str, trials: int) -> dict[str, Any]:
-    return small_spec(name=name, backbone=str(tiny_bert_path),
-                      search_space={"num_layers": 2, "hidden_size": 32},
+    # No backbone_dims: the client reads them from the tiny model's config.json.
+    return small_spec(name=name, backbone=str(tiny_bert_path), backbone_dims=None,
+                      search_space={"kind": "autopeft"},
                       budget={"total_trials": trials, "initial_trials": trials,
                               "max_parallel": trials},
                       training=TRAINING)
@@ -104,7 +105,8 @@ def test_pareto_trials_are_retrained_with_k_seeds_on_the_full_split(
     for row, trial in zip(rows, pareto, strict=True):
         assert row["name"] == f"trial #{trial['number']}"
         assert row["config_description"] == trial["config_description"]
-        assert row["trainable_percent"] == pytest.approx(trial["param_share"], rel=1e-12)
+        # The study's share objective: deployed parameters (its default param_share).
+        assert row["deployed_percent"] == pytest.approx(trial["param_share"], rel=1e-12)
         runs = row["runs"]
         assert [r["seed"] for r in runs] == [0, 1, 2]
         assert len({r["final_loss"] for r in runs}) == 3  # three different seeds
@@ -168,6 +170,7 @@ def test_every_baseline_alone_without_a_server(tiny_bert_path: Path, tiny_dims: 
         expected = count_parameters(BASELINES[name].config(2), tiny_dims)
         assert row["trainable_parameters"] == expected.trainable
         assert row["trainable_percent"] == pytest.approx(expected.trainable_percent)
+        assert row["deployed_percent"] == pytest.approx(expected.deployed_percent)
         assert row["config_description"] == BASELINES[name].config(2).describe()
         assert row["settings"]["learning_rate"] == (1e-4 if name == "full-ft" else 1e-3)
         assert [r["train_examples"] for r in row["runs"]] == [FULL_TRAIN_SPLIT]
@@ -175,7 +178,7 @@ def test_every_baseline_alone_without_a_server(tiny_bert_path: Path, tiny_dims: 
             "kind": "baseline", "baseline": name, "summary": BASELINES[name].summary}
         # the table: one row per baseline with its share and its score
         line = next(li for li in done.stdout.splitlines() if f"│ {name} " in li)
-        assert f"{row['trainable_percent']:.3f}" in line and f"{row['dev_mean']:.4f}" in line
+        assert f"{row['deployed_percent']:.3f}" in line and f"{row['dev_mean']:.4f}" in line
     assert rows["head-only"]["trainable_percent"] == 0.0
     assert rows["full-ft"]["trainable_percent"] == pytest.approx(100.0)
     assert "dev accuracy mean ± std" in done.stdout

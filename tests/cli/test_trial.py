@@ -51,7 +51,7 @@ def test_bad_arguments_give_one_clear_line(tiny_bert_path: Path, config_file: Pa
     if args[0] == "--config" and args[1] == "{bad}":
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps({"num_layers": 2, "lora": {"ranks": [1]}}))
-        args, message = ["--config", str(bad)], "lora.ranks: has 1 entries"
+        args, message = ["--config", str(bad)], "lora.0.ranks: has 1 entries"
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value
     done = autopeft("trial", *[x for pair in base.items() for x in pair])

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from autopeft_service.client import backbone_dims_of
 from autopeft_service.local import LocalWorkers
 from autopeft_service.testing.server import CLIENT_TOKEN, ServerProcess
 
@@ -20,8 +21,10 @@ CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 
 def spec(model: Path, trials: int, train_examples: int = 200, epochs: float = 0.5,
          max_parallel: int = 2) -> dict[str, Any]:
+    dims = backbone_dims_of(model)  # what `autopeft submit` fills in from config.json
+    assert dims is not None
     return {"name": "e2e", "backbone": str(model), "task": "synthetic",
-            "search_space": {"num_layers": 2, "hidden_size": 32},
+            "backbone_dims": dims.model_dump(), "search_space": {"kind": "autopeft"},
             "budget": {"total_trials": trials, "initial_trials": trials,
                        "max_parallel": max_parallel, "max_attempts": 3},
             "training": {"epochs": epochs, "max_train_examples": train_examples,
