@@ -12,10 +12,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from autopeft_service.domain.errors import AutopeftError
-from autopeft_service.domain.spaces import ParamValue, point_key
+from autopeft_service.domain.errors import AutopeftError, ConfigError
+from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
 
 __all__ = ["History", "Observation", "Optimizer", "OptimizerError", "Point", "Suggestion",
+           "seen_configs",
            "point_key"]
 
 Point = Mapping[str, ParamValue]
@@ -62,6 +63,10 @@ class History:
     pending: Sequence[Point] = ()
     failed: Sequence[Point] = ()
 
+    def points(self) -> list[Point]:
+        """Every point already proposed (completed, pending, failed)."""
+        return [o.params for o in self.completed] + list(self.pending) + list(self.failed)
+
     def seen(self) -> set[tuple[tuple[str, ParamValue], ...]]:
         """Every point already proposed, as hashable keys."""
         points = [o.params for o in self.completed] + list(self.pending) + list(self.failed)
@@ -80,3 +85,18 @@ class Optimizer(Protocol):
             OptimizerError: nothing new can be proposed.
         """
         ...
+
+
+def seen_configs(space: SearchSpaceBase, history: History) -> set[str] | None:
+    """The configurations (``space.config_key``) the study already has, for a space whose
+    distinct points can train the same configuration; None for an injective space, where
+    the points' keys say it all. Points of the history that no longer decode are ignored."""
+    if space.injective:
+        return None
+    keys: set[str] = set()
+    for point in history.points():
+        try:
+            keys.add(space.config_key(point))
+        except ConfigError:
+            continue
+    return keys

@@ -13,7 +13,13 @@ from __future__ import annotations
 from scipy.stats import qmc
 
 from autopeft_service.domain.spaces import SearchSpaceBase
-from autopeft_service.optimizers.base import History, OptimizerError, Suggestion, point_key
+from autopeft_service.optimizers.base import (
+    History,
+    OptimizerError,
+    Suggestion,
+    point_key,
+    seen_configs,
+)
 
 #: Sobol points drawn per batch while looking for new valid points.
 _BATCH = 64
@@ -50,14 +56,21 @@ class SobolOptimizer:
             OptimizerError: fewer than ``n`` new points within ``max_draws`` draws.
         """
         seen = history.seen()
+        configs = seen_configs(self.space, history)  # None: points are configurations
         out: list[Suggestion] = []
         for point in self.points():
             if len(out) == n:
                 break
             key = point_key(point)
-            if key not in seen:
-                seen.add(key)
-                out.append(Suggestion(params=point, generator=self.name))
+            if key in seen:
+                continue
+            seen.add(key)
+            if configs is not None:
+                config = self.space.config_key(point)
+                if config in configs:
+                    continue
+                configs.add(config)
+            out.append(Suggestion(params=point, generator=self.name))
         if len(out) < n:
             raise OptimizerError(f"sobol: only {len(out)} new points of {n} found in "
                                  f"{self.max_draws} draws (space nearly exhausted)")

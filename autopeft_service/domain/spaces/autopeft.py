@@ -119,9 +119,10 @@ class AutoPeftSpace(SearchSpaceBase):
     def rule_error(self, clean: Mapping[str, ParamValue]) -> str | None:
         """A layer on and a module on."""
         if not any(clean[layer_parameter(i)] for i in range(self.num_layers)):
-            return "no layer is on: at least one layer_<i> must be 1"
+            return "layer_0: no layer is on: at least one layer_<i> must be 1"
         if not (clean[SERIAL_ADAPTER_SIZE] or clean[PARALLEL_ADAPTER_SIZE] or clean[PREFIX_LENGTH]):
-            return "no module is on: a size or the prefix length must be > 0"
+            return ("serial_adapter_size: no module is on: a size or the prefix length must "
+                    "be > 0")
         return None
 
     def _decode(self, clean: Mapping[str, ParamValue]) -> PeftConfig:

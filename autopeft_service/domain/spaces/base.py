@@ -16,6 +16,11 @@ size choices, ...) that names discrete parameters and maps points to configurati
   step, switch a categorical to any other value), generic over the parameter kinds; local
   search in the optimisers uses it.
 * ``size()``: how many valid points there are (a study's budget may not exceed it).
+* ``injective``: whether distinct valid points always decode to distinct configurations.
+  Chen et al.'s design space is not (an untuned group beside a tuned one, two groupings
+  that give the same layer ranges, a strategy whose size rounds to 0: several designs can
+  be one configuration); its ``encode`` returns one representative, and the optimisers
+  skip a point whose configuration the study already has (``config_key``).
 
 Pure Python (pydantic only): the server validates and decodes without torch.
 """
@@ -107,6 +112,8 @@ class SearchSpaceBase(BaseModel):
     #: The field that sets how many parameters the space has (named when a space is too
     #: large for an optimiser).
     dimension_field: ClassVar[str] = "num_layers"
+    #: Distinct valid points decode to distinct configurations (module docstring).
+    injective: ClassVar[bool] = True
     _parameters: list[SearchParameter] | None = PrivateAttr(None)
 
     # -- what a family implements
@@ -211,6 +218,15 @@ class SearchSpaceBase(BaseModel):
         if error is not None:
             raise ConfigError(error)
         return self._decode(self.validate_point(point))
+
+    def config_key(self, point: Mapping[str, object]) -> str:
+        """The decoded configuration as canonical JSON: equal for points that train the same
+        thing (the points themselves differ only in a non-injective family).
+
+        Raises:
+            ConfigError: the point is not valid.
+        """
+        return self.decode(point).model_dump_json()
 
     def neighbours(self, point: Mapping[str, ParamValue]) -> list[dict[str, ParamValue]]:
         """Valid points one step from ``point`` (canonicalised, distinct, ``point`` excluded).

@@ -130,6 +130,7 @@ class DesignSpace(SearchSpaceBase):
 
     kind: Literal["design_space"] = "design_space"
     dimension_field: ClassVar[str] = "max_groups"
+    injective: ClassVar[bool] = False
     backbone: BackboneDims
     max_groups: int = Field(4, ge=1, le=8, description="Largest G searched.")
     budgets: tuple[float, ...] = Field(DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
@@ -189,15 +190,21 @@ class DesignSpace(SearchSpaceBase):
             if not any(point[group_parameter(g, s)] for s in STRATEGIES):
                 return (f"group_{g}_tuned: a tuned group needs a strategy (one of "
                         f"{', '.join(group_parameter(g, s) for s in STRATEGIES)})")
-        if not self._build(point).has_modules:
-            return (f"budget: {point['budget']} % is too small for any module of this design "
-                    "(every size rounds to 0)")
+        _, short = self._allocate(point)
+        if short is not None:
+            return short
         return None
 
     def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
         return self._build(point)
 
     def _build(self, point: Mapping[str, ParamValue]) -> PeftConfig:
+        return self._allocate(point)[0]
+
+    def _allocate(self, point: Mapping[str, ParamValue]) -> tuple[PeftConfig, str | None]:
+        """The configuration of a point, and why it is invalid when the budget leaves a
+        chosen strategy with nothing in some tuned layer (then the design would silently
+        differ from what it names)."""
         dims = self.backbone
         d, f, n = dims.hidden_size, dims.ffn_size, dims.num_layers
         groups = int(point["groups"])
@@ -217,11 +224,15 @@ class DesignSpace(SearchSpaceBase):
         budget = math.floor(float(point["budget"]) * dims.total_parameters / 100)
         adapter, prefix, lora = [0] * n, [0] * n, [0] * n
         bitfit = [False] * n
+        short: str | None = None
         for i in tuned:
             allotment = budget * weights[i] // total
-            if "bitfit" in strategies[i] and allotment >= 7 * d + f:
-                bitfit[i] = True
-                allotment -= 7 * d + f
+            if "bitfit" in strategies[i]:
+                if allotment >= 7 * d + f:
+                    bitfit[i] = True
+                    allotment -= 7 * d + f
+                else:
+                    short = short or f"bitfit in layer {i}"
             sized = [s for s in strategies[i] if s != "bitfit"]
             if not sized:
                 continue
@@ -232,7 +243,13 @@ class DesignSpace(SearchSpaceBase):
                 prefix[i] = part // (2 * d)
             if "lora" in sized:
                 lora[i] = part // (2 * 2 * d)
-        return PeftConfig(
+            for name, sizes in (("adapter", adapter), ("prefix", prefix), ("lora", lora)):
+                if name in sized and not sizes[i]:
+                    short = short or f"{name} in layer {i}"
+        problem = None if short is None else (
+            f"budget: {point['budget']} % is too small for this design ({short} would get "
+            "nothing)")
+        config = PeftConfig(
             num_layers=n,
             serial_adapters=(SerialAdapterConfig(sizes=tuple(adapter), position=Position.FFN),)
             if any(adapter) else (),
@@ -240,15 +257,19 @@ class DesignSpace(SearchSpaceBase):
             lora=(LoraConfig(ranks=tuple(lora), targets=_LORA_TARGETS,
                              alpha_per_rank=LORA_ALPHA_PER_RANK),) if any(lora) else (),
             bitfit=BitFitConfig(layers=tuple(bitfit)) if any(bitfit) else None)
+        return config, problem
 
     def budget_parameters(self, point: Mapping[str, ParamValue]) -> int:
         """The budget B of a point in deployed parameters (its decoded count is at most B)."""
         return math.floor(float(point["budget"]) * self.backbone.total_parameters / 100)
 
     def encode(self, config: PeftConfig) -> dict[str, ParamValue]:
-        """The point whose ``decode`` is ``config``, found by trying every grouping, budget
-        and allocation with the per-group strategies read from ``config`` (a design's
-        sizes are a function of those choices, so there is no closed-form inverse).
+        """A point whose ``decode`` is ``config``: the first found trying every grouping
+        (fewest groups first, patterns in ``PATTERNS`` order), budget and allocation with
+        the per-group strategies read from ``config`` (a design's sizes are a function of
+        those choices, so there is no closed-form inverse). Several points can decode to
+        one configuration (the family is not injective); this is their representative, so
+        ``encode(decode(encode(c))) == encode(c)``.
 
         Raises:
             ConfigError: no point of the space decodes to ``config``.

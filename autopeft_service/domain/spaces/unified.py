@@ -150,7 +150,7 @@ class UnifiedSpace(SearchSpaceBase):
     def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
         """A layer on and a function at either position."""
         if not any(point[layer_parameter(i)] for i in range(self.num_layers)):
-            return "no layer is on: at least one layer_<i> must be 1"
+            return "layer_0: no layer is on: at least one layer_<i> must be 1"
         if all(point[parameter(p, "function")] == NONE for p in Position):
             return ("attention_function: none at both positions: one of attention_function "
                     "and ffn_function must name a method")

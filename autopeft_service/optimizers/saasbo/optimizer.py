@@ -64,6 +64,7 @@ from autopeft_service.optimizers.base import (
     OptimizerError,
     Point,
     Suggestion,
+    seen_configs,
 )
 from autopeft_service.optimizers.fused_kernel import use_prebuilt
 from autopeft_service.optimizers.saasbo import botorch_private
@@ -279,6 +280,7 @@ class SaasboOptimizer:
             [o.params for o in history.completed] + list(history.pending)
             + list(history.failed))))
         anchors = self._anchors(history)
+        configs = seen_configs(self.space, history)
         pending = acquisition.X_pending
         chosen: list[Tensor] = []
         previous_best = torch.empty(0, encoding.dimension, dtype=torch.long)
@@ -293,6 +295,12 @@ class SaasboOptimizer:
                               previous_best])
             best, ranked = self._local_search(self._scorer(acquisition, info), pool,
                                               excluded, info)
+            if best is not None and configs is not None:
+                # A non-injective space: the best point whose configuration is new.
+                best = next((row for row in ranked if self.space.config_key(
+                    self.encoding.to_point(row)) not in configs), None)
+                if best is not None:
+                    configs.add(self.space.config_key(self.encoding.to_point(best)))
             if best is None:
                 break
             chosen.append(best)

@@ -1,0 +1,45 @@
+"""Every family's random valid points build models whose trainable count is the analytic one.
+
+This is what makes the server's share exact: the worker builds ``space.decode(point)`` and
+must find the parameters the server counted (it checks, and so does the server).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from autopeft_service.domain import count_parameters
+from autopeft_service.domain.spaces import FAMILIES, SearchSpaceBase, space_for_backbone
+from tests.domain.spaces.strategies import valid_points
+from tests.workers.peft.conftest import make_encoder
+from workers.peft import apply_peft, trainable_parameter_count
+
+_, DIMS = make_encoder("bert")
+OVERRIDES: dict[str, dict[str, Any]] = {
+    # the tiny encoder has ~40k parameters: budgets large enough for its modules
+    "design_space": {"budgets": (5.0, 10.0, 20.0), "max_groups": 3},
+    "lora": {"granularity": "layer"},
+}
+SPACES: dict[str, SearchSpaceBase] = {
+    kind: space_for_backbone(kind, DIMS, **OVERRIDES.get(kind, {})) for kind in FAMILIES}
+
+
+@pytest.mark.parametrize("kind", sorted(SPACES))
+def test_built_trainable_count_equals_the_analytic_count(kind: str) -> None:
+    space = SPACES[kind]
+
+    @settings(max_examples=12, deadline=None,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(valid_points(space))
+    def check(point: dict[str, Any]) -> None:
+        model, dims = make_encoder("bert")
+        config = space.decode(point)
+        apply_peft(model, config, dims)
+        counts = count_parameters(config, dims)
+        assert trainable_parameter_count(model) == counts.trainable > 0
+        assert counts.deployed <= counts.trainable
+
+    check()
