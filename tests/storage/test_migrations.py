@@ -75,3 +75,74 @@ def test_a_database_at_0001_with_a_study_upgrades_and_keeps_working(database_url
         assert out.counts["ready"] == 2 and out.total_trials == 4
     finally:
         database.dispose()
+
+
+def test_a_study_stored_before_search_space_families_keeps_loading_and_proposing(
+        database_url: str) -> None:
+    """A database at revision 0002 (before families, backbone_dims and expected counts)
+    with a study stored in that release's form: upgraded to head, its spec loads (kind
+    autopeft, no backbone_dims), completed trials keep the worker's share, and saasbo
+    proposes from them with a share model (it has no dimensions to count with)."""
+    import json
+
+    from autopeft_service.domain.backbone import MINILM_DIMS
+    from autopeft_service.domain.param_count import count_parameters
+    from autopeft_service.domain.study import StudySpec
+    from autopeft_service.proposer import Proposer, load_history
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    command.upgrade(alembic_config(database_url), "0002")
+    space = {"kind": "autopeft", "num_layers": 6, "serial_adapter_sizes": [0, 8, 64],
+             "parallel_adapter_sizes": [0, 4], "prefix_lengths": [0, 16],
+             "parallel_adapter_scale": 4.0, "prefix_reparameterize": True,
+             "prefix_mlp_width": 800}
+    cheap = {"warmup_steps": 32, "num_samples": 16, "thinning": 8, "mc_samples": 32,
+             "candidates": 64, "restarts": 2}
+    spec = {"name": "old", "backbone": "b", "task": "synthetic", "data_dir": None,
+            "task_options": {}, "search_space": space, "objective_metric": None,
+            "reference_point": {"score": 0.0, "param_share": 10.0},
+            "budget": {"total_trials": 8, "initial_trials": 3, "max_parallel": 2,
+                       "max_attempts": 1, "stop_after_failures": 3},
+            "optimizer": {"name": "saasbo", "seed": 0, "settings": cheap}, "seed": 0,
+            "kind": "autopeft"}
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.begin() as connection:
+            marker = "%s" if "postgresql" in database_url else "?"
+            connection.exec_driver_sql(
+                "INSERT INTO studies (name, state, spec, created_at, updated_at, "
+                f"proposer_failures) VALUES ('old', 'running', {marker}, 1.0, 1.0, 0)",
+                (json.dumps(spec),))
+    finally:
+        engine.dispose()
+    upgrade_to_head(database_url)
+    database = Database(database_url, pool_size=2)
+    try:
+        loaded, history, _ = load_history(database, 1)
+        assert loaded.backbone_dims is None and loaded.space.kind == "autopeft"
+        proposer = Proposer(database)
+        shares = []
+        for _ in range(2):  # the Sobol start, completed by a worker reporting its share
+            proposer.step()
+            with database.session() as session:
+                while (lease := repo.lease_trial(session, "w", 60)) is not None:
+                    config = StudySpec.model_validate(spec).space.decode(lease.params)
+                    counts = count_parameters(config, MINILM_DIMS)
+                    shares.append(counts.trainable_percent)
+                    repo.complete_trial(session, lease.trial_id, lease.token, {
+                        "objective": 0.6 + 0.01 * len(shares), "dev_score": 0.6,
+                        "trainable_parameters": counts.trainable,
+                        "deployed_parameters": counts.deployed,
+                        "trainable_percent": counts.trainable_percent})
+        _, history, counts = load_history(database, 1)
+        assert counts["completed"] == 4
+        assert sorted(o.param_share for o in history.completed) == sorted(shares)
+        assert proposer.step() == 2  # saasbo, from the completed trials
+        with database.session() as session:
+            rows = repo.trials_in_states(session, 1, ["ready"])
+            assert {row.generator for row in rows} == {"saasbo"}
+            assert all(row.param_share is None and row.expected_trainable is None
+                       for row in rows)
+    finally:
+        database.dispose()

@@ -201,3 +201,48 @@ def test_postgresql_server_and_three_workers(server_factory, workers, tiny_bert_
     done = trials(server, study)
     assert len(done) == 6 and all(t["state"] == "completed" for t in done)
     assert len({t["worker"] for t in done}) >= 2
+
+
+def test_real_workers_train_a_study_of_every_family(server_factory, workers, tiny_bert_path,
+                                                    sqlite_url) -> None:
+    """One study per search-space family on the tiny BERT, trained for real by two worker
+    processes: every trial completes, so every configuration built has exactly the counts
+    the server planned (the server refuses a result whose counts differ)."""
+    from autopeft_service.domain.spaces import FAMILIES
+
+    server = server_factory(sqlite_url)
+    overrides = {"design_space": {"budgets": [5.0, 10.0], "max_groups": 2}}
+    studies = {}
+    for kind in sorted(FAMILIES):
+        body = spec(tiny_bert_path, trials=2, train_examples=64, epochs=0.5)
+        body["name"] = f"e2e {kind}"
+        body["search_space"] = {"kind": kind, **overrides.get(kind, {})}
+        studies[kind] = submit(server, body)
+    group = workers(server)
+    for name in ("w1", "w2"):
+        group.start(name, "--exit-when-idle", "3")
+    for kind, study in studies.items():
+        wait_until(lambda s=study: get(server, f"/studies/{s}")["state"] != "running", 240,
+                   f"the {kind} study did not end")
+        done = trials(server, study)
+        assert [t["state"] for t in done] == ["completed"] * 2, (kind, done)
+        for trial in done:
+            result = trial["result"]
+            assert result["deployed_percent"] == trial["param_share"] > 0
+            assert result["trainable_parameters"] > 0
+
+
+def test_a_worker_with_another_backbone_fails_the_trial_saying_so(
+        server_factory, workers, tiny_bert_path, sqlite_url) -> None:
+    server = server_factory(sqlite_url)
+    body = spec(tiny_bert_path, trials=1, train_examples=64, epochs=0.5)
+    body["backbone_dims"] = {**body["backbone_dims"], "ffn_size": body["backbone_dims"]["ffn_size"] * 2}
+    body["budget"].update({"max_attempts": 1, "stop_after_failures": 1})
+    study = submit(server, body)
+    group = workers(server)
+    group.start("w1", "--exit-when-idle", "2")
+    wait_until(lambda: get(server, f"/studies/{study}")["state"] != "running", 120,
+               "the study did not end")
+    (trial,) = trials(server, study)
+    assert trial["state"] == "failed"
+    assert "backbone_dims" in trial["failure_reason"] and "ffn_size" in trial["failure_reason"]
