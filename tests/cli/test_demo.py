@@ -1,0 +1,44 @@
+"""``autopeft demo``: its study on every search-space family, and a whole run on one."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from autopeft_service.cli.demo import demo_spec
+from autopeft_service.client import backbone_dims_of
+from autopeft_service.domain.spaces import FAMILIES
+from autopeft_service.domain.study import StudySpec, check_new_study
+from tests.cli.test_studies import autopeft
+
+
+def _args(space: str, **overrides: object) -> argparse.Namespace:
+    values: dict[str, object] = {
+        "space": space, "task": "synthetic", "data_dir": None, "text_columns": None,
+        "label_column": None, "task_type": None, "trials": 4, "initial_trials": 2,
+        "workers": 1, "optimizer": "sobol", "epochs": 0.25, "learning_rate": 3e-3,
+        "max_train_examples": 64, "max_length": 24, "seed": 0}
+    values.update(overrides)
+    return argparse.Namespace(**values)
+
+
+@pytest.mark.parametrize("space", sorted(FAMILIES))
+def test_the_demo_study_is_the_family_default_on_the_model(tiny_bert_path: Path,
+                                                           space: str) -> None:
+    spec = StudySpec.model_validate(demo_spec(_args(space), str(tiny_bert_path)))
+    check_new_study(spec)
+    assert spec.space.kind == space
+    assert spec.backbone_dims == backbone_dims_of(tiny_bert_path)
+
+
+def test_demo_runs_a_search_on_another_family(tiny_bert_path: Path, tmp_path: Path) -> None:
+    done = autopeft("demo", "--space", "lora", "--model", str(tiny_bert_path), "--trials", "3",
+                    "--initial-trials", "3", "--workers", "1", "--optimizer", "sobol",
+                    "--epochs", "0.25", "--max-train-examples", "64", "--max-length", "24",
+                    "--workdir", str(tmp_path), env={"AUTOPEFT_CACHE_DIR": str(tmp_path / "c")},
+                    timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "3 trials completed" in done.stdout
+    assert "lora[" in done.stdout  # the Pareto table names LoRA configurations
