@@ -238,32 +238,27 @@ class PeftConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_layers(self) -> Self:
-        per_layer: list[tuple[str, tuple[object, ...]]] = []
+        from autopeft_service.domain.methods import METHODS
+
         for kind, adapters in (("serial_adapters", self.serial_adapters),
                                ("parallel_adapters", self.parallel_adapters)):
             positions = [a.position for a in adapters]
             if len(set(positions)) != len(positions):
                 raise FieldError(kind, "at most one adapter per position, got "
                                        f"{[p.value for p in positions]}")
-            per_layer += [(f"{kind}.{i}.sizes", a.sizes) for i, a in enumerate(adapters)]
-        if self.prefix is not None:
-            per_layer.append(("prefix.lengths", self.prefix.lengths))
         seen_targets: set[LoraTarget] = set()
         for i, lora in enumerate(self.lora):
-            per_layer.append((f"lora.{i}.ranks", lora.ranks))
             repeated = seen_targets & set(lora.targets)
             if repeated:
                 raise FieldError(f"lora.{i}.targets", "a projection takes one LoRA, "
                                  f"{sorted(t.value for t in repeated)} repeat")
             seen_targets |= set(lora.targets)
-        if self.bitfit is not None:
-            per_layer.append(("bitfit.layers", self.bitfit.layers))
-        if self.ia3 is not None:
-            per_layer.append(("ia3.layers", self.ia3.layers))
-        for name, values in per_layer:
-            if len(values) != self.num_layers:
-                raise FieldError(name, f"has {len(values)} entries, expected one per layer "
-                                       f"(num_layers={self.num_layers})")
+        for method in METHODS:
+            for path, values in method.per_layer(getattr(self, method.field)):
+                if len(values) != self.num_layers:
+                    raise FieldError(f"{method.field}.{path}",
+                                     f"has {len(values)} entries, expected one per layer "
+                                     f"(num_layers={self.num_layers})")
         if self.full_finetuning and self.has_modules:
             raise FieldError("full_finetuning",
                              "excludes PEFT methods: give one or the other")
@@ -272,14 +267,9 @@ class PeftConfig(_Frozen):
     @property
     def has_modules(self) -> bool:
         """True when at least one method is present in at least one layer."""
-        return bool(
-            any(any(a.sizes) for a in self.serial_adapters)
-            or any(any(a.sizes) for a in self.parallel_adapters)
-            or (self.prefix is not None and any(self.prefix.lengths))
-            or any(any(lora.ranks) for lora in self.lora)
-            or (self.bitfit is not None and any(self.bitfit.layers))
-            or (self.ia3 is not None and any(self.ia3.layers))
-        )
+        from autopeft_service.domain.methods import METHODS
+
+        return any(method.present(getattr(self, method.field)) for method in METHODS)
 
     @property
     def is_head_only(self) -> bool:
@@ -288,32 +278,12 @@ class PeftConfig(_Frozen):
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``serial@ffn[64x6] + lora[8x6:query,value]``."""
+        from autopeft_service.domain.methods import METHODS
+
         if self.full_finetuning:
             return "full fine-tuning"
-        parts = []
-
-        def sizes(values: tuple[int, ...]) -> str:
-            used = [v for v in values if v]
-            distinct = sorted(set(used))
-            core = f"{distinct[0]}" if len(distinct) == 1 else "/".join(map(str, distinct))
-            return f"{core}x{len(used)}"
-
-        for a in self.serial_adapters:
-            if any(a.sizes):
-                parts.append(f"serial@{a.position.value}[{sizes(a.sizes)}]")
-        for a in self.parallel_adapters:
-            if any(a.sizes):
-                parts.append(f"parallel@{a.position.value}[{sizes(a.sizes)}]")
-        if self.prefix is not None and any(self.prefix.lengths):
-            parts.append(f"prefix[{sizes(self.prefix.lengths)}]")
-        for lora in self.lora:
-            if any(lora.ranks):
-                targets = ",".join(t.value for t in lora.targets)
-                parts.append(f"lora[{sizes(lora.ranks)}:{targets}]")
-        if self.bitfit is not None and any(self.bitfit.layers):
-            parts.append(f"bitfit[{sum(self.bitfit.layers)} layers]")
-        if self.ia3 is not None and any(self.ia3.layers):
-            parts.append(f"ia3[{sum(self.ia3.layers)} layers]")
+        parts = [part for method in METHODS
+                 for part in method.describe(getattr(self, method.field))]
         return " + ".join(parts) if parts else "head only"
 
     def to_json(self) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import BitFitConfig
 from workers.peft.arch import ArchitectureMapping
+from workers.peft.registry import injector
 
 
 def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: BitFitConfig) -> None:
@@ -21,3 +23,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: BitFitConf
             for name, parameter in layer.named_parameters():
                 if name.endswith("bias"):
                     parameter.requires_grad_(True)
+
+
+@injector("bitfit", order=10)
+def build(backbone: nn.Module, mapping: ArchitectureMapping, config: BitFitConfig | None,
+          dims: BackboneDims) -> None:
+    """Build ``PeftConfig.bitfit`` (first: it only unfreezes existing biases)."""
+    if config is not None:
+        inject(backbone, mapping, config)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import IA3Config, IA3Target
 from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
+from workers.peft.registry import injector
 
 
 class IA3Scale(nn.Module):
@@ -45,3 +47,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: IA3Config,
             for target in config.targets:
                 path = target_path(mapping, target)
                 set_submodule(layer, path, IA3Scale(get_submodule(layer, path), widths[target]))
+
+
+@injector("ia3", order=30)
+def build(backbone: nn.Module, mapping: ArchitectureMapping, config: IA3Config | None,
+          dims: BackboneDims) -> None:
+    """Build ``PeftConfig.ia3``."""
+    if config is not None:
+        inject(backbone, mapping, config, dims.hidden_size, dims.ffn_size)

@@ -1,10 +1,5 @@
-"""Build a PeftConfig into a backbone: freeze it, then add each method in a fixed order.
-
-Order matters because methods wrap modules: BitFit only flips ``requires_grad`` on
-existing biases (before anything is wrapped); LoRA and (IA)^3 wrap linears; adapters wrap
-sublayer outputs; prefix tuning wraps the self-attention module last (it calls the
-possibly wrapped query/key/value linears).
-"""
+"""Build a PeftConfig into a backbone: freeze it, then run every method's injector in its
+registered order (``workers/peft/registry.py``)."""
 
 from __future__ import annotations
 
@@ -13,8 +8,8 @@ from torch import nn
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ModelError
 from autopeft_service.domain.peft_config import PeftConfig
-from workers.peft import bitfit, ia3, lora, parallel_adapter, prefix, serial_adapter
 from workers.peft.arch import mapping_for
+from workers.peft.registry import injectors
 
 
 def apply_peft(backbone: nn.Module, config: PeftConfig, dims: BackboneDims) -> nn.Module:
@@ -37,18 +32,8 @@ def apply_peft(backbone: nn.Module, config: PeftConfig, dims: BackboneDims) -> n
         raise ModelError(f"num_layers: config is for {config.num_layers} layers, the backbone "
                          f"has {len(layers)}")
     backbone.requires_grad_(config.full_finetuning)
-    if config.bitfit is not None:
-        bitfit.inject(backbone, mapping, config.bitfit)
-    for lora_config in config.lora:
-        lora.inject(backbone, mapping, lora_config)
-    if config.ia3 is not None:
-        ia3.inject(backbone, mapping, config.ia3, dims.hidden_size, dims.ffn_size)
-    for adapter in config.serial_adapters:
-        serial_adapter.inject(backbone, mapping, adapter, dims.hidden_size)
-    for adapter in config.parallel_adapters:
-        parallel_adapter.inject(backbone, mapping, adapter, dims.hidden_size)
-    if config.prefix is not None:
-        prefix.inject(backbone, mapping, config.prefix, dims.hidden_size)
+    for method in injectors():
+        method.build(backbone, mapping, getattr(config, method.field), dims)
     return backbone
 
 

@@ -12,8 +12,10 @@ import math
 import torch
 from torch import nn
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import LoraConfig, LoraTarget
 from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
+from workers.peft.registry import injector
 
 
 class LoraLinear(nn.Module):
@@ -57,3 +59,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: LoraConfig
             if not isinstance(base, nn.Linear):
                 raise TypeError(f"LoRA target {path} is {type(base).__name__}, not nn.Linear")
             set_submodule(layer, path, LoraLinear(base, rank, config.scaling(rank), config.dropout))
+
+
+@injector("lora", order=20)
+def build(backbone: nn.Module, mapping: ArchitectureMapping, config: tuple[LoraConfig, ...],
+          dims: BackboneDims) -> None:
+    """Build every LoRA module of ``PeftConfig.lora`` (each on its own projections)."""
+    for module in config:
+        inject(backbone, mapping, module)

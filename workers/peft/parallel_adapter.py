@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import ParallelAdapterConfig
 from workers.peft.arch import ArchitectureMapping
+from workers.peft.registry import injector
 from workers.peft.bottleneck import Bottleneck
 from workers.peft.serial_adapter import output_path
 from workers.peft.sublayer import adapted_output
@@ -44,3 +46,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: ParallelAd
             output.add_parallel(LearnedScale(adapter, config.scale), 1.0)
         else:
             output.add_parallel(adapter, config.scale)
+
+
+@injector("parallel_adapters", order=50)
+def build(backbone: nn.Module, mapping: ArchitectureMapping,
+          config: tuple[ParallelAdapterConfig, ...], dims: BackboneDims) -> None:
+    """Build every parallel adapter of ``PeftConfig.parallel_adapters``."""
+    for adapter in config:
+        inject(backbone, mapping, adapter, dims.hidden_size)

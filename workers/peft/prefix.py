@@ -23,8 +23,10 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import PrefixConfig
 from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
+from workers.peft.registry import injector
 
 
 class PrefixEncoder(nn.Module):
@@ -145,3 +147,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: PrefixConf
             set_submodule(layer, path,
                           PrefixSelfAttention(get_submodule(layer, path), encoder, index))
     return encoder
+
+
+@injector("prefix", order=60)
+def build(backbone: nn.Module, mapping: ArchitectureMapping, config: PrefixConfig | None,
+          dims: BackboneDims) -> None:
+    """Build ``PeftConfig.prefix`` (last: it wraps the possibly wrapped attention)."""
+    if config is not None:
+        inject(backbone, mapping, config, dims.hidden_size)

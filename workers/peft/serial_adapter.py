@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from torch import nn
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import Position, SerialAdapterConfig
 from workers.peft.arch import ArchitectureMapping
+from workers.peft.registry import injector
 from workers.peft.bottleneck import Bottleneck
 from workers.peft.sublayer import adapted_output
 
@@ -27,3 +29,11 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: SerialAdap
         if size:
             adapted_output(layer, output_path(mapping, config.position)).add_serial(
                 Bottleneck(hidden, size, config.activation))
+
+
+@injector("serial_adapters", order=40)
+def build(backbone: nn.Module, mapping: ArchitectureMapping,
+          config: tuple[SerialAdapterConfig, ...], dims: BackboneDims) -> None:
+    """Build every serial adapter of ``PeftConfig.serial_adapters``."""
+    for adapter in config:
+        inject(backbone, mapping, adapter, dims.hidden_size)
