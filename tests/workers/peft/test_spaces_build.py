@@ -1,4 +1,5 @@
-"""Every family's random valid points build models whose trainable count is the analytic one.
+"""Every family's random valid points build models whose trainable count is the analytic one,
+and whose stored count (the prefix MLP folded away) is the analytic deployed one.
 
 This is what makes the server's share exact: the worker builds ``space.decode(point)`` and
 must find the parameters the server counted (it checks, and so does the server).
@@ -16,6 +17,7 @@ from autopeft_service.domain.spaces import FAMILIES, SearchSpaceBase, space_for_
 from tests.domain.spaces.strategies import valid_points
 from tests.workers.peft.conftest import make_encoder
 from workers.peft import apply_peft, trainable_parameter_count
+from workers.peft.prefix import PrefixEncoder
 
 _, DIMS = make_encoder("bert")
 OVERRIDES: dict[str, dict[str, Any]] = {
@@ -40,6 +42,10 @@ def test_built_trainable_count_equals_the_analytic_count(kind: str) -> None:
         apply_peft(model, config, dims)
         counts = count_parameters(config, dims)
         assert trainable_parameter_count(model) == counts.trainable > 0
-        assert counts.deployed <= counts.trainable
+        # What is stored per task: the prefix MLP folded into its keys and values.
+        for module in list(model.modules()):
+            if isinstance(module, PrefixEncoder):
+                module.fold()
+        assert trainable_parameter_count(model) == counts.deployed <= counts.trainable
 
     check()
