@@ -32,6 +32,20 @@ The full comparison with stock Ax (about an hour or more on 2 cores):
 ``--quick``: 20 and 50 trials, 15 dimensions, one closed-loop seed of two batches.
 
 Prints a table and writes JSON to ``--output`` (default benchmarks/results/proposer_speed.json).
+
+3. Per space family (``--spaces``, instead of 1 and 2): on MiniLM-L6 dimensions, the
+   default space of each family named (``autopeft``, ``unified``, ``design_space``,
+   ``lora`` with one rank per layer), 100 completed trials (the family's first 104 Sobol
+   points, seed 1, with the noisy synthetic scores of ``synthetic_problem.FamilyProblem``
+   and their exact deployed share), then the seconds of ``suggest(4, ...)`` of
+   ``SaasboOptimizer`` (default settings, the exact share function as the server passes
+   it) with the next four Sobol points pending, one torch thread. ``seconds``: the first
+   call of the family in the process (NUTS compilation included); ``warm``: the same call
+   again by ``--repeats`` fresh optimisers. Writes ``--spaces-output`` (default
+   benchmarks/results/proposer_speed_spaces.json):
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 XLA_FLAGS="--xla_cpu_multi_thread_eigen=false \
+        intra_op_parallelism_threads=1" .venv/bin/python benchmarks/proposer_speed.py \
+        --spaces autopeft unified design_space lora --repeats 2
 """
 
 from __future__ import annotations
@@ -48,14 +62,25 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from synthetic_problem import REFERENCE, ServiceOptimizer, SyntheticProblem, quiet_libraries
+from synthetic_problem import (
+    REFERENCE,
+    FamilyProblem,
+    ServiceOptimizer,
+    SyntheticProblem,
+    quiet_libraries,
+)
 
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
-from autopeft_service.optimizers.base import Observation, point_key
+from autopeft_service.optimizers.base import History, Observation, point_key
 from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 PENDING = 4
+#: Families of ``--spaces`` and the completed trials they are timed at.
+SPACE_FAMILIES = ("autopeft", "unified", "design_space", "lora")
+SPACE_TRIALS = 100
+#: The issue's bound on four proposals with four pending at 100 trials.
+SPACE_TARGET_SECONDS = 30.0
 
 
 def area(observations: Sequence[Observation]) -> float:
@@ -75,13 +100,18 @@ class Ours(ServiceOptimizer):
             settings=SaasboSettings()))
 
     def details(self) -> dict[str, Any]:
-        info = self.optimizer.last_info
-        if info is None:
-            return {}
-        return {"fit_s": round(info.fit_seconds, 2),
-                "acquisition_s": round(info.acquisition_seconds, 2),
-                "leapfrog_steps": info.nuts.leapfrog_steps if info.nuts else None,
-                "evaluated": info.evaluated, "baseline": info.baseline}
+        return proposal_details(self.optimizer)
+
+
+def proposal_details(optimizer: SaasboOptimizer) -> dict[str, Any]:
+    """The split of a ``SaasboOptimizer``'s last model-based proposal."""
+    info = optimizer.last_info
+    if info is None:
+        return {}
+    return {"fit_s": round(info.fit_seconds, 2),
+            "acquisition_s": round(info.acquisition_seconds, 2),
+            "leapfrog_steps": info.nuts.leapfrog_steps if info.nuts else None,
+            "evaluated": info.evaluated, "baseline": info.baseline}
 
 
 class StockAx:
@@ -255,6 +285,63 @@ def closed_loop(method_name: str, dimension: int, seed: int, initial: int,
             "seconds_per_batch": seconds}
 
 
+def space_speed(families: Sequence[str], repeats: int, trials: int = SPACE_TRIALS
+                ) -> list[dict[str, Any]]:
+    """One row per family: seconds of ``suggest(4)`` with four pending at ``trials``
+    completed (module docstring, 3)."""
+    import torch
+
+    rows = []
+    for kind in families:
+        problem = FamilyProblem(kind, seed=1)
+        points = problem.sobol(trials + PENDING, seed=1)
+        completed = [problem.observe(p) for p in points[:trials]]
+        assert all(o is not None for o in completed)
+        history = History(completed=completed, pending=points[trials:])
+
+        def optimizer() -> SaasboOptimizer:
+            return SaasboOptimizer(problem.space, seed=0, initial_trials=10,
+                                   reference_point=problem.reference,
+                                   settings=SaasboSettings(), share=problem.share)
+
+        first = optimizer()
+        row: dict[str, Any] = {
+            "family": kind, "problem": problem.name, "parameters": problem.space.dimension,
+            "model_dimension": first.encoding.model_dimension, "trials": trials,
+            "proposals": PENDING, "pending": PENDING, "torch_threads": torch.get_num_threads(),
+            "load_before": os.getloadavg()[0]}
+        cpu = time.process_time()
+        start = time.perf_counter()
+        got = [s.params for s in first.suggest(PENDING, history)]
+        row["seconds"] = time.perf_counter() - start
+        row["cpu_seconds"] = time.process_time() - cpu
+        row["first"] = proposal_details(first)
+        warm, loads, same = [], [], True
+        for _ in range(repeats):
+            again = optimizer()
+            start = time.perf_counter()
+            points_again = [s.params for s in again.suggest(PENDING, history)]
+            warm.append(time.perf_counter() - start)
+            loads.append(os.getloadavg()[0])
+            same = same and points_again == got
+            row["warm"] = proposal_details(again)
+        if warm:
+            row.update(warm_seconds=warm, warm_min=min(warm), warm_median=statistics.median(warm),
+                       load_after_warm=loads, repeatable=same)
+        row["within_target"] = row["seconds"] <= SPACE_TARGET_SECONDS
+        row["valid"] = all(problem.space.is_valid(p) for p in got)
+        row["new"] = len({point_key(p) for p in got} - {point_key(p) for p in points}) == len(got)
+        row["proposed"] = got
+        rows.append(row)
+        print(f"  {kind:12} {row['parameters']:3} parameters ({row['model_dimension']} model "
+              f"columns), {trials} trials, 4 proposals with 4 pending: first "
+              f"{row['seconds']:5.1f} s (fit {row['first'].get('fit_s')} s, acquisition "
+              f"{row['first'].get('acquisition_s')} s)"
+              + (f", warm min {row['warm_min']:.1f} s median {row['warm_median']:.1f} s"
+                 if warm else "") + f"  (load {row['load_before']:.1f})", flush=True)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=["ours"])
@@ -273,8 +360,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="20 and 50 trials, 15 dims, one loop seed of two batches")
     parser.add_argument("--output", type=Path,
                         default=Path(__file__).parent / "results" / "proposer_speed.json")
+    parser.add_argument("--spaces", nargs="+", choices=SPACE_FAMILIES,
+                        help="only time saasbo's suggest(4) with 4 pending at 100 trials on "
+                        "these space families (MiniLM dims), one torch thread")
+    parser.add_argument("--spaces-output", type=Path,
+                        default=Path(__file__).parent / "results" / "proposer_speed_spaces.json")
     args = parser.parse_args(argv)
     quiet_libraries()
+    if args.spaces:
+        spaces_main(args, argv)
+        return
     if args.quick:
         args.trials, args.dims, args.loop_seeds, args.loop_batches = [20, 50], [15], [0], 2
     command = " ".join([".venv/bin/python", "benchmarks/proposer_speed.py",
@@ -303,6 +398,36 @@ def main(argv: Sequence[str] | None = None) -> None:
         "reference_point": {"score": REFERENCE[0], "param_share": REFERENCE[1]},
         "speed": rows, "closed_loop": loops}, indent=2))
     print(f"\nwrote {args.output}\nreproduce: {command}")
+
+
+def spaces_main(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    """The ``--spaces`` mode: time, print and write ``--spaces-output``."""
+    import torch
+
+    torch.set_num_threads(1)
+    environment = [f"{name}={shlex.quote(os.environ[name])}" for name in
+                   ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS") if name in os.environ]
+    command = " ".join([*environment, ".venv/bin/python", "benchmarks/proposer_speed.py",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    print(f"saasbo suggest(4) with 4 pending at {SPACE_TRIALS} trials per family: "
+          f"{args.spaces}, {args.repeats} warm repeats", flush=True)
+    rows = space_speed(args.spaces, args.repeats)
+    print(f"\n{'family':12} {'params':>6} {'columns':>7} {'first s':>8} {'fit s':>6} "
+          f"{'acqf s':>6} {'warm min':>8} {'median':>7} {'<= 30 s':>7}")
+    nan = float("nan")
+    for r in rows:
+        print(f"{r['family']:12} {r['parameters']:6} {r['model_dimension']:7} "
+              f"{r['seconds']:8.1f} {r['first'].get('fit_s', nan):6.1f} "
+              f"{r['first'].get('acquisition_s', nan):6.1f} {r.get('warm_min', nan):8.1f} "
+              f"{r.get('warm_median', nan):7.1f} {'yes' if r['within_target'] else 'no':>7}")
+    args.spaces_output.parent.mkdir(parents=True, exist_ok=True)
+    args.spaces_output.write_text(json.dumps({
+        "command": command, "machine": {"platform": platform.platform(),
+                                        "python": platform.python_version(),
+                                        "cpus": os.cpu_count()},
+        "torch_threads": torch.get_num_threads(), "target_seconds": SPACE_TARGET_SECONDS,
+        "rows": rows}, indent=2))
+    print(f"\nwrote {args.spaces_output}\nreproduce: {command}")
 
 
 def print_tables(rows: Sequence[dict[str, Any]], loops: Sequence[dict[str, Any]]) -> None:
