@@ -10,7 +10,7 @@ list; the local search moves on index vectors. The model's input has, per parame
   ``parallel_adapter`` only because of where they are listed); one-hot keeps every pair
   of categories equally far apart, and the SAAS prior can still switch off the columns
   that do not matter. The cost is a wider input (e.g. the unified space: 14 parameters,
-  19 columns), which counts against ``MAX_DIMENSION``.
+  21 columns), which counts against ``MAX_DIMENSION``.
 
 Validity and neighbours come from the space (``domain.spaces``): a drawn or moved index
 vector is put in the space's canonical form and kept only when valid, so the optimiser
