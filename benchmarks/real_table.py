@@ -253,8 +253,8 @@ def write_pids(pid_file: Path, children: Sequence[int]) -> None:
     pid_file.write_text(json.dumps({"main": os.getpid(), "children": list(children)}))
 
 
-def stop_stale_processes(pid_file: Path) -> None:
-    """End a server and workers that an earlier, killed run of this script left running
+def stop_stale_processes(pid_file: Path, script: str = "real_table.py") -> None:
+    """End a server and workers that an earlier, killed run of ``script`` left running
     (their ids are in ``pid_file``; only processes still running this project's CLI).
 
     Raises:
@@ -265,7 +265,7 @@ def stop_stale_processes(pid_file: Path) -> None:
     recorded = json.loads(pid_file.read_text())
     if isinstance(recorded, dict):
         main = int(recorded["main"])
-        if main != os.getpid() and b"real_table.py" in _command_line(main):
+        if main != os.getpid() and script.encode() in _command_line(main):
             raise SystemExit(f"another run (process {main}) is using {pid_file.parent}; "
                              f"wait for it or stop it first")
         children = recorded["children"]
