@@ -28,6 +28,7 @@ from autopeft_service.domain.errors import ModelError, TrialError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from workers.artifact import save_artifact
 from workers.backbone import Backbone, load_backbone
 from workers.data import (
     TaskData,
@@ -167,13 +168,17 @@ class TrialRunner:
         return apply_peft(copy.deepcopy(backbone.model), config, backbone.dims)
 
     def run(self, request: TrialRequest, progress: ProgressCallback | None = None,
-            progress_every: int = 10) -> TrialResult:
+            progress_every: int = 10, artifact_dir: str | Path | None = None,
+            trial_info: dict[str, object] | None = None) -> TrialResult:
         """Train and score one configuration.
 
         Args:
             request: what to train.
             progress: called every ``progress_every`` steps; return False to stop the trial.
             progress_every: steps between progress calls.
+            artifact_dir: when given, the trained adapter and head are written there as an
+                artefact (``workers.artifact``; the folder is replaced whole).
+            trial_info: study and trial ids for the artefact's manifest.
 
         Returns:
             The trial's result (with ``request.hold_out`` False: ``held_out`` empty and
@@ -224,7 +229,7 @@ class TrialRunner:
         memory.sample()
 
         metric = data.task.metrics[0]
-        return TrialResult(
+        result = TrialResult(
             metric=metric, objective=held_out[metric] if held_out else dev[metric],
             held_out=held_out, dev=dev,
             dev_score=dev[metric], trainable_parameters=counts.trainable,
@@ -236,6 +241,10 @@ class TrialRunner:
             examples_per_second=examples_seen / max(train_seconds, 1e-9),
             final_loss=final_loss, peak_memory_mb=memory.peak_mb, device=str(self.device),
             seed=request.seed, config_description=request.config.describe())
+        if artifact_dir is not None:
+            save_artifact(artifact_dir, model, backbone, request.config, data.task, settings,
+                          result, trial_info)
+        return result
 
     def _train(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
                seed: int, is_regression: bool, progress: ProgressCallback | None,
@@ -278,9 +287,16 @@ class TrialRunner:
                         raise TrialStopped(f"stopped at step {step} of {total_steps}")
         return step, seen, loss_value
 
-    @torch.no_grad()
     def _evaluate(self, model: TaskModel, data: TokenizedSplit, task: TaskData,
                   settings: TrainingSettings, is_regression: bool) -> dict[str, float]:
+        predictions = self.predict(model, data, settings, is_regression)
+        return compute_metrics(task.metrics, predictions.numpy(), data.labels.numpy())
+
+    @torch.no_grad()
+    def predict(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
+                is_regression: bool) -> torch.Tensor:
+        """Class indices (or values) of ``model`` on ``data``, in batches of
+        ``settings.eval_batch_size`` (what scoring uses; ``workers.artifact`` does the same)."""
         model.eval()
         predictions = []
         for start in range(0, len(data), settings.eval_batch_size):
@@ -290,8 +306,7 @@ class TrialRunner:
             output = model(**batch).float().cpu()
             predictions.append(output.squeeze(-1) if is_regression else output.argmax(-1))
         model.train()
-        return compute_metrics(task.metrics, torch.cat(predictions).numpy(),
-                               data.labels.numpy())
+        return torch.cat(predictions)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
