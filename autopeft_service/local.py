@@ -55,7 +55,8 @@ class LocalServer:
         client_token, worker_token: bearer tokens (random when omitted).
         log: file the server's output is appended to (discarded when omitted).
         processes: server processes (``autopeft serve --processes``).
-        settings: more ``AUTOPEFT_*`` settings, e.g. ``lease_seconds="3"``.
+        settings: more ``AUTOPEFT_*`` settings, e.g. ``lease_seconds="3"`` (on SQLite,
+            ``artifact_dir`` defaults to ``artifacts/`` beside the database file).
     """
 
     def __init__(self, database_url: str, port: int | None = None, log: Path | None = None,
@@ -65,6 +66,10 @@ class LocalServer:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.client_token = client_token or secrets.token_urlsafe(16)
         self.worker_token = worker_token or secrets.token_urlsafe(16)
+        if "artifact_dir" not in settings and database_url.startswith("sqlite:///"):
+            # artefacts beside the database file, not in whatever the current folder is
+            settings["artifact_dir"] = str(Path(database_url.removeprefix("sqlite:///")
+                                                ).parent / "artifacts")
         self.env = {**os.environ, "AUTOPEFT_DATABASE_URL": database_url,
                     "AUTOPEFT_CLIENT_TOKENS": self.client_token,
                     "AUTOPEFT_WORKER_TOKENS": self.worker_token,

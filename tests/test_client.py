@@ -48,7 +48,7 @@ def start_server(tmp: Path) -> ServerThread:
     settings = Settings(database_url=f"sqlite:///{tmp / 'autopeft.db'}",
                         client_tokens=[CLIENT_TOKEN], worker_tokens=[WORKER_TOKEN],
                         long_poll_seconds=0.3, proposer_poll_seconds=0.1,
-                        sweep_interval_seconds=0.2, port=0)
+                        sweep_interval_seconds=0.2, port=0, artifact_dir=str(tmp / "artifacts"))
     return ServerThread(settings).__enter__()
 
 

@@ -77,14 +77,18 @@ class BodySizeLimit:
     Args:
         app: the wrapped application.
         max_bytes: the largest body accepted.
+        streamed: requests passed through unread (their route streams the body and caps it
+            itself); none when omitted.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int,
+                 streamed: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.streamed = streamed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.streamed is not None and self.streamed(scope)):
             await self.app(scope, receive, send)
             return
         declared = None
@@ -116,6 +120,13 @@ class BodySizeLimit:
     async def _refuse(self, send: Send) -> None:
         await send_error(send, 413, f"request body larger than {self.max_bytes} bytes "
                          "(the server's max_request_bytes)", headers=[(b"connection", b"close")])
+
+
+def is_artifact_upload(scope: Scope) -> bool:
+    """``PUT /v1/trials/{id}/artifact``: the one body streamed to its route."""
+    path = scope.get("path", "")
+    return (scope.get("method") == "PUT" and path.startswith("/v1/trials/")
+            and path.endswith("/artifact"))
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

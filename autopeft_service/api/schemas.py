@@ -17,6 +17,14 @@ from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for r
 from autopeft_service.domain.study import StudySpec
 
 
+class ArtifactInfo(BaseModel):
+    """A trial's stored artefact."""
+
+    sha256: str
+    bytes: int
+    uploaded_at: float | None
+
+
 class TrialSummary(BaseModel):
     """A trial as users see it."""
 
@@ -38,6 +46,9 @@ class TrialSummary(BaseModel):
     created_at: float
     leased_at: float | None
     finished_at: float | None
+    artifact: ArtifactInfo | None = Field(
+        None, description="The uploaded adapter artefact (GET /v1/trials/{id}/artifact); "
+        "None until its worker uploads it.")
 
 
 class StudyOut(BaseModel):

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from autopeft_service.core.config import Settings
 from autopeft_service.proposer import LeaseSweeper, Proposer
 from autopeft_service.storage import repository as repo
+from autopeft_service.storage.artifacts import ArtifactStore, LocalArtifactStore
 from autopeft_service.storage.database import Database
 from autopeft_service.storage.leader import LeaderLock, leader_lock_for
 
@@ -60,6 +61,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.database = Database(settings.database_url, settings.database_pool_size)
+        self.artifacts: ArtifactStore = LocalArtifactStore(settings.artifact_dir)
         self.ready = ReadySignal()
         #: True once shutdown began: long-polling leases answer 204 at once.
         self.stopping = False

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from autopeft_service.api.schemas import ParetoOut, StudyOut, TrialSummary
+from autopeft_service.api.schemas import ArtifactInfo, ParetoOut, StudyOut, TrialSummary
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
@@ -52,7 +52,10 @@ def trial_summary(row: TrialRow) -> TrialSummary:
         dev_score=_finite(row.dev_score),
         failure_reason=row.failure_reason, progress=_json_safe(row.progress),
         result=_json_safe(row.result),
-        created_at=row.created_at, leased_at=row.leased_at, finished_at=row.finished_at)
+        created_at=row.created_at, leased_at=row.leased_at, finished_at=row.finished_at,
+        artifact=None if row.artifact_sha256 is None else ArtifactInfo(
+            sha256=row.artifact_sha256, bytes=row.artifact_bytes or 0,
+            uploaded_at=row.artifact_at))
 
 
 def _stored_spec(study: StudyRow) -> tuple[StudySpec | dict[str, Any], ReferencePoint, int]:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         1024 * 1024, ge=1024, description="Largest request body accepted (HTTP 413 above). "
         "A study spec's task_options are capped at 64 KiB, so 1 MiB leaves room.")
+    artifact_dir: str = Field(
+        ".autopeft/artifacts", description="Folder of the uploaded adapter artefacts (the "
+        "local artefact store); a named volume in docker-compose.")
+    max_artifact_bytes: int = Field(
+        2 * 1024**3, ge=1024, description="Largest artefact upload accepted (HTTP 413 above). "
+        "Full fine-tuning of a base-size encoder stores ~0.5 GB; adapters a few MB.")
     database_pool_size: int = Field(20, ge=1)
     request_threads: int = Field(
         8, ge=1, le=1000, description="Threads running requests' database work (anyio's "

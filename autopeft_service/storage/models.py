@@ -68,6 +68,11 @@ class TrialRow(Base):
     expected_trainable: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expected_deployed: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The uploaded adapter artefact (bytes in the artefact store, keyed by trial id):
+    #: SHA-256 checked on arrival, size, arrival time; None until one arrives.
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    artifact_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     leased_at: Mapped[float | None] = mapped_column(Float, nullable=True)

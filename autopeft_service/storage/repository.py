@@ -600,6 +600,43 @@ def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_att
     return ReportOutcome(trial=TrialStatus.of(trial), duplicate=False)
 
 
+class ArtifactRefused(AutopeftError):
+    """An artefact cannot be taken for this trial now (not completed)."""
+
+
+def artifact_upload_check(session: Session, trial_id: int, token: str) -> TrialRow:
+    """The trial an artefact upload under ``token`` is for; its ``artifact_sha256`` is set
+    when one is already stored (the upload is then a no-op).
+
+    Raises:
+        NotFound: no such trial.
+        LeaseConflict: ``token`` is not the lease the trial completed under (stale).
+        ArtifactRefused: the trial has not completed (its result comes first).
+    """
+    trial = get_trial(session, trial_id)
+    if trial.lease_token != token:
+        raise LeaseConflict(_not_current(trial_id))
+    if trial.state != TrialState.COMPLETED.value:
+        raise ArtifactRefused(f"trial {trial_id} is {trial.state}: report its result before "
+                              "uploading its artefact")
+    return trial
+
+
+def record_artifact(session: Session, trial_id: int, token: str, sha256: str,
+                    size: int) -> bool:
+    """Record a stored artefact of a completed trial under its lease. False when one was
+    recorded first (a concurrent duplicate upload): the first stays."""
+    row = session.execute(
+        update(_TRIALS)
+        .where(_TRIALS.c.id == trial_id, _TRIALS.c.lease_token == token,
+               _TRIALS.c.state == TrialState.COMPLETED.value,
+               _TRIALS.c.artifact_sha256.is_(None))
+        .values(artifact_sha256=sha256, artifact_bytes=size,
+                artifact_at=database_now_expression(session))
+        .returning(_TRIALS.c.id)).one_or_none()
+    return row is not None
+
+
 def sweep_expired_leases(session: Session) -> list[TrialRow]:
     """Return expired leases to ``ready`` (or ``failed`` after the study's max attempts).
 

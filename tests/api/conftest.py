@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,7 +33,7 @@ def study_spec(**overrides: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def make_server(database_url: str) -> Iterator[Callable[..., ServerThread]]:
+def make_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
     """Start servers with settings overrides on this test's database; stops them after."""
     started: list[ServerThread] = []
 
@@ -40,7 +41,7 @@ def make_server(database_url: str) -> Iterator[Callable[..., ServerThread]]:
         values: dict[str, Any] = {"database_url": database_url, "client_tokens": [CLIENT_TOKEN],
                                   "worker_tokens": [WORKER_TOKEN], "long_poll_seconds": 0.5,
                                   "proposer_poll_seconds": 0.1, "sweep_interval_seconds": 0.2,
-                                  "port": 0}
+                                  "port": 0, "artifact_dir": str(tmp_path / "artifacts")}
         values.update(overrides)
         server = ServerThread(Settings(**values)).__enter__()
         started.append(server)

@@ -17,6 +17,22 @@ from schemathesis import checks
 from autopeft_service.testing.server import ServerThread
 from tests.api.conftest import CLIENT, WORKER, create_study
 
+def _zip_bodies() -> Any:
+    """Artefact upload bodies: a well-formed archive, or arbitrary bytes."""
+    import io
+    import zipfile
+
+    from hypothesis import strategies as st
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.json", b"{}")
+        archive.writestr("weights.safetensors", b"w")
+    return st.one_of(st.just(buffer.getvalue()), st.binary(max_size=256))
+
+
+schemathesis.openapi.media_type("application/zip", _zip_bodies())
+
 #: What the issue asks of the document; other schemathesis checks judge API design
 #: choices (e.g. that every valid-looking body gets 2xx), not truthfulness.
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
