@@ -24,6 +24,7 @@ Errors: ``ConfigError`` for a spec that does not validate (before anything is se
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -33,6 +34,8 @@ from typing import Any, Self
 
 import httpx
 
+from autopeft_service.domain.artifact import ArtifactManifest
+from autopeft_service.domain.artifact import unpack as unpack_artifact
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
@@ -264,6 +267,54 @@ class AutopeftClient:
         (ready, leased, completed, failed, cancelled, pruned)."""
         params = {"state": state} if state else {}
         return self._pages(f"/v1/studies/{int(study_id)}/trials", params)
+
+    def trial(self, study_id: int, number: int) -> dict[str, Any]:
+        """Trial ``number`` (the ``#`` of ``autopeft pareto``) of a study.
+
+        Raises:
+            ClientError: no such study (404 from the server) or no such trial (404 here).
+        """
+        for trial in self.trials(study_id):
+            if trial["number"] == number:
+                return trial
+        raise ClientError(f"HTTP 404 Not Found: study {study_id} has no trial {number}", 404)
+
+    def download_artifact(self, study_id: int, number: int, directory: str | Path
+                          ) -> ArtifactManifest:
+        """Download trial ``number``'s adapter artefact into ``directory`` (created; must be
+        empty or absent), checking its SHA-256 against the server's and its contents.
+
+        Returns:
+            The artefact's manifest.
+
+        Raises:
+            ClientError: no such study or trial, no artefact yet (404), or the transfer
+                failed or arrived damaged.
+            ArtifactError: ``directory`` is not empty, or the artefact does not check out.
+        """
+        trial = self.trial(study_id, number)
+        path = f"/v1/trials/{trial['id']}/artifact"
+        try:
+            response = self._http.get(path)
+        except httpx.TransportError as error:
+            raise ClientError(f"cannot download {path} from {self.base_url}: "
+                              f"{_one_line(str(error) or type(error).__name__)}",
+                              transient=True) from None
+        if not response.is_success:
+            try:
+                detail = format_detail(response.json())
+            except ValueError:
+                detail = _one_line(response.text) or "(no detail)"
+            raise ClientError(f"HTTP {response.status_code}: {detail}", response.status_code,
+                              detail)
+        data = response.content
+        expected = response.headers.get("x-artifact-sha256", "")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ClientError(f"{path}: the download's SHA-256 {actual} differs from the "
+                              f"server's {expected}: damaged in transit, try again",
+                              transient=True)
+        return unpack_artifact(data, directory)
 
     def pareto(self, study_id: int) -> dict[str, Any]:
         """The Pareto front (``ParetoOut``): ``trials`` ordered by parameter share, the

@@ -181,6 +181,46 @@ class ServerClient:
         self._raise_lost(response)
         return response.json()
 
+    def upload_artifact(self, trial_id: int, token: str, data: bytes, sha256: str,
+                        interruptible: bool = True) -> dict[str, Any]:
+        """Upload a completed trial's packed artefact under its lease, retrying transient
+        failures (with capped backoff) until the server answers.
+
+        Returns:
+            The server's ``ArtifactOut`` (``duplicate`` when one was already stored).
+
+        Raises:
+            LeaseLost: 404/409: the trial or lease is gone, or the trial is not completed.
+            ProtocolError: 413 (too large for the server), 422 (hash or archive refused),
+                401/403.
+            Interrupted: the stop event was set while waiting to retry.
+        """
+        path = f"/v1/trials/{trial_id}/artifact"
+        delay = 0.5
+        while True:
+            try:
+                response = self._http.put(
+                    path, content=data, timeout=self.timeout + len(data) / 1e6,
+                    headers={"X-Lease-Token": token, "X-Artifact-SHA256": sha256,
+                             "Content-Type": "application/zip"})
+                if response.status_code < 500:
+                    if response.status_code in (404, 409):
+                        raise LeaseLost(response.json().get("detail", response.text))
+                    if response.status_code >= 400:
+                        raise ProtocolError(f"{path}: HTTP {response.status_code}: "
+                                            f"{response.text[:500]}")
+                    return response.json()
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as error:
+                problem = f"{type(error).__name__}: {error}"
+            wait = min(self.max_backoff, delay) * (0.5 + random.random())  # noqa: S311
+            log.warning("%s failed (%s); retrying in %.1f s", path, problem, wait)
+            if interruptible and self.stop.wait(wait):
+                raise Interrupted(f"{path}: stopped while retrying")
+            if not interruptible:
+                time.sleep(wait)
+            delay *= 2
+
     @staticmethod
     def _raise_lost(response: httpx.Response) -> None:
         if response.status_code in (404, 409):

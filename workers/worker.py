@@ -11,7 +11,10 @@ Fault handling:
     *preempted* (requeued at once, no attempt used), then the worker exits;
   * server down or restarting: every request is retried with capped backoff; a finished
     result is kept until the server accepts it (a stop signal does not abandon it);
-  * a heartbeat answered "stop" (study cancelled) ends the trial within one step.
+  * a heartbeat answered "stop" (study cancelled) ends the trial within one step;
+  * artefacts (``uploads``): written by the runner, uploaded after the result was
+    accepted, kept on disk and retried while the server cannot take them
+    (``workers.uploads``); the result never waits on an upload.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from workers.client import (
     default_worker_name,
 )
 from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
+from workers.uploads import PendingUploads
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +91,17 @@ class Worker:
         runner: the trial runner (holds the model and data caches).
         trial_timeout: seconds a trial may train before it is stopped and failed.
         wait_seconds: long-poll length of each lease request.
+        uploads: where completed trials' artefacts wait for upload; None: no artefacts.
     """
 
     def __init__(self, client: ServerClient, runner: TrialRunner,
-                 trial_timeout: float | None = None, wait_seconds: float = 10.0) -> None:
+                 trial_timeout: float | None = None, wait_seconds: float = 10.0,
+                 uploads: PendingUploads | None = None) -> None:
         self.client = client
         self.runner = runner
         self.trial_timeout = trial_timeout
         self.wait_seconds = wait_seconds
+        self.uploads = uploads
         self.stats = WorkerStats()
 
     @property
@@ -116,6 +123,8 @@ class Worker:
         taken = 0
         idle_since = time.monotonic()
         while not self.stopping.is_set() and (max_trials is None or taken < max_trials):
+            if self.uploads is not None:
+                self.uploads.flush()  # left by a server outage or an earlier run
             try:
                 lease = self.client.lease(wait_seconds=self.wait_seconds)
             except Interrupted:
@@ -142,8 +151,14 @@ class Worker:
                                data_dir=Path(lease.data_dir) if lease.data_dir else None,
                                task_options=lease.task_options,
                                expected_dims=lease.backbone_dims)
+        artifact = {} if self.uploads is None else {
+            "artifact_dir": self.uploads.artifact_dir(lease.trial_id),
+            "trial_info": {"study": lease.study_id, "trial": lease.number,
+                           "trial_id": lease.trial_id, "attempt": lease.attempt}}
+        delivered = False
         try:
-            result = self.runner.run(request, progress=control.on_progress, progress_every=1)
+            result = self.runner.run(request, progress=control.on_progress, progress_every=1,
+                                     **artifact)
         except TrialStopped:
             self._report_stopped(lease, control)
         except Exception as error:  # noqa: BLE001 - every failure is reported, the worker goes on
@@ -153,11 +168,27 @@ class Worker:
         else:
             self.stats.training_seconds += result.train_seconds + result.eval_seconds
             self.stats.load_seconds.append(result.load_seconds)
-            self._deliver_result(lease, result)
+            delivered = self._deliver_result(lease, result)
         finally:
             control.request_stop("trial ended")
             beat.join(5)
             self.stats.trial_seconds += time.monotonic() - start
+        if self.uploads is not None:
+            self._upload_artifact(lease, delivered)
+
+    def _upload_artifact(self, lease: LeaseOut, delivered: bool) -> None:
+        """Upload a completed trial's artefact (kept on disk if the server cannot take it
+        now); forget the artefact of any other outcome."""
+        assert self.uploads is not None
+        if not delivered:
+            self.uploads.discard(lease.trial_id)
+            return
+        self.uploads.mark_ready(lease.trial_id, lease.token)
+        try:
+            self.uploads.upload(lease.trial_id)
+        except Interrupted:
+            log.info("stopping: the artefact of trial %s stays for the next start",
+                     lease.trial_id)
 
     def _heartbeat(self, lease: LeaseOut, control: _TrialControl) -> None:
         interval = max(0.5, min(10.0, lease.lease_seconds / 4))
@@ -200,8 +231,9 @@ class Worker:
         except AutopeftError as error:
             log.warning("failure of trial %s not recorded: %s", lease.trial_id, error)
 
-    def _deliver_result(self, lease: LeaseOut, result: object) -> None:
-        """Report the result; retried until the server accepts it (even when stopping)."""
+    def _deliver_result(self, lease: LeaseOut, result: object) -> bool:
+        """Report the result; retried until the server accepts it (even when stopping).
+        True when the trial is now completed with it."""
         try:
             answer = self.client.report_result(
                 lease.trial_id, lease.token, result, interruptible=False)  # type: ignore[arg-type]
@@ -209,14 +241,16 @@ class Worker:
                 log.error("result of trial %s was recorded as a failure: %s", lease.trial_id,
                           answer.get("failure_reason"))
                 self.stats.failed += 1
-                return
+                return False
             self.stats.completed += 1
+            return True
         except LeaseLost as error:
             self.stats.lost += 1
             log.warning("result of trial %s refused: %s", lease.trial_id, error)
         except ProtocolError as error:  # the server refused the result itself (422)
             log.warning("result of trial %s refused: %s", lease.trial_id, error)
             self._report_failure(lease, f"result refused by the server: {error}")
+        return False
 
 
 def _describe(error: BaseException) -> str:

@@ -1,4 +1,5 @@
-"""``autopeft submit | status | watch | pareto | cancel | studies``: use a running server.
+"""``autopeft submit | status | watch | pareto | cancel | studies | download``: use a
+running server.
 
 Each sub-command talks to the server through ``autopeft_service.client`` (``--server``,
 default ``$AUTOPEFT_SERVER`` or http://127.0.0.1:8000; ``--token``, default
@@ -40,6 +41,17 @@ def study_id(text: str) -> int:
         value = 0
     if not 1 <= value <= 2**31 - 1:
         raise argparse.ArgumentTypeError(f"invalid study id {text!r}: must be a positive integer")
+    return value
+
+
+def trial_number(text: str) -> int:
+    """argparse type of a trial number within its study (0, 1, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"invalid trial number {text!r}: must be 0 or more")
     return value
 
 
@@ -101,6 +113,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     studies = command("studies", "list the studies", _studies, with_id=False)
     studies.add_argument("--json", action="store_true", help="print the studies as JSON")
+
+    download = command("download", "download a trial's trained adapter (artefact folder)",
+                       _download)
+    download.add_argument("trial", type=trial_number, metavar="TRIAL",
+                          help="trial number (the # column of `autopeft pareto`)")
+    download.add_argument("-o", "--output", required=True, metavar="DIR",
+                          help="folder to write the artefact into (created; must be empty)")
 
 
 def _connection(args: argparse.Namespace) -> tuple[str, str]:
@@ -384,6 +403,24 @@ def _cancel(client: Any, args: argparse.Namespace) -> int:
     print(f"study {study['id']} ({study['name']}) is {study['state']}: "
           f"{counts.get('completed', 0)} trials completed, "
           f"{counts.get('cancelled', 0)} cancelled")
+    return 0
+
+
+def _download(client: Any, args: argparse.Namespace) -> int:
+    from autopeft_service.domain.artifact import ArtifactError
+
+    try:
+        manifest = client.download_artifact(args.id, args.trial, args.output)
+    except ArtifactError as error:
+        fail(f"--output: {error}" if "not an empty folder" in str(error) else str(error),
+             USAGE_ERROR if "not an empty folder" in str(error) else RUNTIME_ERROR)
+    metrics = manifest.metrics
+    print(f"study {args.id} trial {args.trial}: {manifest.peft_config.describe()}; "
+          f"{metrics['metric']} held-out {metrics['objective']:.4f}, dev "
+          f"{metrics['dev_score']:.4f}; {manifest.deployed_parameters:,} deployed parameters "
+          f"-> {args.output}")
+    print(f"load it: from workers.artifact import load_classifier; "
+          f"load_classifier({manifest.backbone.name!r}, {str(args.output)!r})")
     return 0
 
 

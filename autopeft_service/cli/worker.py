@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from pathlib import Path
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="at start, wait this long for the server to answer (default 60); "
                         "later outages are waited out without limit")
+    parser.add_argument("--artifact-dir", metavar="DIR",
+                        help="where this worker keeps artefacts until the server has them "
+                        "(default: $AUTOPEFT_CACHE_DIR or ~/.cache/autopeft, then "
+                        "worker-artifacts/NAME)")
+    parser.add_argument("--no-artifacts", action="store_true",
+                        help="do not save or upload trained adapters (results only)")
     parser.add_argument("--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"])
     parser.set_defaults(handler=run)
@@ -73,12 +80,26 @@ def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-
 
     from autopeft_service.cli.trial import quiet_libraries
     from workers.trial import TrialRunner
+    from workers.uploads import PendingUploads
     from workers.worker import Worker
 
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
+    uploads = None if args.no_artifacts else PendingUploads(
+        _artifact_dir(args, client.worker), client)  # type: ignore[attr-defined]
     worker = Worker(client, TrialRunner(device=args.device),  # type: ignore[arg-type]
-                    trial_timeout=args.trial_timeout)
+                    trial_timeout=args.trial_timeout, uploads=uploads)
     worker.install_signal_handlers()
     return worker.run(max_trials=args.max_trials, idle_exit=args.exit_when_idle)
+
+
+def _artifact_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--artifact-dir``, else ``<cache>/worker-artifacts/<name>`` (one folder per worker
+    name: two workers never share one)."""
+    if args.artifact_dir:
+        return Path(args.artifact_dir).expanduser()
+    root = os.environ.get("AUTOPEFT_CACHE_DIR")
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "autopeft"
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return base / "worker-artifacts" / safe

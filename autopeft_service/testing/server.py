@@ -49,5 +49,7 @@ class ServerProcess(LocalServer):
 
     def __init__(self, database_url: str, port: int | None = None, log: Path | None = None,
                  processes: int = 1, **settings: str) -> None:
+        if "artifact_dir" not in settings and log is not None:
+            settings["artifact_dir"] = str(log.parent / "artifacts")
         super().__init__(database_url, port, log, client_token=CLIENT_TOKEN,
                          worker_token=WORKER_TOKEN, processes=processes, **settings)

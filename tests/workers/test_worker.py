@@ -12,9 +12,14 @@ from typing import Any
 import httpx
 import pytest
 
+from autopeft_service.cli.main import main as cli_main
 from autopeft_service.client import backbone_dims_of
+from autopeft_service.domain.trial import TrainingSettings
 from autopeft_service.local import LocalWorkers
 from autopeft_service.testing.server import CLIENT_TOKEN, ServerProcess
+from workers.artifact import load_classifier
+from workers.data import TokenizedCache, compute_metrics
+from workers.trial import TrialRequest, TrialRunner
 
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 
@@ -98,7 +103,7 @@ def trials(server: ServerProcess, study: int) -> list[dict[str, Any]]:
 
 
 def test_two_workers_run_a_study_to_completion(server_factory, workers, tiny_bert_path,
-                                               sqlite_url) -> None:
+                                               sqlite_url, tmp_path) -> None:
     server = server_factory(sqlite_url)
     study = submit(server, spec(tiny_bert_path, trials=6, train_examples=1000, epochs=1))
     group = workers(server)
@@ -118,6 +123,23 @@ def test_two_workers_run_a_study_to_completion(server_factory, workers, tiny_ber
     assert pareto["trials"] and all(t["result"]["config_description"] for t in pareto["trials"])
     for name, process in group.processes.items():
         assert process.wait(30) == 0, group.log(name)
+    # every completed trial's adapter was uploaded; one downloads (CLI) and predicts what
+    # its worker scored
+    done = trials(server, study)
+    assert all(t["artifact"] and t["artifact"]["bytes"] > 0 for t in done)
+    best = max(done, key=lambda t: t["dev_score"])
+    folder = tmp_path / "downloaded"
+    assert cli_main(["download", str(study), str(best["number"]), "-o", str(folder),
+                     "--server", server.base_url, "--token", CLIENT_TOKEN]) == 0
+    classifier = load_classifier(tiny_bert_path, folder)
+    settings = TrainingSettings.from_dict(spec(tiny_bert_path, 6, 1000, 1)["training"])
+    runner = TrialRunner(cache=TokenizedCache(tmp_path / "cache"))
+    request = TrialRequest(model=tiny_bert_path, task="synthetic",
+                           config=classifier.manifest.peft_config, settings=settings)
+    dev = runner._prepare(request, runner.backbone(tiny_bert_path)).dev
+    predicted = classifier.outputs(dev).argmax(-1).numpy()
+    assert compute_metrics(("accuracy",), predicted, dev.labels.numpy())["accuracy"] == \
+        best["dev_score"]
 
 
 def test_killed_worker_trial_is_released_and_completed_by_the_other(
