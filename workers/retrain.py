@@ -74,10 +74,16 @@ class RetrainOutcome:
 RunCallback = Callable[[RetrainCase, int, TrialResult, int, int], None]
 
 
+def artifact_folder_name(name: str) -> str:
+    """A case name as a folder name (letters, digits, ``-_.``; the rest become ``_``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "case"
+
+
 def retrain(runner: TrialRunner, cases: Sequence[RetrainCase], seeds: Sequence[int], *,
             model: str | Path, task: str, data_dir: str | Path | None = None,
             task_options: Mapping[str, object] | None = None,
-            on_run: RunCallback | None = None) -> list[RetrainOutcome]:
+            on_run: RunCallback | None = None,
+            save_dir: str | Path | None = None) -> list[RetrainOutcome]:
     """Train every case with every seed on the whole train split; score dev.
 
     Args:
@@ -89,6 +95,8 @@ def retrain(runner: TrialRunner, cases: Sequence[RetrainCase], seeds: Sequence[i
         data_dir: folder of GLUE task folders.
         task_options: extra ``load_task`` keywords.
         on_run: called after each run (progress reports).
+        save_dir: when given, each run's trained adapter is written there as an artefact,
+            ``<save_dir>/<case name>/seed-<seed>`` (``workers.artifact``).
 
     Returns:
         One outcome per case, in the order given.
@@ -105,7 +113,9 @@ def retrain(runner: TrialRunner, cases: Sequence[RetrainCase], seeds: Sequence[i
             request = TrialRequest(model=model, task=task, config=case.config,
                                    settings=case.settings, seed=seed, data_dir=data_dir,
                                    task_options=dict(task_options or {}), hold_out=False)
-            result = runner.run(request)
+            artifact = None if save_dir is None else (
+                Path(save_dir) / artifact_folder_name(case.name) / f"seed-{seed}")
+            result = runner.run(request, artifact_dir=artifact)
             results.append(result)
             done += 1
             if on_run is not None:

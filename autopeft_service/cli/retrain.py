@@ -116,6 +116,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, metavar="FILE",
                         help="also write every run's result as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--save", type=Path, metavar="DIR",
+                        help="write each run's trained adapter as an artefact: "
+                        "DIR/<configuration>/seed-<k>")
     parser.set_defaults(handler=run)
 
 
@@ -351,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
           f"task {target.task}: whole train split, scored on dev", file=sys.stderr, flush=True)
     outcomes = retrain(runner, cases, seeds, model=target.model, task=target.task,
                        data_dir=target.data_dir, task_options=target.task_options,
-                       on_run=_progress)
+                       on_run=_progress, save_dir=args.save)
 
     study = target.study
     report = _report(outcomes, {

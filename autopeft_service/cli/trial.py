@@ -54,6 +54,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
+    parser.add_argument("--save", type=Path, metavar="DIR",
+                        help="write the trained adapter and head as an artefact folder")
     for name, kind in SETTING_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     parser.set_defaults(handler=run)
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     request = TrialRequest(model=args.model, task=args.task, config=config, settings=settings,
                            seed=args.seed, data_dir=args.data_dir, task_options=task_options(args))
     try:
-        result = TrialRunner(device=args.device).run(request)
+        result = TrialRunner(device=args.device).run(request, artifact_dir=args.save)
     except TrialError as error:
         fail(f"trial failed: {error}")
     except AutopeftError as error:

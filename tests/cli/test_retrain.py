@@ -160,9 +160,12 @@ def test_every_baseline_alone_without_a_server(tiny_bert_path: Path, tiny_dims: 
     done = autopeft("retrain", "--baselines", "all", "--model", str(tiny_bert_path),
                     "--task", "synthetic", "--seeds", "1", "--epochs", "0.05",
                     "--max-length", "24", "--max-dev-examples", "100", "--threads", "1",
-                    "--output", str(out), env={"AUTOPEFT_CACHE_DIR": str(tmp_path / "cache")},
-                    timeout=300)
+                    "--output", str(out), "--save", str(tmp_path / "saved"),
+                    env={"AUTOPEFT_CACHE_DIR": str(tmp_path / "cache")}, timeout=300)
     assert done.returncode == 0, done.stderr
+    saved = sorted(p.relative_to(tmp_path / "saved").as_posix()
+                   for p in (tmp_path / "saved").glob("*/seed-0/manifest.json"))
+    assert saved == sorted(f"{name}/seed-0/manifest.json" for name in BASELINES)
     report = json.loads(out.read_text())
     rows = {row["name"]: row for row in report["configurations"]}
     assert list(rows) == list(BASELINES) and report["study"] is None

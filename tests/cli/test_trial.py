@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from autopeft_service.domain import PeftConfig
+
 
 def autopeft(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "autopeft_service.cli", *args],
@@ -25,12 +27,17 @@ def test_trial_prints_the_result_as_json(tiny_bert_path: Path, config_file: Path
     out = tmp_path / "result.json"
     done = autopeft("trial", "--model", str(tiny_bert_path), "--task", "synthetic",
                     "--config", str(config_file), "--epochs", "0.2", "--max-length", "24",
-                    "--max-train-examples", "200", "--seed", "3", "--output", str(out))
+                    "--max-train-examples", "200", "--seed", "3", "--output", str(out),
+                    "--save", str(tmp_path / "artifact"))
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["seed"] == 3 and result["metric"] == "accuracy"
     assert result["trainable_parameters"] == 2 * (2 * 32 * 8 + 8 + 32)
     assert json.loads(out.read_text()) == result
+    manifest = json.loads((tmp_path / "artifact" / "manifest.json").read_text())
+    assert manifest["seed"] == 3 and manifest["metrics"]["dev_score"] == result["dev_score"]
+    assert PeftConfig.model_validate(manifest["peft_config"]) == PeftConfig.from_dict(
+        json.loads(config_file.read_text()))
 
 
 @pytest.mark.parametrize(
