@@ -46,6 +46,12 @@ about 45 s on a quiet core, 60-70 s with other work on this 2-core machine). Run
         > /tmp/real_table.log 2>&1 &
 Resume after an interruption: the same command (from the workdir's database if it is
 there, else from the CSV with a new part). ``--trials 250`` later adds 50 more.
+
+The other space families (``--family unified|design_space|lora``; ``lora`` with one rank
+per layer) each get their own table, ``real_table_<task>_<family>.csv``, drawn uniformly
+from the family's default space; the issue asks for at least 60 rows each:
+    ... benchmarks/real_table.py --family unified --trials 60 --workers 2 (fidelity flags
+        as above)
 """
 
 from __future__ import annotations
@@ -64,9 +70,10 @@ from typing import Any
 from sst2_fidelity import add_fidelity_arguments
 
 from autopeft_service.cli.demo import default_model_path
-from autopeft_service.client import AutopeftClient
+from autopeft_service.client import AutopeftClient, with_backbone_dims
 from autopeft_service.domain.backbone import BackboneDims
-from autopeft_service.domain.search_space import AutoPeftSpace
+from autopeft_service.domain.spaces import space_for_backbone
+from autopeft_service.domain.spaces.base import SearchSpaceBase
 from autopeft_service.domain.study import parse_search_space
 from autopeft_service.local import LocalServer, LocalWorkers
 
@@ -80,10 +87,31 @@ TAIL_COLUMNS = ("config", "config_description", "score", "dev_score", "param_sha
                 "seed", "worker", "finished_at", "failure_reason")
 
 
-def model_search_space(model: str) -> dict[str, int]:
-    """The study's ``search_space`` for a model folder (AutoPEFT's default sizes)."""
+#: The default space of each family, as search_quality.py's family problems and
+#: real_search.py use it (``lora``: one rank per layer).
+FAMILY_SPACES: dict[str, dict[str, Any]] = {
+    "autopeft": {}, "unified": {"kind": "unified"}, "design_space": {"kind": "design_space"},
+    "lora": {"kind": "lora", "granularity": "layer"}}
+
+
+def model_search_space(model: str, family: str = "autopeft") -> dict[str, Any]:
+    """The study's ``search_space`` for a model folder: the family's default space. The
+    ``autopeft`` table's spec keeps the form it was built with (no ``kind``, which means
+    ``autopeft``; the sizes given); the other families take their dimensions from the
+    study's ``backbone_dims``."""
+    if family != "autopeft":
+        return dict(FAMILY_SPACES[family])
     config = json.loads((Path(model) / "config.json").read_text())
     return {"num_layers": config["num_hidden_layers"], "hidden_size": config["hidden_size"]}
+
+
+def table_space(model: str, family: str) -> SearchSpaceBase:
+    """The parsed space the table's columns come from."""
+    if family == "autopeft":
+        return parse_search_space(model_search_space(model))
+    config = json.loads((Path(model) / "config.json").read_text())
+    overrides = {k: v for k, v in FAMILY_SPACES[family].items() if k != "kind"}
+    return space_for_backbone(family, BackboneDims.from_hf_config(config), **overrides)
 
 
 def backbone_parameters(model: str) -> int:
@@ -138,7 +166,7 @@ def deployed_percent(result: Mapping[str, Any], backbone_total: int) -> float | 
     return 100.0 * deployed / total
 
 
-def table_rows(trials: Sequence[dict[str, Any]], space: AutoPeftSpace, backbone_total: int,
+def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbone_total: int,
                part: int = 0, seed: int = 0) -> list[dict[str, Any]]:
     """One CSV row per ended trial (completed or failed; others are skipped), in trial
     order. ``seed`` is the study's training seed (a failed trial has no result)."""
@@ -173,7 +201,7 @@ def table_rows(trials: Sequence[dict[str, Any]], space: AutoPeftSpace, backbone_
     return rows
 
 
-def columns(space: AutoPeftSpace) -> list[str]:
+def columns(space: SearchSpaceBase) -> list[str]:
     return ["part", "trial", "state", *(p.name for p in space.parameters()), *TAIL_COLUMNS]
 
 
@@ -297,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_fidelity_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="Sobol seed of part 0")
     parser.add_argument("--training-seed", type=int, default=0, help="seed of every trial")
+    parser.add_argument("--family", choices=sorted(FAMILY_SPACES), default="autopeft",
+                        help="the space family to draw from (default autopeft)")
     parser.add_argument("--name", default=None, help="study name (default from the task)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="the service's database and logs (default "
@@ -305,11 +335,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     model = args.model or default_model_path()
-    search_space = model_search_space(model)
-    space = parse_search_space(search_space)
+    search_space = model_search_space(model, args.family)
+    space = table_space(model, args.family)
     backbone_total = backbone_parameters(model)
     label = args.task.replace(":", "_").removeprefix("glue_")
-    args.name = args.name or f"real-table {args.task}"
+    if args.family != "autopeft":  # the autopeft table keeps its original names
+        label = f"{label}_{args.family}"
+    args.name = args.name or (f"real-table {args.task}" if args.family == "autopeft"
+                              else f"real-table {args.task} {args.family}")
     output = args.output or RESULTS / f"real_table_{label}.csv"
     workdir = args.workdir or Path.home() / ".cache" / "autopeft" / f"real_table_{label}"
     workdir.mkdir(parents=True, exist_ok=True)

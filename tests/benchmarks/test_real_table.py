@@ -198,3 +198,21 @@ def test_a_second_run_on_a_busy_workdir_stops_and_stale_children_are_ended(tmp_p
         for process in (child, other):
             process.kill()
             process.wait(10)
+
+
+@pytest.mark.parametrize("family", ["unified", "design_space", "lora"])
+def test_the_other_families_tables_draw_from_their_default_space(family, minilm_path) -> None:
+    args = argparse.Namespace(
+        name="t", task="glue:sst2", data_dir="/data", trials=60, workers=1, epochs=1.0,
+        batch_size=16, learning_rate=1e-3, max_length=32, max_train_examples=1000,
+        max_held_out=500, max_dev_examples=None, seed=0, training_seed=0)
+    search_space = rt.model_search_space(str(minilm_path), family)
+    spec = StudySpec.model_validate(rt.with_backbone_dims(
+        rt.study_spec(args, str(minilm_path), search_space)))
+    assert spec.search_space.kind == family and spec.optimizer.name == "random"
+    space = rt.table_space(str(minilm_path), family)
+    assert space.kind == family
+    assert rt.columns(space)[3:3 + len(space.parameters())] == [
+        p.name for p in space.parameters()]
+    if family == "lora":
+        assert spec.search_space.granularity == "layer"
