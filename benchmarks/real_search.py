@@ -284,13 +284,66 @@ def summary_rows(out: Path) -> list[dict[str, Any]]:
     return rows
 
 
+#: The hand-crafted PEFT baselines the targets compare with (head only and full
+#: fine-tuning are reference points, not PEFT methods to beat).
+TARGET_BASELINES = ("lora-r8-qv", "serial-adapter-64", "parallel-adapter", "prefix-30", "mam")
+
+
+def target_checks(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The issue's targets on the re-trained rows.
+
+    For each PEFT baseline: the front configuration (any family) at a deployed share no
+    larger with the highest dev mean, and whether that mean is at least the baseline's
+    within one standard error of the difference (``front - baseline >= -sqrt(se_f^2 +
+    se_b^2)``). And whether the best front configuration is within one point of full
+    fine-tuning's dev mean.
+    """
+    front = [r for r in rows if r["family"] != "baseline"]
+    baselines = {r["name"]: r for r in rows if r["family"] == "baseline"}
+    checks: dict[str, Any] = {"baselines": {}}
+    for name in TARGET_BASELINES:
+        base = baselines.get(name)
+        if base is None:
+            continue
+        eligible = [r for r in front if r["deployed_percent"] <= base["deployed_percent"] + 1e-9]
+        best = max(eligible, key=lambda r: r["dev_mean"], default=None)
+        entry: dict[str, Any] = {"baseline_dev_mean": base["dev_mean"],
+                                 "baseline_deployed_percent": base["deployed_percent"],
+                                 "best_front": None, "met": False}
+        if best is not None:
+            tolerance = (best["dev_sem"] ** 2 + base["dev_sem"] ** 2) ** 0.5
+            entry.update(best_front=best["name"], best_front_dev_mean=best["dev_mean"],
+                         best_front_deployed_percent=best["deployed_percent"],
+                         difference=best["dev_mean"] - base["dev_mean"],
+                         tolerance=tolerance,
+                         met=best["dev_mean"] - base["dev_mean"] >= -tolerance)
+        checks["baselines"][name] = entry
+    full = baselines.get("full-ft")
+    best_front = max(front, key=lambda r: r["dev_mean"], default=None)
+    if full is not None and best_front is not None:
+        checks["full_finetuning"] = {
+            "full_ft_dev_mean": full["dev_mean"], "best_front": best_front["name"],
+            "best_front_dev_mean": best_front["dev_mean"],
+            "gap_points": 100 * (full["dev_mean"] - best_front["dev_mean"]),
+            "met": best_front["dev_mean"] >= full["dev_mean"] - 0.01}
+    return checks
+
+
 def write_report(args: argparse.Namespace, out: Path) -> None:
     """``summary.json`` and the scatter plot from every re-training done so far."""
     rows = summary_rows(out)
+    checks = target_checks(rows)
     (out / "summary.json").write_text(json.dumps({
         "fidelity": {**training_settings(args), "max_dev_examples": None,
                      "train_split": "whole train (subsample)", "eval_split": "dev (872)"},
-        "seeds": list(range(args.seeds)), "rows": rows}, indent=2) + "\n")
+        "seeds": list(range(args.seeds)), "targets": checks, "rows": rows}, indent=2) + "\n")
+    for name, entry in checks["baselines"].items():
+        print(f"  target vs {name}: {'met' if entry['met'] else 'missed'} "
+              f"(best front at a share no larger: {entry['best_front']})")
+    if "full_finetuning" in checks:
+        entry = checks["full_finetuning"]
+        print(f"  target vs full-ft: {'met' if entry['met'] else 'missed'} "
+              f"(gap {entry['gap_points']:.2f} points)")
     print(f"{len(rows)} re-trained configurations in {out / 'summary.json'}")
     for row in sorted(rows, key=lambda r: (r["family"], r["deployed_percent"])):
         print(f"  {row['family']:>12} {row['name']:<28} {row['deployed_percent']:8.3f} %  "

@@ -74,6 +74,32 @@ def test_the_database_copy_restores_a_missing_database_and_never_overwrites_one(
         assert len(db.execute("select x from t").fetchall()) == 2
 
 
+def _row(family: str, name: str, mean: float, sem: float, share: float) -> dict:
+    return {"family": family, "name": name, "dev_mean": mean, "dev_sem": sem,
+            "deployed_percent": share}
+
+
+def test_targets_compare_the_front_with_each_baseline_at_no_larger_share() -> None:
+    rows = [_row("baseline", "lora-r8-qv", 0.80, 0.01, 0.3),
+            _row("baseline", "mam", 0.83, 0.01, 11.0),
+            _row("baseline", "full-ft", 0.84, 0.005, 100.0),
+            _row("unified", "unified-trial-3", 0.79, 0.01, 0.2),   # within one SE of LoRA
+            _row("lora", "lora-trial-9", 0.835, 0.01, 0.5),        # larger than LoRA's share
+            _row("lora", "lora-trial-2", 0.70, 0.01, 0.1)]
+    checks = rs.target_checks(rows)
+    lora = checks["baselines"]["lora-r8-qv"]
+    assert lora["best_front"] == "unified-trial-3" and lora["met"]
+    assert lora["tolerance"] == pytest.approx((0.01 ** 2 * 2) ** 0.5)
+    assert checks["baselines"]["mam"]["best_front"] == "lora-trial-9"
+    assert checks["baselines"]["mam"]["met"]
+    assert checks["full_finetuning"]["met"] and checks["full_finetuning"]["gap_points"] == \
+        pytest.approx(0.5)
+    rows[3]["dev_mean"] = 0.77  # 3 points under LoRA: missed
+    assert not rs.target_checks(rows)["baselines"]["lora-r8-qv"]["met"]
+    rows[4]["dev_mean"] = 0.82  # 2 points under full fine-tuning: missed
+    assert not rs.target_checks(rows)["full_finetuning"]["met"]
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     with path.open(newline="") as handle:
         return list(csv.DictReader(handle))
@@ -101,6 +127,7 @@ def test_a_whole_run_searches_retrains_reports_and_resumes_from_the_copy(
     assert fronts, "the front's trials are re-trained"
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["rows"]) == len(retrained)
+    assert set(summary["targets"]["baselines"]) == set(rs.TARGET_BASELINES)
     for row in summary["rows"]:
         assert len(row["dev_scores"]) == 2 and 0 <= row["dev_mean"] <= 1
         assert row["dev_sem"] == pytest.approx(row["dev_std"] / 2 ** 0.5)
