@@ -36,7 +36,6 @@ Resume: the same command. ``--phase report`` redraws the summary from what exist
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -329,10 +328,26 @@ def target_checks(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return checks
 
 
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The re-trained rows as a markdown table: baselines first, then each family's front
+    by deployed share."""
+    order = {"baseline": 0, **{f: i + 1 for i, f in enumerate(FAMILIES)}}
+    lines = ["| family | configuration | deployed % | trainable % | dev accuracy % (mean ± std) "
+             "| seeds |", "|---|---|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: (order.get(r["family"], 9), r["deployed_percent"])):
+        name = row["name"] if row["family"] == "baseline" else (
+            f"#{row['name'].rsplit('-', 1)[1]}: {row['config_description']}")
+        lines.append(f"| {row['family']} | {name} | {row['deployed_percent']:.3f} | "
+                     f"{row['trainable_percent']:.3f} | {100 * row['dev_mean']:.1f} ± "
+                     f"{100 * (row['dev_std'] or 0):.1f} | {len(row['dev_scores'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(args: argparse.Namespace, out: Path) -> None:
     """``summary.json`` and the scatter plot from every re-training done so far."""
     rows = summary_rows(out)
     checks = target_checks(rows)
+    (out / "summary.md").write_text(markdown_table(rows))
     (out / "summary.json").write_text(json.dumps({
         "fidelity": {**training_settings(args), "max_dev_examples": None,
                      "train_split": "whole train (subsample)", "eval_split": "dev (872)"},

@@ -70,7 +70,7 @@ from typing import Any
 from sst2_fidelity import add_fidelity_arguments
 
 from autopeft_service.cli.demo import default_model_path
-from autopeft_service.client import AutopeftClient, with_backbone_dims
+from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.spaces import space_for_backbone
 from autopeft_service.domain.spaces.base import SearchSpaceBase

@@ -128,6 +128,8 @@ def test_a_whole_run_searches_retrains_reports_and_resumes_from_the_copy(
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["rows"]) == len(retrained)
     assert set(summary["targets"]["baselines"]) == set(rs.TARGET_BASELINES)
+    table = (out / "summary.md").read_text().splitlines()
+    assert len(table) == 2 + len(retrained) and table[2].startswith("| baseline |")
     for row in summary["rows"]:
         assert len(row["dev_scores"]) == 2 and 0 <= row["dev_mean"] <= 1
         assert row["dev_sem"] == pytest.approx(row["dev_std"] / 2 ** 0.5)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from autopeft_service.client import with_backbone_dims
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.study import StudySpec, parse_search_space
@@ -207,7 +208,7 @@ def test_the_other_families_tables_draw_from_their_default_space(family, minilm_
         batch_size=16, learning_rate=1e-3, max_length=32, max_train_examples=1000,
         max_held_out=500, max_dev_examples=None, seed=0, training_seed=0)
     search_space = rt.model_search_space(str(minilm_path), family)
-    spec = StudySpec.model_validate(rt.with_backbone_dims(
+    spec = StudySpec.model_validate(with_backbone_dims(
         rt.study_spec(args, str(minilm_path), search_space)))
     assert spec.search_space.kind == family and spec.optimizer.name == "random"
     space = rt.table_space(str(minilm_path), family)
