@@ -343,11 +343,48 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def search_fronts(out: Path) -> str:
+    """Each family's held-out Pareto front as the search saw it (one seed, held-out score,
+    the study's deployed share), from ``trials_<family>.csv``: what the searches found."""
+    import csv
+
+    lines = []
+    for family in FAMILIES:
+        path = out / f"trials_{family}.csv"
+        if not path.exists():
+            continue
+        with path.open(newline="") as handle:
+            done = [r for r in csv.DictReader(handle) if r["state"] == "completed"]
+        front, best = [], float("-inf")
+        for row in sorted(done, key=lambda r: (float(r["param_share"]), -float(r["score"]))):
+            if float(row["score"]) > best:
+                front.append(row)
+                best = float(row["score"])
+        lines += [f"### {family}: {len(done)} completed trials, {len(front)} on the front", "",
+                  "| # | proposed by | deployed % | held-out % | configuration |",
+                  "|---:|---|---:|---:|---|"]
+        lines += [f"| {r['trial']} | {r['generator']} | {float(r['param_share']):.3f} | "
+                  f"{100 * float(r['score']):.1f} | {r['config_description']}"
+                  f"{_design(r['params']) if family == 'design_space' else ''} |" for r in front]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _design(params_json: str) -> str:
+    """A design-space point's grouping and allocation (what the description leaves out)."""
+    params = json.loads(params_json)
+    groups = int(params.get("groups", 0))
+    tuned = [g for g in range(groups) if params.get(f"group_{g}_tuned")]
+    return (f" (groups {groups}, pattern {params.get('pattern')}, allocation "
+            f"{params.get('allocation')}, tuned groups {tuned})")
+
+
 def write_report(args: argparse.Namespace, out: Path) -> None:
     """``summary.json`` and the scatter plot from every re-training done so far."""
     rows = summary_rows(out)
     checks = target_checks(rows)
     (out / "summary.md").write_text(markdown_table(rows))
+    (out / "fronts.md").write_text(search_fronts(out))
     (out / "summary.json").write_text(json.dumps({
         "fidelity": {**training_settings(args), "max_dev_examples": None,
                      "train_split": "whole train (subsample)", "eval_split": "dev (872)"},
