@@ -213,3 +213,23 @@ def test_ctrl_c_stops_watching_not_the_study(server: ServerThread) -> None:
                           f"(autopeft cancel {study_id} stops it)\n")
         assert client.status(study_id)["state"] == "running"
         client.cancel(study_id)
+
+
+def test_download_errors_are_one_line(server: ServerThread, tmp_path: Path) -> None:
+    """Downloading from a study without artefacts: no such trial, no artefact yet, no
+    such study, a bad trial number, no -o (the success path: tests/workers/test_worker.py)."""
+    with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
+        study_id = client.submit(small_spec(name="no artefacts"))["id"]
+        while not client.trials(study_id):
+            time.sleep(0.05)
+    out = str(tmp_path / "out")
+    assert_one_line_error(autopeft("download", str(study_id), "999", "-o", out, *at(server)),
+                          1, f"study {study_id} has no trial 999")
+    assert_one_line_error(autopeft("download", str(study_id), "0", "-o", out, *at(server)),
+                          1, "HTTP 404", "has no artefact")
+    assert_one_line_error(autopeft("download", "999999", "0", "-o", out, *at(server)), 1,
+                          "study 999999 does not exist")
+    assert_one_line_error(autopeft("download", str(study_id), "x", "-o", out, *at(server)), 2,
+                          "invalid trial number 'x'")
+    assert_one_line_error(autopeft("download", str(study_id), "0", *at(server)), 2,
+                          "-o/--output")
