@@ -82,9 +82,12 @@ class ServerClient:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _request(self, path: str, body: dict[str, Any], timeout: float | None = None,
-                 retry: bool = True, interruptible: bool = True) -> httpx.Response:
-        """POST with retries on transient failures; returns a 2xx/204/404/409 response.
+    def _request(self, path: str, body: dict[str, Any] | None = None,
+                 timeout: float | None = None, retry: bool = True, interruptible: bool = True,
+                 method: str = "POST", content: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+        """POST ``body`` as JSON (or send ``content`` with ``method``) with retries on
+        transient failures; returns a 2xx/204/404/409 response.
 
         Raises:
             ProtocolError: 401, 403 or 422 (or other 4xx).
@@ -95,7 +98,8 @@ class ServerClient:
         delay = 0.5
         while True:
             try:
-                response = self._http.post(path, json=body, timeout=timeout or self.timeout)
+                response = self._http.request(method, path, json=body, content=content,
+                                              headers=headers, timeout=timeout or self.timeout)
                 if response.status_code < 500:
                     if response.status_code in (401, 403, 422) or (
                             400 <= response.status_code < 500
@@ -195,31 +199,13 @@ class ServerClient:
                 401/403.
             Interrupted: the stop event was set while waiting to retry.
         """
-        path = f"/v1/trials/{trial_id}/artifact"
-        delay = 0.5
-        while True:
-            try:
-                response = self._http.put(
-                    path, content=data, timeout=self.timeout + len(data) / 1e6,
-                    headers={"X-Lease-Token": token, "X-Artifact-SHA256": sha256,
-                             "Content-Type": "application/zip"})
-                if response.status_code < 500:
-                    if response.status_code in (404, 409):
-                        raise LeaseLost(response.json().get("detail", response.text))
-                    if response.status_code >= 400:
-                        raise ProtocolError(f"{path}: HTTP {response.status_code}: "
-                                            f"{response.text[:500]}")
-                    return response.json()
-                problem = f"HTTP {response.status_code}"
-            except httpx.TransportError as error:
-                problem = f"{type(error).__name__}: {error}"
-            wait = min(self.max_backoff, delay) * (0.5 + random.random())  # noqa: S311
-            log.warning("%s failed (%s); retrying in %.1f s", path, problem, wait)
-            if interruptible and self.stop.wait(wait):
-                raise Interrupted(f"{path}: stopped while retrying")
-            if not interruptible:
-                time.sleep(wait)
-            delay *= 2
+        response = self._request(
+            f"/v1/trials/{trial_id}/artifact", method="PUT", content=data,
+            headers={"X-Lease-Token": token, "X-Artifact-SHA256": sha256,
+                     "Content-Type": "application/zip"},
+            timeout=self.timeout + len(data) / 1e6, interruptible=interruptible)
+        self._raise_lost(response)
+        return response.json()
 
     @staticmethod
     def _raise_lost(response: httpx.Response) -> None:

@@ -54,6 +54,7 @@ from workers.peft.arch import ARCHITECTURES, ArchitectureMapping
 from workers.peft.ia3 import target_path as ia3_output_path
 from workers.peft.lora import target_path as lora_target_path
 from workers.peft.prefix import PrefixEncoder
+from workers.task_model import pool
 
 HEAD_FILE = "autopeft_head.safetensors"
 HEAD_CONFIG = "autopeft_head.json"
@@ -266,12 +267,7 @@ class PeftExport:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
                             **kwargs).last_hidden_state
-        if self.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
-        return self.head(pooled)
+        return self.head(pool(hidden, attention_mask, self.pooling))
 
 
 def load_peft_export(backbone: str | Path, folder: str | Path) -> PeftExport:

@@ -29,13 +29,16 @@ class TaskModel(nn.Module):
         kwargs = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask,
                                **kwargs).last_hidden_state
-        if self.pooling == "mean":
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        else:
-            pooled = hidden[:, 0]
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
 
     def head_parameter_count(self) -> int:
         """Elements of the task head."""
         return sum(p.numel() for p in self.head.parameters())
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(B, T, d) token states -> (B, d): the mean over unmasked tokens, or the first token."""
+    if pooling == "mean":
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return hidden[:, 0]

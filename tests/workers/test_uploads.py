@@ -110,15 +110,17 @@ def test_uploads_wait_out_a_server_that_refuses_for_now(server, tiny_bert_path, 
     folder = tmp_path / "wa"
     worker = _worker(server, folder, tmp_path / "cache", "w")
     calls = {"n": 0}
-    original = httpx.Client.put
+    original = httpx.Client.request
 
-    def flaky(self, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def flaky(self, method, url, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if method != "PUT":
+            return original(self, method, url, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] <= 2:
             return httpx.Response(503, json={"detail": "database unavailable"})
-        return original(self, url, *args, **kwargs)
+        return original(self, method, url, *args, **kwargs)
 
-    monkeypatch.setattr(httpx.Client, "put", flaky)
+    monkeypatch.setattr(httpx.Client, "request", flaky)
     worker.run(max_trials=1)
     assert calls["n"] == 3
     (trial,) = _trials(server, study)
@@ -126,8 +128,10 @@ def test_uploads_wait_out_a_server_that_refuses_for_now(server, tiny_bert_path, 
 
     # stopping while the server keeps failing: the artefact stays for the next start
     study2 = _study(server, tiny_bert_path, trials=1)
-    monkeypatch.setattr(httpx.Client, "put",
-                        lambda self, url, *a, **k: httpx.Response(503, json={"detail": "x"}))
+    monkeypatch.setattr(
+        httpx.Client, "request",
+        lambda self, method, url, *a, **k: httpx.Response(503, json={"detail": "x"})
+        if method == "PUT" else original(self, method, url, *a, **k))
     stopper = threading.Timer(3.0, worker.stopping.set)
     stopper.start()
     worker.run(max_trials=1)
