@@ -50,7 +50,7 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
         spec = StudySpec.model_validate(study.spec)
         rows = repo.trials_in_states(session, study_id, [
             TrialState.COMPLETED.value, TrialState.READY.value, TrialState.LEASED.value,
-            TrialState.FAILED.value])
+            TrialState.FAILED.value, TrialState.PRUNED.value])
         counts = repo.trial_counts(session, study_id)
     # A completed row without both objectives (written before results were validated) is
     # no observation: it is kept from being proposed again, as a failed point is.
@@ -61,7 +61,9 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
                                                      TrialState.LEASED.value)]
     failed = [r.params for r in rows if r.state == TrialState.FAILED.value
               or (r.state == TrialState.COMPLETED.value and not _scored(r))]
-    return spec, History(completed=completed, pending=pending, failed=failed), counts
+    pruned = [r.params for r in rows if r.state == TrialState.PRUNED.value]
+    return spec, History(completed=completed, pending=pending, failed=failed,
+                         pruned=pruned), counts
 
 
 def _scored(row: TrialRow) -> bool:

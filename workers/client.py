@@ -13,6 +13,7 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -26,7 +27,7 @@ from autopeft_service.domain.protocol import (
     LeaseRequest,
     ResultIn,
 )
-from autopeft_service.domain.trial import TrialResult
+from autopeft_service.domain.trial import RungScore, TrialResult
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +159,18 @@ class ServerClient:
         return LeaseOut.model_validate(response.json())
 
     def heartbeat(self, trial_id: int, token: str, progress: dict[str, Any] | None = None,
-                  retry: bool = False) -> HeartbeatOut:
-        """Extend the lease. Raises LeaseLost on 409/404, ServerUnavailable when the server
-        cannot be reached (the caller keeps training; the lease may still be extended later)."""
+                  retry: bool = False, rungs: Sequence[RungScore] = ()) -> HeartbeatOut:
+        """Extend the lease, sending progress and rung scores not yet acknowledged.
+
+        Raises:
+            LeaseLost: 409/404.
+            ServerUnavailable: the server cannot be reached (the caller keeps training and
+                sends the rung scores again with the next heartbeat).
+            ProtocolError: 422, e.g. a rung the study does not have.
+        """
+        body = HeartbeatIn(token=token, progress=progress, rungs=list(rungs))
         response = self._request(f"/v1/trials/{trial_id}/heartbeat",
-                                 HeartbeatIn(token=token, progress=progress).model_dump(),
-                                 retry=retry)
+                                 body.model_dump(mode="json"), retry=retry)
         self._raise_lost(response)
         return HeartbeatOut.model_validate(response.json())
 

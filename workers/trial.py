@@ -24,10 +24,11 @@ from torch import nn
 from transformers import get_linear_schedule_with_warmup
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.early_stopping import EarlyStopping, rung_steps
 from autopeft_service.domain.errors import ModelError, TrialError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from autopeft_service.domain.trial import RungScore, TrainingSettings, TrialResult
 from workers.artifact import save_artifact
 from workers.backbone import Backbone, load_backbone
 from workers.data import (
@@ -92,6 +93,8 @@ class TrialStopped(Exception):
 
 
 ProgressCallback = Callable[[TrialProgress], bool]
+#: Called with each rung score as it is taken; return False to stop the trial there.
+RungCallback = Callable[[RungScore], bool]
 
 
 @dataclass
@@ -169,13 +172,20 @@ class TrialRunner:
 
     def run(self, request: TrialRequest, progress: ProgressCallback | None = None,
             progress_every: int = 10, artifact_dir: str | Path | None = None,
-            trial_info: dict[str, object] | None = None) -> TrialResult:
+            trial_info: dict[str, object] | None = None,
+            early_stopping: EarlyStopping | None = None,
+            on_rung: RungCallback | None = None) -> TrialResult:
         """Train and score one configuration.
 
         Args:
             request: what to train.
             progress: called every ``progress_every`` steps; return False to stop the trial.
             progress_every: steps between progress calls.
+            early_stopping: the study's rungs: at each (``rung_steps``) the first
+                ``rung_examples`` held-out examples are scored (time kept out of
+                ``train_seconds``, reported as ``rung_eval_seconds``), the score goes into
+                the result's ``rungs`` and to ``on_rung``. Ignored without a held-out split.
+            on_rung: called with each rung score; False stops the trial (``TrialStopped``).
             artifact_dir: when given, the trained adapter and head are written there as an
                 artefact (``workers.artifact``; the folder is replaced whole).
             trial_info: study and trial ids for the artefact's manifest.
@@ -215,11 +225,12 @@ class TrialRunner:
         load_seconds = time.perf_counter() - load_start
 
         memory = _PeakMemory(self.device)
+        rungs = _RungScorer(self, model, data, settings, is_regression, early_stopping, on_rung)
         train_start = time.perf_counter()
         steps, examples_seen, final_loss = self._train(
             model, data.fit, settings, request.seed, is_regression, progress, progress_every,
-            memory)
-        train_seconds = time.perf_counter() - train_start
+            memory, rungs)
+        train_seconds = time.perf_counter() - train_start - rungs.seconds
 
         eval_start = time.perf_counter()
         held_out = ({} if data.held_out is None else
@@ -240,7 +251,8 @@ class TrialRunner:
             train_examples=len(data.fit),
             examples_per_second=examples_seen / max(train_seconds, 1e-9),
             final_loss=final_loss, peak_memory_mb=memory.peak_mb, device=str(self.device),
-            seed=request.seed, config_description=request.config.describe())
+            seed=request.seed, config_description=request.config.describe(),
+            rungs=rungs.scores, rung_eval_seconds=rungs.seconds)
         if artifact_dir is not None:
             save_artifact(artifact_dir, model, backbone, request.config, data.task, settings,
                           result, trial_info)
@@ -248,7 +260,8 @@ class TrialRunner:
 
     def _train(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
                seed: int, is_regression: bool, progress: ProgressCallback | None,
-               progress_every: int, memory: _PeakMemory) -> tuple[int, int, float]:
+               progress_every: int, memory: _PeakMemory,
+               rungs: _RungScorer | None = None) -> tuple[int, int, float]:
         """Train in place; return (steps, examples seen, last loss)."""
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
@@ -285,6 +298,8 @@ class TrialRunner:
                 if progress is not None and (step % progress_every == 0 or step == total_steps):
                     if not progress(TrialProgress(step, total_steps, loss_value)):
                         raise TrialStopped(f"stopped at step {step} of {total_steps}")
+                if rungs is not None and not rungs.after_step(step, total_steps):
+                    raise TrialStopped(f"stopped at rung (step {step} of {total_steps})")
         return step, seen, loss_value
 
     def _evaluate(self, model: TaskModel, data: TokenizedSplit, task: TaskData,
@@ -310,6 +325,65 @@ class TrialRunner:
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
+
+
+class _RungScorer:
+    """Scores a trial's rungs during training (``TrialRunner.run``'s ``early_stopping``)."""
+
+    def __init__(self, runner: TrialRunner, model: TaskModel, data: _PreparedData,
+                 settings: TrainingSettings, is_regression: bool,
+                 early_stopping: EarlyStopping | None, on_rung: RungCallback | None) -> None:
+        self.runner = runner
+        self.model = model
+        self.data = data
+        self.settings = settings
+        self.is_regression = is_regression
+        self.on_rung = on_rung
+        self.fractions = early_stopping.rungs if early_stopping is not None else ()
+        self.examples = early_stopping.rung_examples if early_stopping is not None else 0
+        self.scores: list[RungScore] = []
+        self.seconds = 0.0
+        self._at_step: dict[int, list[int]] | None = None
+        self._split: TokenizedSplit | None = None
+        if data.held_out is None or not len(data.held_out):
+            self.fractions = ()
+
+    def after_step(self, step: int, total_steps: int) -> bool:
+        """Score every rung that falls on ``step``; False when ``on_rung`` said stop."""
+        if not self.fractions:
+            return True
+        if self._at_step is None:
+            self._at_step = {}
+            for rung, at in enumerate(rung_steps(self.fractions, total_steps)):
+                if at:
+                    self._at_step.setdefault(at, []).append(rung)
+        for rung in self._at_step.get(step, ()):
+            start = time.perf_counter()
+            split = self._rung_split()
+            metrics = self.runner._evaluate(self.model, split, self.data.task, self.settings,
+                                            self.is_regression)
+            took = time.perf_counter() - start
+            self.seconds += took
+            score = RungScore(rung=rung, step=step, score=metrics[self.data.task.metrics[0]],
+                              examples=len(split), eval_seconds=took)
+            self.scores.append(score)
+            if self.on_rung is not None and not self.on_rung(score):
+                return False
+        return True
+
+    def _rung_split(self) -> TokenizedSplit:
+        """The first ``examples`` held-out examples (the same for every trial)."""
+        if self._split is None:
+            held_out = self.data.held_out
+            assert held_out is not None
+            count = min(self.examples, len(held_out))
+            self._split = TokenizedSplit(
+                input_ids=held_out.input_ids[:count],
+                attention_mask=held_out.attention_mask[:count],
+                token_type_ids=None if held_out.token_type_ids is None
+                else held_out.token_type_ids[:count],
+                labels=held_out.labels[:count], lengths=held_out.lengths[:count])
+        return self._split
 
 
 class _PeakMemory:

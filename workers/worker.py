@@ -11,7 +11,13 @@ Fault handling:
     *preempted* (requeued at once, no attempt used), then the worker exits;
   * server down or restarting: every request is retried with capped backoff; a finished
     result is kept until the server accepts it (a stop signal does not abandon it);
-  * a heartbeat answered "stop" (study cancelled) ends the trial within one step;
+  * a heartbeat answered "stop" (study cancelled, trial pruned) ends the trial within one
+    step;
+  * rungs (the study's ``early_stopping``): at each, the training thread sends the rung
+    score in a heartbeat at once and waits for the answer (one request; the decision
+    belongs to that step): "stop" ends the trial there, pruned, and nothing
+    more is reported. A score the server did not acknowledge (it was unreachable) goes
+    again with every later heartbeat: the server takes it once per lease and rung;
   * artefacts (``uploads``): written by the runner, uploaded after the result was
     accepted, kept on disk and retried while the server cannot take them
     (``workers.uploads``); the result never waits on an upload.
@@ -28,6 +34,7 @@ from pathlib import Path
 
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import LeaseOut
+from autopeft_service.domain.trial import RungScore
 from workers.client import (
     Interrupted,
     LeaseLost,
@@ -50,11 +57,15 @@ class WorkerStats:
     failed: int = 0
     preempted: int = 0
     stopped: int = 0
+    pruned: int = 0
     lost: int = 0
     started_at: float = field(default_factory=time.monotonic)
     training_seconds: float = 0.0
     trial_seconds: float = 0.0
     load_seconds: list[float] = field(default_factory=list)
+    #: Per trial stopped by the server: steps trained after the stop was heard (0 at a
+    #: rung, whose decision is awaited; at most 1 otherwise).
+    stop_lag_steps: list[int] = field(default_factory=list)
 
 
 class _TrialControl:
@@ -66,10 +77,18 @@ class _TrialControl:
         self.progress: dict[str, float] = {}
         self.deadline = deadline
         self.worker_stop = worker_stop
+        #: One heartbeat at a time (the heartbeat thread's, or a rung's from training).
+        self.beat_lock = threading.Lock()
+        #: Rung scores the server has not acknowledged yet.
+        self.unacknowledged: list[RungScore] = []
+        #: Training step when a stop was requested, and heartbeats answered so far.
+        self.stop_step: int | None = None
+        self.heartbeats = 0
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():
             self.reason = reason
+            self.stop_step = int(self.progress.get("step", 0))
             self.stop.set()
 
     def on_progress(self, progress: TrialProgress) -> bool:
@@ -151,6 +170,9 @@ class Worker:
                                data_dir=Path(lease.data_dir) if lease.data_dir else None,
                                task_options=lease.task_options,
                                expected_dims=lease.backbone_dims)
+        rungs = {"early_stopping": lease.early_stopping,
+                 "on_rung": lambda score: self._report_rung(lease, control, score)
+                 } if lease.early_stopping.rungs else {}
         artifact = {} if self.uploads is None else {
             "artifact_dir": self.uploads.artifact_dir(lease.trial_id),
             "trial_info": {"study": lease.study_id, "trial": lease.number,
@@ -158,8 +180,11 @@ class Worker:
         delivered = False
         try:
             result = self.runner.run(request, progress=control.on_progress, progress_every=1,
-                                     **artifact)
+                                     **rungs, **artifact)
         except TrialStopped:
+            if control.stop_step is not None:
+                self.stats.stop_lag_steps.append(
+                    int(control.progress.get("step", 0)) - control.stop_step)
             self._report_stopped(lease, control)
         except Exception as error:  # noqa: BLE001 - every failure is reported, the worker goes on
             reason = _describe(error)
@@ -193,20 +218,49 @@ class Worker:
     def _heartbeat(self, lease: LeaseOut, control: _TrialControl) -> None:
         interval = max(0.5, min(10.0, lease.lease_seconds / 4))
         while not control.stop.wait(interval):
+            if not self._beat(lease, control):
+                return
+
+    def _beat(self, lease: LeaseOut, control: _TrialControl) -> bool:
+        """Send one heartbeat with the unacknowledged rung scores; act on its answer.
+        False when the trial must stop (the caller's loop ends)."""
+        with control.beat_lock:
+            if control.stop.is_set():
+                return False
+            rungs = list(control.unacknowledged)
             try:
-                answer = self.client.heartbeat(lease.trial_id, lease.token, control.progress)
+                answer = self.client.heartbeat(lease.trial_id, lease.token, control.progress,
+                                               rungs=rungs)
             except ServerUnavailable as error:
                 log.info("heartbeat of trial %s: %s (training goes on)", lease.trial_id, error)
-                continue
+                return True
             except LeaseLost as error:
                 control.request_stop(f"lease lost: {error}")
-                return
+                return False
+            except ProtocolError as error:
+                # Refused (422): sending these rung scores again cannot help.
+                log.warning("heartbeat of trial %s refused: %s", lease.trial_id, error)
+                control.unacknowledged = [r for r in control.unacknowledged if r not in rungs]
+                return True
             except AutopeftError as error:
                 log.warning("heartbeat of trial %s refused: %s", lease.trial_id, error)
-                continue
+                return True
+            control.heartbeats += 1
+            control.unacknowledged = [r for r in control.unacknowledged if r not in rungs]
             if answer.stop:
                 control.request_stop(answer.reason or "stop")
-                return
+                return False
+            return True
+
+    def _report_rung(self, lease: LeaseOut, control: _TrialControl, score: RungScore) -> bool:
+        """Training callback at a rung: send its score now and wait for the decision.
+        True: training goes on (also when the server cannot answer: the score goes again
+        with the next heartbeat)."""
+        control.unacknowledged.append(score)
+        log.info("trial %s: rung %s at step %s: %.4f", lease.trial_id, score.rung, score.step,
+                 score.score)
+        self._beat(lease, control)
+        return not control.stop.is_set()
 
     def _report_stopped(self, lease: LeaseOut, control: _TrialControl) -> None:
         reason = control.reason
@@ -217,6 +271,8 @@ class Worker:
             self._report_failure(lease, f"timeout after {self.trial_timeout:g} s")
         else:  # cancelled or pruned by the server, or the lease was lost: nothing to report
             self.stats.stopped += 1
+            if reason.startswith("pruned"):
+                self.stats.pruned += 1
             log.info("trial %s stopped: %s", lease.trial_id, reason)
 
     def _report_failure(self, lease: LeaseOut, reason: str, preempted: bool = False) -> None:

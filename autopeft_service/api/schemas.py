@@ -25,6 +25,19 @@ class ArtifactInfo(BaseModel):
     uploaded_at: float | None
 
 
+class RungOut(BaseModel):
+    """A trial's score at one rung, and the early-stopping decision on it."""
+
+    rung: int
+    step: int
+    score: float | None
+    examples: int
+    eval_seconds: float
+    proceed: bool | None = Field(description="True: went on; False: pruned here; None: no "
+                                 "rule applied (curve recorded only).")
+    decision: str | None
+
+
 class TrialSummary(BaseModel):
     """A trial as users see it."""
 
@@ -49,6 +62,8 @@ class TrialSummary(BaseModel):
     artifact: ArtifactInfo | None = Field(
         None, description="The uploaded adapter artefact (GET /v1/trials/{id}/artifact); "
         "None until its worker uploads it.")
+    rungs: list[RungOut] = Field(default_factory=list, description="Scores at the study's "
+                                 "early-stopping rungs, in rung order (kept when pruned).")
 
 
 class StudyOut(BaseModel):

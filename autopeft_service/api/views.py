@@ -8,17 +8,19 @@ hypervolume; a stored spec that no longer validates is shown as stored.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from autopeft_service.api.schemas import ArtifactInfo, ParetoOut, StudyOut, TrialSummary
+from autopeft_service.api.schemas import ArtifactInfo, ParetoOut, RungOut, StudyOut, TrialSummary
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
 from autopeft_service.storage import repository as repo
-from autopeft_service.storage.models import StudyRow, TrialRow
+from autopeft_service.storage.models import RungRow, StudyRow, TrialRow
+from autopeft_service.storage.rungs import rungs_of
 
 
 def _finite(value: float | None) -> float | None:
@@ -43,7 +45,13 @@ def _describe(config: dict[str, Any]) -> str:
         return "(configuration no longer readable)"
 
 
-def trial_summary(row: TrialRow) -> TrialSummary:
+def trial_summaries(session: Session, rows: Sequence[TrialRow]) -> list[TrialSummary]:
+    """Trials as users see them, with their rung scores (one query for all)."""
+    rungs = rungs_of(session, [row.id for row in rows])
+    return [trial_summary(row, rungs[row.id]) for row in rows]
+
+
+def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = ()) -> TrialSummary:
     return TrialSummary(
         id=row.id, number=row.number, state=row.state, generator=row.generator,
         attempt=row.attempt, params=row.params, config=row.config,
@@ -55,7 +63,10 @@ def trial_summary(row: TrialRow) -> TrialSummary:
         created_at=row.created_at, leased_at=row.leased_at, finished_at=row.finished_at,
         artifact=None if row.artifact_sha256 is None else ArtifactInfo(
             sha256=row.artifact_sha256, bytes=row.artifact_bytes or 0,
-            uploaded_at=row.artifact_at))
+            uploaded_at=row.artifact_at),
+        rungs=[RungOut(rung=r.rung, step=r.step, score=_finite(r.score), examples=r.examples,
+                       eval_seconds=r.eval_seconds, proceed=r.proceed, decision=r.decision)
+               for r in rungs])
 
 
 def _stored_spec(study: StudyRow) -> tuple[StudySpec | dict[str, Any], ReferencePoint, int]:
@@ -97,7 +108,7 @@ def study_out(session: Session, study: StudyRow) -> StudyOut:
                     proposer_failures=study.proposer_failures or 0,
                     created_at=study.created_at, updated_at=study.updated_at,
                     counts=repo.trial_counts(session, study.id), total_trials=total,
-                    best=trial_summary(best) if best is not None else None,
+                    best=trial_summaries(session, [best])[0] if best is not None else None,
                     hypervolume=volume, pareto_size=len(front), spec=spec)
 
 
@@ -105,4 +116,4 @@ def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
     _spec, reference, _total = _stored_spec(study)
     front, volume = _front(_scored_trials(session, study.id), reference)
     return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
-                     hypervolume=volume, trials=[trial_summary(r) for r in front])
+                     hypervolume=volume, trials=trial_summaries(session, front))

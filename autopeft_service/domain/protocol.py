@@ -11,8 +11,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.early_stopping import MAX_RUNGS, EarlyStopping
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from autopeft_service.domain.trial import RungScore, TrainingSettings, TrialResult
 from autopeft_service.domain.validation import StorableInput, bounded_json
 
 #: Most bytes (as JSON) of a heartbeat's ``progress``.
@@ -52,12 +53,19 @@ class LeaseOut(BaseModel):
     backbone_dims: BackboneDims | None = Field(
         None, description="The study's backbone dimensions: a worker whose loaded backbone "
         "differs fails the trial (None for studies stored before they were required).")
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping, description="The study's rungs: the worker scores "
+        "each and sends the score with a heartbeat.")
 
 
 class HeartbeatIn(_Body):
     token: str = Field(min_length=1, max_length=64)
     progress: dict[str, Any] | None = Field(
         None, description=f"Training progress (at most {MAX_PROGRESS_BYTES} bytes as JSON).")
+    rungs: list[RungScore] = Field(
+        default_factory=list, max_length=MAX_RUNGS,
+        description="Rung scores not yet acknowledged (sent again until a heartbeat is "
+        "answered; idempotent by lease token and rung).")
 
     @field_validator("progress")
     @classmethod

@@ -8,6 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.spaces import (
     MAX_SIZE,
     SearchSpace,
@@ -45,7 +46,7 @@ class TrialState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"  # failed max_attempts times, or a permanent failure
     CANCELLED = "cancelled"  # the study was cancelled first
-    PRUNED = "pruned"  # stopped early
+    PRUNED = "pruned"  # stopped at a rung by the early-stopping rule (rung scores kept)
 
 
 #: States in which a trial still occupies a slot of the budget and counts as pending.
@@ -179,6 +180,9 @@ class StudySpec(_Spec, StorableInput):
     budget: Budget = Field(default_factory=Budget)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    early_stopping: EarlyStopping = Field(
+        default_factory=EarlyStopping, description="Rungs at which trials are scored early, "
+        "and the rule that stops those that cannot reach the front (default: none).")
     seed: int = Field(0, ge=0, le=MAX_SEED,
                       description="Training seed of every trial (fair comparison).")
     kind: Literal["autopeft"] = "autopeft"

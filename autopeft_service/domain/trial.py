@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autopeft_service.domain.early_stopping import MAX_RUNGS
 from autopeft_service.domain.validation import parse_model
 
 Pooling = Literal["mean", "cls"]
@@ -47,6 +48,19 @@ class TrainingSettings(BaseModel):
         return parse_model(cls, data)
 
 
+class RungScore(BaseModel):
+    """A trial's held-out score at one rung of its training (``domain.early_stopping``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    rung: int = Field(ge=0, lt=MAX_RUNGS, description="Index into early_stopping.rungs.")
+    step: int = Field(ge=1, le=10**12, description="Training step the score was taken at.")
+    score: float = Field(ge=-1e9, le=1e9, description="The objective metric on the rung's "
+                         "held-out examples.")
+    examples: int = Field(ge=0, le=10**12, description="Held-out examples scored.")
+    eval_seconds: float = Field(0.0, ge=0, le=1e9, description="Seconds the scoring took.")
+
+
 class TrialResult(BaseModel):
     """What a finished trial reports.
 
@@ -84,3 +98,8 @@ class TrialResult(BaseModel):
     device: str = Field(max_length=100)
     seed: int = Field(ge=0, le=MAX_SEED)
     config_description: str = Field(max_length=10_000)
+    rungs: list[RungScore] = Field(
+        default_factory=list, max_length=MAX_RUNGS,
+        description="Scores at the study's rungs (none when it names no rungs).")
+    rung_eval_seconds: float = Field(
+        0.0, ge=0, le=1e9, description="Seconds spent scoring rungs (not in train_seconds).")

@@ -57,20 +57,26 @@ class History:
         completed: trials with results.
         pending: points ready or leased (proposed, not yet evaluated).
         failed: points that failed (never fed as scores; not proposed again).
+        pruned: points stopped at a rung by the early-stopping rule. Not completed scores
+            (a rung score is a lower-fidelity, biased-low view of the final score, and a
+            single-fidelity model fed with it would learn that those configurations are
+            worse than they are) and not pending (they hold no worker). Never proposed
+            again: the rule judged them off the front once already.
     """
 
     completed: Sequence[Observation] = ()
     pending: Sequence[Point] = ()
     failed: Sequence[Point] = ()
+    pruned: Sequence[Point] = ()
 
     def points(self) -> list[Point]:
-        """Every point already proposed (completed, pending, failed)."""
-        return [o.params for o in self.completed] + list(self.pending) + list(self.failed)
+        """Every point already proposed (completed, pending, failed, pruned)."""
+        return ([o.params for o in self.completed] + list(self.pending) + list(self.failed)
+                + list(self.pruned))
 
     def seen(self) -> set[tuple[tuple[str, ParamValue], ...]]:
         """Every point already proposed, as hashable keys."""
-        points = [o.params for o in self.completed] + list(self.pending) + list(self.failed)
-        return {point_key(p) for p in points}
+        return {point_key(p) for p in self.points()}
 
 
 class Optimizer(Protocol):

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -79,6 +90,32 @@ class TrialRow(Base):
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     study: Mapped[StudyRow] = relationship(back_populates="trials", lazy="raise")
+
+
+class RungRow(Base):
+    """A trial's score at one rung of its training, and the early-stopping decision taken
+    on it (``domain.early_stopping``). One row per trial and rung: a later attempt of the
+    trial (a new lease) replaces its rows as it reaches each rung again."""
+
+    __tablename__ = "trial_rungs"
+    __table_args__ = (Index("ix_trial_rungs_study_rung", "study_id", "rung"),)
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    rung: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    #: The lease the score came under: the same lease and rung again is a no-op.
+    lease_token: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[float] = mapped_column(Float)
+    #: The trial's parameter share when the score arrived (None: not known yet).
+    share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    examples: Mapped[int] = mapped_column(BigInteger)
+    eval_seconds: Mapped[float] = mapped_column(Float)
+    #: The rule's decision: True go on, False pruned, None no rule (curve recorded only).
+    proceed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
 
 
 class WorkerRow(Base):

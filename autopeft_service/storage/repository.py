@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.search_space import point_key
 from autopeft_service.domain.study import (
@@ -36,7 +37,9 @@ from autopeft_service.domain.study import (
     TrialState,
 )
 from autopeft_service.storage.database import database_now, database_now_expression, is_postgres
+from autopeft_service.domain.trial import RungScore
 from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
+from autopeft_service.storage.rungs import record_rung_scores
 
 
 log = logging.getLogger(__name__)
@@ -91,6 +94,7 @@ class HeartbeatAnswer:
     deadline: float | None
     stop: bool
     reason: str | None = None
+    pruned: bool = False
 
 
 @dataclass(frozen=True)
@@ -456,28 +460,44 @@ def _not_current(trial_id: int) -> str:
 
 
 def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
-              progress: Mapping[str, Any] | None) -> HeartbeatAnswer:
-    """Extend a lease and record progress.
+              progress: Mapping[str, Any] | None, rungs: Sequence[RungScore] = (),
+              early_stopping: Callable[[int], EarlyStopping] | None = None) -> HeartbeatAnswer:
+    """Extend a lease, record progress and rung scores, and apply the early-stopping rule.
 
-    Returns stop=True (and no deadline) when the trial was cancelled or pruned.
+    Returns stop=True (and no deadline) when the trial was cancelled or pruned, now or
+    before; ``pruned`` is True when these rung scores pruned it.
+
+    Args:
+        rungs: rung scores the worker has not had acknowledged (``rungs.record_rung_scores``:
+            idempotent by lease token and rung).
+        early_stopping: the study's early-stopping section, by study id (called only when
+            ``rungs`` is not empty); None: no rule (scores recorded only).
 
     Raises:
         NotFound: no such trial.
         LeaseConflict: the token is not the trial's current lease.
+        RungRefused: a rung score names a rung the study does not have.
     """
     trial = get_trial(session, trial_id, lock=True)
     if trial.lease_token != token:
         raise LeaseConflict(_not_current(trial_id))
     if trial.state in (TrialState.CANCELLED.value, TrialState.PRUNED.value):
-        return HeartbeatAnswer(deadline=None, stop=True, reason=trial.state)
+        return HeartbeatAnswer(deadline=None, stop=True, reason=trial.failure_reason
+                               if trial.state == TrialState.PRUNED.value else trial.state)
     if trial.state != TrialState.LEASED.value:
         raise LeaseConflict(f"trial {trial_id}: not leased (state {trial.state})")
     now = database_now(session)
-    trial.lease_deadline = now + lease_seconds
     if progress is not None:
         trial.progress = dict(progress)
     if trial.worker:
         _touch_worker(session, trial.worker)
+    if rungs:
+        policy = early_stopping(trial.study_id) if early_stopping else EarlyStopping()
+        outcome = record_rung_scores(session, trial, token, rungs, policy)
+        if outcome.pruned is not None:
+            return HeartbeatAnswer(deadline=None, stop=True, reason=outcome.pruned,
+                                   pruned=True)
+    trial.lease_deadline = now + lease_seconds
     return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False)
 
 

@@ -14,7 +14,7 @@ from autopeft_service.api.schemas import (
     TrialPage,
     error_responses,
 )
-from autopeft_service.api.views import pareto_out, study_out, trial_summary
+from autopeft_service.api.views import pareto_out, study_out, trial_summaries
 from autopeft_service.domain.study import StudySpec, TrialState, check_new_study
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
@@ -77,7 +77,7 @@ def list_trials(study_id: StudyId, session: SessionDep, state: TrialState | None
     rows, total = repo.list_trials(session, study_id, state.value if state else None, offset,
                                    limit)
     return TrialPage(total=total, offset=offset, limit=limit,
-                     items=[trial_summary(r) for r in rows])
+                     items=trial_summaries(session, rows))
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoOut, responses=ONE_STUDY)

@@ -27,7 +27,9 @@ from autopeft_service.api.schemas import (
     error_responses,
 )
 from autopeft_service.api.services import Services
+from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.storage import repository as repo
+from autopeft_service.storage.rungs import RungRefused
 
 TrialId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth],
@@ -51,7 +53,8 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
             "lease_seconds": seconds, "params": lease.params, "config": lease.config,
             "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
             "task_options": spec["task_options"], "training": spec["training"],
-            "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims")}
+            "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims"),
+            "early_stopping": spec.get("early_stopping") or {}}
     services.proposer.wake()  # a slot opened in the ready queue
     return out
 
@@ -85,13 +88,27 @@ def _conflict(error: Exception) -> HTTPException:
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatOut, responses=CONFLICT)
 def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> HeartbeatOut:
-    """Extend the lease and record progress; ``stop`` tells the worker to abandon the trial."""
+    """Extend the lease and record progress and rung scores; ``stop`` tells the worker to
+    abandon the trial (cancelled, or pruned by the early-stopping rule: ``reason`` says
+    where and why). A rung the study does not have gets 422 naming it."""
+
+    def early_stopping(study_id: int) -> EarlyStopping:
+        spec = services.study_spec_json(session, study_id)
+        return EarlyStopping.model_validate(spec.get("early_stopping") or {})
+
     try:
         with services.database.session() as session:
             answer = repo.heartbeat(session, trial_id, body.token,
-                                    services.settings.lease_seconds, body.progress)
+                                    services.settings.lease_seconds, body.progress,
+                                    body.rungs, early_stopping)
     except (repo.NotFound, repo.LeaseConflict) as error:
         raise _conflict(error) from None
+    except RungRefused as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["body", *error.field.split(".")], "msg": str(error),
+            "type": "value_error"}]) from None
+    if answer.pruned:
+        services.proposer.wake()  # a budget slot was used: the proposer may fill or finish
     return HeartbeatOut(deadline=answer.deadline, stop=answer.stop, reason=answer.reason)
 
 

@@ -11,7 +11,8 @@ References:
   * Zhou et al., "AutoPEFT", TACL 2024: the two objectives.
 
 What it does:
-  1. While the study has fewer than ``initial_trials`` trials (completed + pending + failed)
+  1. While the study has fewer than ``initial_trials`` trials (completed, pending, failed
+     or pruned)
      it proposes the points of ``SobolOptimizer`` with the same seed (generator ``sobol``),
      so the quasi-random prefix is identical to a ``sobol`` study and restart-safe.
   2. Then (generator ``saasbo``): the task score of the completed trials is modelled by
@@ -23,7 +24,11 @@ What it does:
      ``X_pending`` picks the batch by sequential greedy selection (each chosen point joins
      the pending points) and a local search over the discrete space. One fit serves the
      whole batch. Failed trials are never fed as scores; no point of the history, and no
-     point twice, is proposed. A study stored without backbone dimensions has no exact
+     point twice, is proposed. Trials pruned by early stopping (``History.pruned``) are
+     neither scores nor pending: their rung score is a biased-low, lower-fidelity view of
+     the final score, which a single-fidelity GP would read as the configuration's value
+     (a multi-fidelity model would be the principled use of it); they are only excluded
+     from proposal, like failed points. A study stored without backbone dimensions has no exact
      share: a MAP-fitted ``SingleTaskGP`` on log share stands in.
 
 Encoding, validity and neighbours come from the space (``encoding``): flags and ordinals
@@ -47,6 +52,8 @@ Settings (``optimizer.settings`` of the study; unknown names are rejected):
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import time
 import warnings
@@ -135,15 +142,14 @@ class SaasboOptimizer:
         """
         if n <= 0:
             return []
-        used = len(history.completed) + len(history.pending) + len(history.failed)
+        used = len(history.points())
         from_sobol = min(n, max(0, self.initial_trials - used))
         if len(history.completed) < MIN_COMPLETED:
             from_sobol = n
         out = self.sobol.suggest(from_sobol, history) if from_sobol else []
         if len(out) < n:
             pending = list(history.pending) + [s.params for s in out]
-            history = History(completed=history.completed, pending=pending,
-                              failed=history.failed)
+            history = dataclasses.replace(history, pending=pending)
             out += self._model_suggest(n - len(out), history)
         return out
 
@@ -179,9 +185,8 @@ class SaasboOptimizer:
         out = [Suggestion(params=self.encoding.to_point(row), generator=self.name)
                for row in chosen]
         if len(out) < n:  # the local search found too few new points (a tiny space)
-            filled = History(completed=history.completed,
-                             pending=list(history.pending) + [s.params for s in out],
-                             failed=history.failed)
+            filled = dataclasses.replace(
+                history, pending=list(history.pending) + [s.params for s in out])
             out += self.sobol.suggest(n - len(out), filled)
         return out
 
@@ -276,9 +281,7 @@ class SaasboOptimizer:
         """
         encoding = self.encoding
         generator = torch.Generator().manual_seed(seed)
-        excluded = set(_keys(encoding.to_index(
-            [o.params for o in history.completed] + list(history.pending)
-            + list(history.failed))))
+        excluded = set(_keys(encoding.to_index(history.points())))
         anchors = self._anchors(history)
         configs = seen_configs(self.space, history)
         pending = acquisition.X_pending
