@@ -52,6 +52,12 @@ per layer) each get their own table, ``real_table_<task>_<family>.csv``, drawn u
 from the family's default space; the issue asks for at least 60 rows each:
     ... benchmarks/real_table.py --family unified --trials 60 --workers 2 (fidelity flags
         as above)
+
+Learning curves: ``--rungs 0.111,0.333,0.667`` gives the study an early-stopping section
+with rule ``none`` (scores recorded, nothing stopped) and adds, per rung i, the columns
+``rung_<i>_step`` and ``rung_<i>_score`` (held-out accuracy on the first
+``--rung-examples`` held-out sentences at that step), and ``rung_eval_seconds``. The
+early-stopping benchmark replays them (benchmarks/early_stopping.py).
 """
 
 from __future__ import annotations
@@ -127,9 +133,13 @@ def study_name(args: argparse.Namespace, part: int) -> str:
 def study_spec(args: argparse.Namespace, model: str, search_space: dict[str, int],
                trials: int | None = None, part: int = 0) -> dict[str, Any]:
     """One ``random`` study of ``trials`` (default ``args.trials``) trials over
-    ``search_space``; part ``k`` draws with Sobol seed ``args.seed + k``."""
+    ``search_space``; part ``k`` draws with Sobol seed ``args.seed + k``; rungs recorded
+    (rule none) when ``args.rungs`` names any."""
     trials = args.trials if trials is None else trials
-    return {
+    rungs = getattr(args, "rungs", ())
+    extra = {"early_stopping": {"rule": "none", "rungs": list(rungs),
+                                "rung_examples": args.rung_examples}} if rungs else {}
+    return {**extra,
         "name": study_name(args, part), "backbone": model, "task": args.task,
         "data_dir": str(Path(args.data_dir).resolve()),
         "search_space": search_space,
@@ -166,10 +176,32 @@ def deployed_percent(result: Mapping[str, Any], backbone_total: int) -> float | 
     return 100.0 * deployed / total
 
 
+def rung_columns(rungs: Sequence[float]) -> list[str]:
+    """The learning-curve columns for ``rungs`` (none without rungs)."""
+    if not rungs:
+        return []
+    return [*(f"rung_{i}_{what}" for i in range(len(rungs)) for what in ("step", "score")),
+            "rung_eval_seconds"]
+
+
+def rung_values(result: Mapping[str, Any], rungs: Sequence[float]) -> dict[str, Any]:
+    """A result's rung scores as ``rung_columns`` values (blank where missing)."""
+    if not rungs:
+        return {}
+    values: dict[str, Any] = {name: "" for name in rung_columns(rungs)}
+    for rung in result.get("rungs") or []:
+        values[f"rung_{rung['rung']}_step"] = rung["step"]
+        values[f"rung_{rung['rung']}_score"] = rung["score"]
+    values["rung_eval_seconds"] = _blank(result.get("rung_eval_seconds"))
+    return values
+
+
 def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbone_total: int,
-               part: int = 0, seed: int = 0) -> list[dict[str, Any]]:
+               part: int = 0, seed: int = 0, rungs: Sequence[float] = ()
+               ) -> list[dict[str, Any]]:
     """One CSV row per ended trial (completed or failed; others are skipped), in trial
-    order. ``seed`` is the study's training seed (a failed trial has no result)."""
+    order. ``seed`` is the study's training seed (a failed trial has no result); with
+    ``rungs``, the learning-curve columns too."""
     names = [p.name for p in space.parameters()]
     rows = []
     for trial in sorted(trials, key=lambda t: t["number"]):
@@ -197,12 +229,14 @@ def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbon
             "finished_at": "" if finished is None else time.strftime(
                 "%Y-%m-%d %H:%M:%S", time.localtime(finished)),
             "failure_reason": trial.get("failure_reason") or "",
+            **rung_values(result, rungs),
         })
     return rows
 
 
-def columns(space: SearchSpaceBase) -> list[str]:
-    return ["part", "trial", "state", *(p.name for p in space.parameters()), *TAIL_COLUMNS]
+def columns(space: SearchSpaceBase, rungs: Sequence[float] = ()) -> list[str]:
+    return ["part", "trial", "state", *(p.name for p in space.parameters()), *TAIL_COLUMNS,
+            *rung_columns(rungs)]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -314,6 +348,13 @@ def _exit_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(f"stopped by signal {signum}")
 
 
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated fractions: {text!r}") from None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="glue:sst2")
@@ -332,6 +373,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="the service's database and logs (default "
                              "~/.cache/autopeft/real_table_<task>)")
     parser.add_argument("--poll", type=float, default=30.0, help="seconds between CSV writes")
+    parser.add_argument("--rungs", type=_fractions, default=(),
+                        help="record held-out scores at these fractions of training, "
+                             "comma-separated (learning curves; nothing is stopped)")
+    parser.add_argument("--rung-examples", type=int, default=500,
+                        help="held-out sentences scored at a rung")
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
     model = args.model or default_model_path()
@@ -346,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     output = args.output or RESULTS / f"real_table_{label}.csv"
     workdir = args.workdir or Path.home() / ".cache" / "autopeft" / f"real_table_{label}"
     workdir.mkdir(parents=True, exist_ok=True)
-    fieldnames = columns(space)
+    fieldnames = columns(space, args.rungs)
     kept = read_rows(output)
     if kept and list(kept[0]) != fieldnames:
         raise SystemExit(f"{output}: its columns differ from this script's; move it away")
@@ -377,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for study in mine:
                     part = int(study["name"].rsplit(" ", 1)[1])
                     fresh += table_rows(client.trials(study["id"]), space, backbone_total,
-                                        part, study["spec"]["seed"])
+                                        part, study["spec"]["seed"], args.rungs)
                 rows = merge_rows(kept, fresh)
                 write_rows(output, rows, fieldnames)
                 return rows

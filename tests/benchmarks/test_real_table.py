@@ -75,6 +75,31 @@ def test_rows_carry_point_config_scores_both_shares_seconds_and_seed() -> None:
     assert failed["deployed_percent"] == "" and failed["failure_reason"] == "loss became nan"
 
 
+def test_rungs_add_learning_curve_columns_and_record_them_in_the_spec() -> None:
+    space = _space()
+    rungs = (0.25, 0.5)
+    result = {"rungs": [{"rung": 0, "step": 4, "score": 0.6, "examples": 10},
+                        {"rung": 1, "step": 8, "score": 0.7, "examples": 10}],
+              "rung_eval_seconds": 0.4}
+    [row] = rt.table_rows([_trial(0, "completed", POINT, objective=0.8, result=result)],
+                          space, backbone_total=123, rungs=rungs)
+    assert list(row) == rt.columns(space, rungs) and list(row)[-5:] == [
+        "rung_0_step", "rung_0_score", "rung_1_step", "rung_1_score", "rung_eval_seconds"]
+    assert (row["rung_0_step"], row["rung_0_score"], row["rung_1_score"]) == (4, 0.6, 0.7)
+    assert row["rung_eval_seconds"] == 0.4
+    [failed] = rt.table_rows([_trial(1, "failed", POINT)], space, 123, rungs=rungs)
+    assert failed["rung_0_score"] == "" and failed["rung_eval_seconds"] == ""
+    assert rt.columns(space) == rt.columns(space, ())  # no rungs: the columns as before
+    args = argparse.Namespace(name="t", task="synthetic", data_dir=".", workers=1,
+                              trials=4, seed=0, training_seed=0, epochs=1, batch_size=16,
+                              learning_rate=1e-3, max_length=32, max_train_examples=10,
+                              max_held_out=10, max_dev_examples=None, rungs=rungs,
+                              rung_examples=7)
+    spec = rt.study_spec(args, "model", {"num_layers": 2, "hidden_size": 8})
+    assert spec["early_stopping"] == {"rule": "none", "rungs": [0.25, 0.5], "rung_examples": 7}
+    assert rt._fractions("0.1, 0.5") == (0.1, 0.5)
+
+
 def test_deployed_share_falls_back_to_the_backbone_total_when_nothing_trains() -> None:
     result = {"trainable_parameters": 0, "trainable_percent": 0.0, "deployed_parameters": 0}
     assert rt.deployed_percent(result, 1000) == 0.0
