@@ -299,6 +299,8 @@ def write_fidelity(output: Path, args: argparse.Namespace, model: str,
         "optimizer": "random (scrambled Sobol: uniform draws)", "training": training_settings(args),
         "training_seed": args.training_seed, "workers": args.workers,
         "torch_threads_per_worker": args.threads,
+        **({"rungs": list(args.rungs), "rung_examples": args.rung_examples}
+           if getattr(args, "rungs", ()) else {}),
         "parts": [parts[k] for k in sorted(parts, key=int)]}, indent=2)
     path.write_text(text + "\n")
 

@@ -217,6 +217,8 @@ def _progress_line(study: dict[str, Any]) -> str:
              f"{counts.get('leased', 0)} running", f"{counts.get('ready', 0)} queued"]
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
+    if counts.get("pruned"):
+        parts.append(f"{counts['pruned']} stopped early")
     if counts.get("cancelled"):
         parts.append(f"{counts['cancelled']} cancelled")
     parts.append(f"best {_score(best['objective']) if best else '-'}")

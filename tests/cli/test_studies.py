@@ -233,3 +233,12 @@ def test_download_errors_are_one_line(server: ServerThread, tmp_path: Path) -> N
                           "invalid trial number 'x'")
     assert_one_line_error(autopeft("download", str(study_id), "0", *at(server)), 2,
                           "-o/--output")
+
+
+def test_progress_line_counts_trials_stopped_early() -> None:
+    from autopeft_service.cli.studies import _progress_line
+
+    counts = {"ready": 1, "leased": 2, "completed": 3, "failed": 0, "cancelled": 0, "pruned": 4}
+    line = _progress_line({"counts": counts, "total_trials": 10, "best": {"objective": 0.9},
+                           "pareto_size": 2})
+    assert line.startswith("7/10 trials done, 2 running, 1 queued, 4 stopped early")
