@@ -171,6 +171,38 @@ def test_a_failed_point_is_not_proposed_again() -> None:
     assert alone.params not in [s.params for s in retry]
 
 
+def test_a_pruned_point_is_neither_score_nor_pending_and_not_proposed_again() -> None:
+    """Early stopping's pruned trials: excluded from proposal, invisible to the model (the
+    fit and the acquisition equal those of the history without them)."""
+    history = sobol_history(12)
+    (alone,) = optimizer().suggest(1, history)
+    with_pruned = History(completed=history.completed, pruned=[alone.params])
+    retry = optimizer().suggest(2, with_pruned)
+    assert alone.params not in [s.params for s in retry]
+    from autopeft_service.optimizers.saasbo import ProposalInfo
+
+    opt = optimizer()
+    near = opt.encoding.to_unit(opt.encoding.to_index([alone.params])).unsqueeze(-2)
+    values = []
+    for seen in (history, with_pruned):
+        torch.manual_seed(0)  # as _model_suggest seeds the fit
+        acquisition = opt._build_acquisition(seen, seed=0, info=ProposalInfo())
+        with torch.no_grad():
+            values.append(acquisition(near))
+    assert torch.equal(values[0], values[1])
+
+
+def test_pruned_points_count_toward_the_quasi_random_start() -> None:
+    """8 completed + 4 pruned = the 12 initial trials: the model proposes next (counting
+    only the completed ones, Sobol would)."""
+    history = sobol_history(12)
+    done, stopped = history.completed[:8], [o.params for o in history.completed[8:]]
+    (model,) = optimizer(initial_trials=12).suggest(1, History(completed=done, pruned=stopped))
+    assert model.generator == "saasbo"
+    (sobol,) = optimizer(initial_trials=12).suggest(1, History(completed=done))
+    assert sobol.generator == "sobol"
+
+
 # ------------------------------------------------------------------ exactness
 
 
