@@ -64,8 +64,9 @@ class LocalServer:
                  processes: int = 1, **settings: str) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.client_token = client_token or secrets.token_urlsafe(16)
-        self.worker_token = worker_token or secrets.token_urlsafe(16)
+        # hex, not urlsafe: a token starting with "-" reads as an option on a command line
+        self.client_token = client_token or secrets.token_hex(16)
+        self.worker_token = worker_token or secrets.token_hex(16)
         if "artifact_dir" not in settings and database_url.startswith("sqlite:///"):
             # artefacts beside the database file, not in whatever the current folder is
             settings["artifact_dir"] = str(Path(database_url.removeprefix("sqlite:///")
@@ -124,11 +125,15 @@ class LocalWorkers:
         log = open(self.log_dir / f"{name}.log", "wb")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "autopeft_service.cli", "worker", "--server",
-             self.server.base_url, "--token", self.server.worker_token, "--name", name,
+             self.server.base_url, f"--token={self.server.worker_token}", "--name", name,
              "--log-level", "info", *extra],
             stdout=log, stderr=subprocess.STDOUT, env=self.env)
         self.processes[name] = process
         return process
+
+    def all_exited(self) -> bool:
+        """True once every started worker process has exited."""
+        return all(process.poll() is not None for process in self.processes.values())
 
     def log(self, name: str) -> str:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")

@@ -214,7 +214,7 @@ def retrain_commands(args: argparse.Namespace, client: AutopeftClient, server: L
         for trial in client.pareto(study["id"])["trials"]:
             commands.append((out / "retrain" / f"{family}-trial-{trial['number']}.json",
                              [*cli, str(study["id"]), "--trials", str(trial["number"]),
-                              "--server", server.base_url, "--token", server.client_token,
+                              "--server", server.base_url, f"--token={server.client_token}",
                               *fidelity_flags(args)]))
     return [(path, command) for path, command in commands if not path.exists()]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -120,10 +121,19 @@ def run(args: argparse.Namespace) -> int:
             study = client.submit(demo_spec(args, model))  # ConfigError: a bad model folder
             for index in range(args.workers):
                 workers.start(f"worker-{index}", "--threads", str(threads))
-            final = watch_study(client, study["id"], interval=1.0)
+            all_exited = threading.Event()
+            threading.Thread(target=_watch_workers, args=(workers, all_exited),
+                             daemon=True).start()
+            final = watch_study(client, study["id"], interval=1.0, stop=all_exited)
     except AutopeftError as error:
         fail(f"demo: {error}")
     except KeyboardInterrupt:
+        if workers.processes and workers.all_exited():
+            # without this the demo would wait forever for trials nobody runs
+            name = next(iter(workers.processes))
+            last = (workers.log(name).strip().splitlines() or ["(empty log)"])[-1]
+            fail(f"demo: every worker exited before the study ended; {name}: {last} "
+                 f"(log: {workdir / (name + '.log')})")
         print("\ninterrupted: stopping workers and server")
         return 130
     finally:
@@ -133,3 +143,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"demo finished in {minutes:.1f} min: {final['counts']['completed']} trials "
           f"completed, {final['counts']['failed']} failed. Database: {workdir / 'autopeft.db'}")
     return 0 if final["counts"]["completed"] else 1
+
+
+def _watch_workers(workers: Any, all_exited: threading.Event, interval: float = 1.0) -> None:
+    """Set ``all_exited`` once every worker process has exited (the watch then stops)."""
+    while not workers.all_exited():
+        time.sleep(interval)
+    all_exited.set()
