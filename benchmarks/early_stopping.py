@@ -33,9 +33,11 @@ that took without it (the target: at most 50 %); the fraction of trials stopped;
 often a stopped trial would have been on the final front of its search had it completed
 (its final score known to the simulation).
 
-Run (about 25 minutes with two jobs on this machine; results are written as seeds end
-and a rerun skips those done):
-    .venv/bin/python benchmarks/early_stopping.py --jobs 2
+Run (the synthetic problem: 5 seeds x 2 arms of ``saasbo``, about 40 minutes with two jobs
+here; the replays take seconds; results are written as searches end and a rerun skips
+those done with the same settings):
+    .venv/bin/python benchmarks/early_stopping.py --problems synthetic --rungs 0.3333 --eta 3 --jobs 2
+    .venv/bin/python benchmarks/early_stopping.py --problems real real-free-rungs --rungs 0.3333 --eta 3 --real-rungs 1 --jobs 2
 Numbers: ``benchmarks/results/early_stopping.json``; docs/benchmarks.md.
 """
 
@@ -64,6 +66,7 @@ from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
 from autopeft_service.domain.spaces import point_key
 from autopeft_service.optimizers.base import History, Observation
+from autopeft_service.optimizers.sobol import SobolOptimizer
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_OUTPUT = RESULTS / "early_stopping.json"
@@ -191,18 +194,21 @@ def read_real_table(path: Path) -> tuple[list[dict[str, Any]], list[float]]:
     return rows, [float(f) for f in rungs]
 
 
-def real_trials(rows: Sequence[Mapping[str, Any]], rungs: Sequence[float]) -> list[SimTrial]:
-    """The table's rows as trials: measured scores and seconds (rung seconds split evenly
-    over the rungs a row recorded)."""
+def real_trials(rows: Sequence[Mapping[str, Any]], rungs: Sequence[float],
+                use: Sequence[int] | None = None) -> list[SimTrial]:
+    """The table's rows as trials: measured scores and seconds (a rung's seconds are the
+    row's rung-scoring seconds over the rungs it recorded: each scored the same examples).
+    ``use``: indices of the recorded rungs to stop at (default all)."""
+    use = list(range(len(rungs))) if use is None else list(use)
     trials = []
     for number, row in enumerate(rows):
-        scores = [float(row[f"rung_{i}_score"]) for i in range(len(rungs))]
+        scores = [float(row[f"rung_{i}_score"]) for i in use]
         per_rung = float(row["rung_eval_seconds"] or 0) / len(rungs)
         trials.append(SimTrial(number=number, point={"row": number},
                                share=float(row["deployed_percent"] or row["param_share"]),
                                rung_scores=scores, final=float(row["score"]),
                                truth=float(row["score"]), seconds=float(row["train_seconds"]),
-                               rung_seconds=[per_rung] * len(rungs)))
+                               rung_seconds=[per_rung] * len(use)))
     return trials
 
 
@@ -312,13 +318,17 @@ def would_reach_front(log: SearchLog) -> tuple[int, int]:
 
 
 def synthetic_search(args: argparse.Namespace, seed: int, early: bool) -> dict[str, Any]:
-    """One saasbo search on the curve problem, with or without MO-ASHA."""
+    """One search (``args.optimizer``) on the curve problem, with or without MO-ASHA."""
     from autopeft_service.optimizers.saasbo import SaasboOptimizer, SaasboSettings
 
     problem = CurveProblem(args.family, seed, args.rungs, args.trial_seconds, args.rung_cost)
-    optimizer = SaasboOptimizer(problem.space, seed=seed, initial_trials=args.initial,
-                                reference_point=problem.reference, settings=SaasboSettings(),
-                                share=problem.family.share)
+    if args.optimizer == "saasbo":
+        optimizer: Any = SaasboOptimizer(
+            problem.space, seed=seed, initial_trials=args.initial,
+            reference_point=problem.reference, settings=SaasboSettings(),
+            share=problem.family.share)
+    else:  # random: the quasi-random baseline (cheap: for trying rung settings)
+        optimizer = SobolOptimizer(problem.space, seed=seed)
     ready: list[Mapping[str, Any]] = []
     started = [0]
     limit = 3 * args.trials if early else args.trials
@@ -412,16 +422,17 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_summary(rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = ["| problem | seeds | median final HV without | with | compute to reach it "
-             "(share of without) | trials with | stopped | stopped that would reach the "
-             "front |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| problem | seeds | median final HV without | with (ratio) | compute used with "
+             "(share of without) | compute to reach the HV without | trials with | stopped "
+             "| stopped that would reach the front |", "|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         share = row["compute_share_to_reach"]
         lines.append(
             f"| {row['problem']} | {row['seeds']} | {row['final_hv_without']:.4f} | "
-            f"{row['final_hv_with']:.4f} | "
+            f"{row['final_hv_with']:.4f} ({row['final_hv_with'] / row['final_hv_without']:.1%})"
+            f" | {row['compute_with'] / row['compute_without']:.0%} | "
             + (f"{share:.0%}" if math.isfinite(share) else "not reached")
-            + f" ({row['seeds_reaching_target']} of {row['seeds']} seeds reach it) | "
+            + f" ({row['seeds_reaching_target']} of {row['seeds']} seeds) | "
             f"{row['trials_with']:.0f} | {row['stopped_fraction']:.0%} | "
             f"{row['stopped_would_reach_front']:.0%} |")
     text = "\n".join(lines)
@@ -443,8 +454,10 @@ def run_one(task: tuple[str, int, bool, dict[str, Any]]) -> dict[str, Any]:
     args = argparse.Namespace(**options)
     start = time.perf_counter()
     if problem.startswith("real"):
-        rows, rungs = read_real_table(Path(args.table))
-        trials = real_trials(rows, rungs)
+        rows, recorded = read_real_table(Path(args.table))
+        use = args.real_rungs if args.real_rungs is not None else list(range(len(recorded)))
+        rungs = [recorded[i] for i in use]
+        trials = real_trials(rows, recorded, use)
         if problem == "real-free-rungs":
             for trial in trials:
                 trial.rung_seconds = [0.0] * len(rungs)
@@ -464,6 +477,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=40,
                         help="trials of a synthetic search without early stopping")
     parser.add_argument("--initial", type=int, default=10, help="saasbo's Sobol trials")
+    parser.add_argument("--optimizer", choices=("saasbo", "random"), default="saasbo",
+                        help="optimiser of the synthetic problem")
     parser.add_argument("--workers", type=int, default=4, help="simulated workers (synthetic)")
     parser.add_argument("--rungs", type=lambda s: [float(x) for x in s.split(",")],
                         default=[1 / 9, 1 / 3], help="rung fractions of the synthetic problem")
@@ -472,6 +487,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rung-cost", type=float, default=0.05,
                         help="seconds of a rung's scoring as a fraction of a trial's training")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE)
+    parser.add_argument("--real-rungs", type=lambda s: [int(x) for x in s.split(",")],
+                        default=None, help="indices of the table's recorded rungs to stop at "
+                        "(default all)")
     parser.add_argument("--real-workers", type=int, default=2)
     parser.add_argument("--real-reference-share", type=float, default=10.0,
                         help="share ceiling of the real table's hypervolume (%%)")
@@ -482,12 +500,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results: dict[str, Any] = (json.loads(args.output.read_text()) if args.output.exists()
                                else {"runs": [], "commands": []})
+    for run in results["runs"]:  # runs written before settings were kept per run
+        run.setdefault("settings", settings_of(run["problem"], results.get("options", {})))
+    current = {problem: settings_of(problem, options) for problem in PROBLEMS}
     if not args.report:
-        same = {k: options[k] for k in ("family", "trials", "initial", "workers", "rungs",
-                                        "eta", "trial_seconds", "rung_cost", "table",
-                                        "real_workers", "real_reference_share")}
-        if results.get("options") != same:  # other settings: start over
-            results = {"runs": [], "commands": [], "options": same}
         command = " ".join([".venv/bin/python", "benchmarks/early_stopping.py",
                             *(sys.argv[1:] if argv is None else argv)])
         if command not in results["commands"]:
@@ -495,13 +511,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["machine"] = {"platform": platform.platform(), "cpus": os.cpu_count(),
                               "python": platform.python_version()}
         done = {(r["problem"], r["seed"], r["early"]) for r in results["runs"]
-                if r.get("version") == VERSION}
+                if r.get("version") == VERSION and r["settings"] == current[r["problem"]]}
         tasks = [(p, s, e, options) for p in args.problems for s in args.seeds
                  for e in (False, True) if (p, s, e) not in done]
         print(f"{len(tasks)} searches to run ({len(done)} done in {args.output})", flush=True)
         context = multiprocessing.get_context("spawn")
         with context.Pool(args.jobs, maxtasksperchild=1) as pool:
             for result in pool.imap_unordered(run_one, tasks):
+                result["settings"] = current[result["problem"]]
                 results["runs"].append(result)
                 args.output.parent.mkdir(parents=True, exist_ok=True)
                 args.output.write_text(json.dumps(results, indent=1))
@@ -510,10 +527,26 @@ def main(argv: Sequence[str] | None = None) -> None:
                       f"{result['trials']} stopped {result['stopped']} final HV "
                       f"{result['hypervolume'][-1]:.4f} compute {result['compute'][-1]:.0f} s"
                       f"  ({result['seconds']:.0f} s)", flush=True)
-    rows = summarise(results["runs"])
+    # The summary is of the runs made with this invocation's settings (others stay stored).
+    rows = summarise([r for r in results["runs"] if r.get("version") == VERSION
+                      and r["settings"] == current[r["problem"]]])
     results["summary"] = rows
+    results["summary_settings"] = {p: current[p] for p in {row["problem"] for row in rows}}
     results["summary_markdown"] = print_summary(rows)
     args.output.write_text(json.dumps(results, indent=1))
+
+
+#: The options each problem's runs depend on (runs with other values are run again).
+PROBLEM_OPTIONS = {
+    "synthetic": ("family", "trials", "initial", "optimizer", "workers", "rungs", "eta",
+                  "trial_seconds", "rung_cost"),
+    "real": ("table", "real_rungs", "real_workers", "real_reference_share", "eta")}
+
+
+def settings_of(problem: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a run of ``problem`` depends on."""
+    names = PROBLEM_OPTIONS["synthetic" if problem == "synthetic" else "real"]
+    return {name: options.get(name) for name in names}
 
 
 if __name__ == "__main__":
