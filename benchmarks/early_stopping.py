@@ -481,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="optimiser of the synthetic problem")
     parser.add_argument("--workers", type=int, default=4, help="simulated workers (synthetic)")
     parser.add_argument("--rungs", type=lambda s: [float(x) for x in s.split(",")],
-                        default=[1 / 9, 1 / 3], help="rung fractions of the synthetic problem")
+                        default=[1 / 3], help="rung fractions of the synthetic problem")
     parser.add_argument("--eta", type=float, default=3.0)
     parser.add_argument("--trial-seconds", type=float, default=45.0)
     parser.add_argument("--rung-cost", type=float, default=0.05,

@@ -131,7 +131,8 @@ def test_decision_refuses_an_unknown_candidate_and_a_bad_eta() -> None:
 def test_section_defaults_and_validation() -> None:
     assert not EarlyStopping().stops
     moasha = EarlyStopping(rule="moasha", eta=3)
-    assert moasha.rungs == pytest.approx((1 / 9, 1 / 3)) and moasha.stops
+    assert moasha.rungs == pytest.approx((1 / 3,)) and moasha.stops
+    assert EarlyStopping(rule="moasha", eta=4).rungs == pytest.approx((0.25,))
     assert EarlyStopping(rule="none", rungs=(0.5,)).rungs == (0.5,)
     for rungs, field in (((0.5, 0.4), "early_stopping.rungs.1"),
                          ((0.0,), "early_stopping.rungs.0"), ((1.0,), "early_stopping.rungs.0")):
