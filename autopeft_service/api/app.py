@@ -14,8 +14,13 @@ from fastapi import FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from autopeft_service.api.middleware import BodySizeLimit, TokenGate, is_artifact_upload
-from autopeft_service.api.routes import artifacts, health, studies, workers
+from autopeft_service.api.middleware import (
+    BodySizeLimit,
+    ConditionalGet,
+    TokenGate,
+    is_artifact_upload,
+)
+from autopeft_service.api.routes import artifacts, dashboard, health, studies, ui, workers
 from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.errors import ConfigError
@@ -117,6 +122,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(workers.router)
     app.include_router(artifacts.router)
+    app.include_router(dashboard.router)
+    ui.mount(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -143,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost first: the token gate answers 401 before the body is read; the cap then
     # refuses a body above max_request_bytes with 413. Artefact uploads stream past the cap
     # to their route, which enforces max_artifact_bytes as it writes them to the store.
+    app.add_middleware(ConditionalGet)  # ETag / 304 for JSON GETs (the dashboard's polls)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        streamed=is_artifact_upload)
     app.add_middleware(TokenGate, tokens=[*settings.client_tokens, *settings.worker_tokens])

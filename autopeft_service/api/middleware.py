@@ -8,6 +8,7 @@ caller got 422 before 401, and without the cap any body size was read into memor
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
@@ -139,3 +140,65 @@ def _replay(messages: list[Message], receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+class ConditionalGet:
+    """ETag and ``If-None-Match`` for JSON GET answers under ``/v1/`` (the dashboard's
+    polling: an unchanged study, trial page or worker list is answered 304 with no body).
+
+    The ETag is a hash of the body (weak: the same JSON, not a byte-range promise), so the
+    route still runs; what a 304 saves is the transfer and the browser's parse and
+    redraw. Non-JSON answers (artefact downloads) and other statuses pass through
+    unbuffered. ``Cache-Control: no-cache`` makes caches revalidate every time.
+
+    Args:
+        app: the wrapped application.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope.get("method") != "GET"
+                or not scope.get("path", "").startswith("/v1/")):
+            await self.app(scope, receive, send)
+            return
+        wanted = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"if-none-match":
+                wanted = value
+                break
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def buffered_send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", ()))
+                if message["status"] == 200 and headers.get(b"content-type", b"").startswith(
+                        b"application/json"):
+                    start = message
+                    return
+                await send(message)
+                return
+            if start is None or message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            etag = b'W/"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+            headers = [(k, v) for k, v in start.get("headers", ())
+                       if k not in (b"etag", b"cache-control")]
+            headers += [(b"etag", etag), (b"cache-control", b"no-cache")]
+            if etag in {tag.strip() for tag in wanted.split(b",")}:
+                kept = [(k, v) for k, v in headers if k not in (b"content-length",
+                                                                b"content-type")]
+                await send({"type": "http.response.start", "status": 304, "headers": kept})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        await self.app(scope, receive, buffered_send)

@@ -161,3 +161,48 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these error status codes (model and meaning)."""
     return {code: {"model": _ERRORS[code][0], "description": _ERRORS[code][1]}
             for code in codes}
+
+
+class HypervolumePoint(BaseModel):
+    """The hypervolume once ``completed`` trials had completed (by finishing time)."""
+
+    completed: int
+    trial_number: int = Field(description="The trial whose completion this point follows.")
+    finished_at: float | None
+    hypervolume: float
+
+
+class HypervolumeHistory(BaseModel):
+    """A study's hypervolume against completed trials (the dashboard's progress curve)."""
+
+    study_id: int
+    reference_point: dict[str, float]
+    points: list[HypervolumePoint]
+
+
+class WorkerTrial(BaseModel):
+    """A trial a worker holds a lease on."""
+
+    study_id: int
+    trial_id: int
+    number: int
+    leased_at: float | None
+    lease_deadline: float | None
+
+
+class WorkerOut(BaseModel):
+    """A worker process, known by the name it leases under (from the ``workers`` table,
+    which leases and heartbeats update)."""
+
+    name: str
+    first_seen: float
+    last_seen: float = Field(description="Last lease or heartbeat (server clock, epoch s).")
+    leases: int = Field(description="Leases granted to this worker so far.")
+    alive: bool = Field(description="Seen within the server's worker_alive_seconds.")
+    trials: list[WorkerTrial] = Field(description="Trials it holds a lease on now.")
+
+
+class WorkerList(BaseModel):
+    now: float = Field(description="The server's clock, to read last_seen against.")
+    alive_seconds: float
+    items: list[WorkerOut]

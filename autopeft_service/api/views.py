@@ -14,11 +14,28 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from autopeft_service.api.schemas import ArtifactInfo, ParetoOut, RungOut, StudyOut, TrialSummary
-from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
+from autopeft_service.api.schemas import (
+    ArtifactInfo,
+    HypervolumeHistory,
+    HypervolumePoint,
+    ParetoOut,
+    RungOut,
+    StudyOut,
+    TrialSummary,
+    WorkerList,
+    WorkerOut,
+    WorkerTrial,
+)
+from autopeft_service.domain.pareto import (
+    ObjectivePoint,
+    hypervolume,
+    hypervolume_history,
+    pareto_indices,
+)
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
 from autopeft_service.storage import repository as repo
+from autopeft_service.storage.database import database_now
 from autopeft_service.storage.models import RungRow, StudyRow, TrialRow
 from autopeft_service.storage.rungs import rungs_of
 
@@ -117,3 +134,39 @@ def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
     front, volume = _front(_scored_trials(session, study.id), reference)
     return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
                      hypervolume=volume, trials=trial_summaries(session, front))
+
+
+def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:
+    """The hypervolume after each completed trial, in the order they finished (ties by
+    number): what a user watching the study saw it reach."""
+    _spec, reference, _total = _stored_spec(study)
+    rows = sorted(_scored_trials(session, study.id),
+                  key=lambda r: (r.finished_at if r.finished_at is not None else math.inf,
+                                 r.number))
+    volumes = hypervolume_history(
+        [ObjectivePoint(score=float(r.objective), share=float(r.param_share)) for r in rows],
+        ObjectivePoint(score=reference.score, share=reference.param_share))
+    return HypervolumeHistory(
+        study_id=study.id, reference_point=reference.model_dump(),
+        points=[HypervolumePoint(completed=index + 1, trial_number=row.number,
+                                 finished_at=row.finished_at, hypervolume=volume)
+                for index, (row, volume) in enumerate(zip(rows, volumes, strict=True))])
+
+
+def workers_out(session: Session, alive_seconds: float, study_id: int | None = None
+                ) -> WorkerList:
+    """Every worker with the trials it holds leases on now; with ``study_id``, only the
+    workers that hold or held a lease on that study's trials."""
+    now = database_now(session)
+    leased = repo.leased_trials(session, study_id)
+    held: dict[str, list[WorkerTrial]] = {}
+    for row in leased:
+        held.setdefault(row.worker or "", []).append(WorkerTrial(
+            study_id=row.study_id, trial_id=row.id, number=row.number,
+            leased_at=row.leased_at, lease_deadline=row.lease_deadline))
+    names = None if study_id is None else repo.worker_names_of_study(session, study_id)
+    items = [WorkerOut(name=w.name, first_seen=w.first_seen, last_seen=w.last_seen,
+                       leases=w.leases, alive=now - w.last_seen <= alive_seconds,
+                       trials=held.get(w.name, []))
+             for w in repo.list_workers(session) if names is None or w.name in names]
+    return WorkerList(now=now, alive_seconds=alive_seconds, items=items)

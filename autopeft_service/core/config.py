@@ -23,6 +23,10 @@ class Settings(BaseSettings):
     worker_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                      description="Bearer tokens of workers (lease and report).")
     lease_seconds: float = Field(120.0, gt=0, description="Lease length; heartbeats extend it.")
+    worker_alive_seconds: float = Field(
+        60.0, gt=0, description="A worker seen (lease or heartbeat) within this many seconds "
+        "counts as alive (the dashboard's workers, autopeft_workers_alive). A training worker "
+        "beats at least every 10 s; an idle one asks for a lease every long poll.")
     long_poll_seconds: float = Field(
         10.0, ge=0, le=60, description="How long a lease request waits for a trial.")
     retry_after_seconds: int = Field(2, ge=1, description="Retry-After when nothing is ready.")

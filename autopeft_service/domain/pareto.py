@@ -62,3 +62,28 @@ def hypervolume(points: Sequence[ObjectivePoint], reference: ObjectivePoint) -> 
         next_share = front[index + 1].share if index + 1 < len(front) else reference.share
         area += (next_share - point.share) * (point.score - reference.score)
     return area
+
+
+def hypervolume_history(points: Sequence[ObjectivePoint], reference: ObjectivePoint
+                        ) -> list[float]:
+    """``hypervolume(points[:k + 1], reference)`` for every k, in one pass.
+
+    Keeps the running front (a point weakly dominated by it changes nothing; a new front
+    point evicts those it dominates), so the cost is the number of points times the front's
+    size instead of recomputing the front of every prefix.
+
+    Returns:
+        One hypervolume per point, non-decreasing.
+    """
+    front: list[ObjectivePoint] = []
+    volume = 0.0
+    history = []
+    for point in points:
+        useful = point.score > reference.score and point.share < reference.share
+        covered = any(f.score >= point.score and f.share <= point.share for f in front)
+        if useful and not covered:
+            front = [f for f in front if not (point.score >= f.score and point.share <= f.share)]
+            front.append(point)
+            volume = hypervolume(front, reference)
+        history.append(volume)
+    return history

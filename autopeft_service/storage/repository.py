@@ -683,6 +683,22 @@ def sweep_expired_leases(session: Session) -> list[TrialRow]:
     return expired
 
 
+def leased_trials(session: Session, study_id: int | None = None) -> list[TrialRow]:
+    """Trials under a lease now (of one study, or of all), by study and number."""
+    condition = [TrialRow.state == TrialState.LEASED.value]
+    if study_id is not None:
+        condition.append(TrialRow.study_id == study_id)
+    return list(session.execute(select(TrialRow).where(*condition)
+                                .order_by(TrialRow.study_id, TrialRow.number)).scalars())
+
+
+def worker_names_of_study(session: Session, study_id: int) -> set[str]:
+    """Names of the workers that ran (or run) any of the study's trials."""
+    return {name for name in session.execute(
+        select(TrialRow.worker).where(TrialRow.study_id == study_id,
+                                      TrialRow.worker.is_not(None)).distinct()).scalars()}
+
+
 def list_workers(session: Session) -> list[WorkerRow]:
     """Every worker seen, most recently seen first."""
     return list(session.execute(select(WorkerRow).order_by(WorkerRow.last_seen.desc())

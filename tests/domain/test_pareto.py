@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autopeft_service.domain.pareto import ObjectivePoint, dominates, hypervolume, pareto_indices
+from autopeft_service.domain.pareto import (
+    ObjectivePoint,
+    dominates,
+    hypervolume,
+    hypervolume_history,
+    pareto_indices,
+)
 
 points = st.lists(st.builds(ObjectivePoint, score=st.sampled_from([0.1 * i for i in range(11)]),
                             share=st.sampled_from([0.5 * i for i in range(9)])), max_size=25)
@@ -38,3 +44,15 @@ def test_hypervolume_by_hand() -> None:
     # rectangles: share 1..3 at height 0.5, share 3..10 at height 0.8
     assert hypervolume(front, ObjectivePoint(0.0, 10.0)) == pytest.approx(2 * 0.5 + 7 * 0.8)
     assert hypervolume([ObjectivePoint(0.9, 11.0)], ObjectivePoint(0.0, 10.0)) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(points)
+def test_hypervolume_history_equals_the_hypervolume_of_every_prefix(
+        pts: list[ObjectivePoint]) -> None:
+    """Duplicates, points dominated later, points outside the reference: each prefix."""
+    reference = ObjectivePoint(score=0.2, share=3.0)
+    history = hypervolume_history(pts, reference)
+    assert len(history) == len(pts)
+    for k, volume in enumerate(history):
+        assert volume == pytest.approx(hypervolume(pts[:k + 1], reference), abs=1e-12)

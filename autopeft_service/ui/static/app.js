@@ -1,0 +1,515 @@
+// autopeft dashboard: plain JavaScript, no build step, no library.
+// Data comes from the same JSON API as the CLI (/v1/...), polled every 2 s with ETags.
+"use strict";
+
+// The API lives beside /ui/, so the page works behind a path prefix (/prefix/ui/).
+const API = location.pathname.replace(/\/ui(\/.*)?$/, "/") + "v1/";
+const TOKEN_KEY = "autopeft.token";
+const POLL_MS = 2000;
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+const state = {
+  route: null,          // {view: "studies"} | {view: "study", id}
+  timer: null,          // the next poll
+  etags: new Map(),     // url -> [etag, body]
+  trials: [],           // the study page's trials (every page)
+  sort: {key: "number", dir: 1},
+  generation: 0,        // bumps on navigation: late answers of the old view are dropped
+};
+
+// ----------------------------------------------------------------------------- helpers
+
+const $ = (selector) => document.querySelector(selector);
+
+/** An element with attributes and children (strings become text nodes, never HTML). */
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) {
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+  }
+  return node;
+}
+
+const fmt = {
+  score: (v) => (v === null || v === undefined ? "-" : v.toFixed(4)),
+  share: (v) => (v === null || v === undefined ? "-" : v < 0.01 ? v.toExponential(2) : v.toPrecision(3)),
+  hv: (v) => (v === null || v === undefined ? "-" : v.toPrecision(4)),
+  seconds(v) {
+    if (v === null || v === undefined || !isFinite(v)) return "-";
+    if (v < 60) return `${v.toFixed(v < 10 ? 1 : 0)} s`;
+    if (v < 3600) return `${Math.floor(v / 60)} min ${Math.round(v % 60)} s`;
+    return `${Math.floor(v / 3600)} h ${Math.round((v % 3600) / 60)} min`;
+  },
+  time: (epoch) => new Date(epoch * 1000).toLocaleString(),
+};
+
+function done(study) {
+  const c = study.counts;
+  return (c.completed || 0) + (c.failed || 0) + (c.pruned || 0);
+}
+
+// ----------------------------------------------------------------------------- the API
+
+class Unauthorized extends Error {}
+
+/** GET or POST ``path`` with the session's token. GETs send the last ETag of the URL and
+ * return {changed: false} on 304. A 401 brings the login back. */
+async function api(path, {method = "GET"} = {}) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) throw new Unauthorized("sign in first");
+  const url = API + path;
+  const headers = {Authorization: `Bearer ${token}`, Accept: "application/json"};
+  const cached = method === "GET" ? state.etags.get(url) : undefined;
+  if (cached) headers["If-None-Match"] = cached[0];
+  const response = await fetch(url, {method, headers, cache: "no-store"});
+  if (response.status === 304 && cached) return {changed: false, body: cached[1]};
+  let body = null;
+  try { body = await response.json(); } catch (_) { body = null; }
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    throw new Unauthorized((body && body.detail) || "unauthorized");
+  }
+  if (!response.ok) {
+    const detail = body && body.detail;
+    const text = typeof detail === "string" ? detail
+      : Array.isArray(detail) ? detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ")
+      : response.statusText;
+    const error = new Error(`HTTP ${response.status}: ${text}`);
+    error.status = response.status;
+    throw error;
+  }
+  const etag = response.headers.get("ETag");
+  if (method === "GET" && etag) state.etags.set(url, [etag, body]);
+  return {changed: true, body};
+}
+
+// ----------------------------------------------------------------------------- views
+
+function show(view) {
+  for (const id of ["login-view", "studies-view", "study-view"]) {
+    $(`#${id}`).hidden = id !== view;
+  }
+  $("#logout").hidden = view === "login-view";
+  $("#live").hidden = view === "login-view";
+}
+
+function showLogin(message = "") {
+  stopPolling();
+  state.etags.clear();
+  show("login-view");
+  $("#login-error").textContent = message;
+  $("#token").value = "";
+  $("#token").focus();
+}
+
+function showError(message) {
+  $("#error").textContent = message;
+}
+
+function parseRoute() {
+  const match = location.hash.match(/^#\/studies\/(\d+)$/);
+  return match ? {view: "study", id: Number(match[1])} : {view: "studies"};
+}
+
+function navigate() {
+  state.generation += 1;
+  state.route = parseRoute();
+  state.trials = [];
+  state.etags.clear();  // the new view starts empty: its first answers must be full
+  showError("");
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    showLogin();
+    return;
+  }
+  if (state.route.view === "study") {
+    $("#trial-filter").value = "";
+    $("#state-filter").value = "";
+    for (const id of ["#study-name", "#study-meta", "#study-reason", "#study-title"]) {
+      $(id).textContent = "";
+    }
+    for (const id of ["#pareto", "#hypervolume", "#study-counts"]) $(id).replaceChildren();
+    for (const id of ["#trials tbody", "#workers tbody"]) $(id).replaceChildren();
+  }
+  show(state.route.view === "study" ? "study-view" : "studies-view");
+  poll();
+}
+
+function stopPolling() {
+  if (state.timer !== null) clearTimeout(state.timer);
+  state.timer = null;
+}
+
+async function poll() {
+  stopPolling();
+  const generation = state.generation;
+  try {
+    if (state.route.view === "study") await refreshStudy(state.route.id, generation);
+    else await refreshStudies(generation);
+    if (generation === state.generation) showError("");
+    $("#live").classList.remove("stale");
+  } catch (error) {
+    if (error instanceof Unauthorized) {
+      showLogin(`Signed out: ${error.message}. Enter a client token.`);
+      return;
+    }
+    $("#live").classList.add("stale");
+    if (generation === state.generation) {
+      showError(error.status === 403
+        ? "This token has no client role: the dashboard needs a client token."
+        : `Could not refresh: ${error.message}`);
+    }
+  }
+  if (generation === state.generation && sessionStorage.getItem(TOKEN_KEY)) {
+    state.timer = setTimeout(poll, POLL_MS);
+  }
+}
+
+// ----------------------------------------------------------------------------- study list
+
+async function refreshStudies(generation) {
+  const {changed, body} = await api("studies?limit=100");
+  if (!changed || generation !== state.generation) return;
+  const rows = body.items.map((study) => el("tr", {"data-study": study.id},
+    el("td", {}, study.id),
+    el("td", {}, el("a", {href: `#/studies/${study.id}`}, study.name)),
+    el("td", {}, el("span", {class: `badge ${study.state}`}, study.state)),
+    el("td", {}, el("progress", {max: study.total_trials || 1, value: done(study)}),
+      ` ${done(study)}/${study.total_trials}`),
+    el("td", {class: "num"}, fmt.score(study.best && study.best.objective)),
+    el("td", {class: "num"}, fmt.hv(study.hypervolume)),
+    el("td", {}, fmt.time(study.created_at))));
+  $("#studies tbody").replaceChildren(...rows);
+  $("#studies-empty").hidden = body.items.length > 0;
+}
+
+// ----------------------------------------------------------------------------- study page
+
+async function allTrials(id) {
+  const limit = 500;
+  let offset = 0;
+  let changed = false;
+  const items = [];
+  for (;;) {
+    const page = await api(`studies/${id}/trials?offset=${offset}&limit=${limit}`);
+    changed = changed || page.changed;
+    items.push(...page.body.items);
+    offset += limit;
+    if (offset >= page.body.total) break;
+  }
+  return {changed: changed || items.length !== state.trials.length, items};
+}
+
+async function refreshStudy(id, generation) {
+  const [study, pareto, history, trials, workers] = await Promise.all([
+    api(`studies/${id}`), api(`studies/${id}/pareto`), api(`studies/${id}/hypervolume`),
+    allTrials(id), api(`workers?study_id=${id}`)]);
+  if (generation !== state.generation) return;
+  if (study.changed) renderStudyHead(study.body);
+  if (trials.changed) {
+    state.trials = trials.items;
+    renderTrials();
+  }
+  if (trials.changed || pareto.changed) renderPareto(pareto.body, state.trials);
+  if (history.changed) renderHypervolume(history.body);
+  renderWorkers(workers.body);
+}
+
+function renderStudyHead(study) {
+  const spec = study.spec || {};
+  $("#study-title").textContent = `${study.id}: ${study.name}`;
+  $("#study-name").textContent = study.name;
+  $("#study-meta").textContent = [
+    `study ${study.id}`, study.state, spec.task, spec.backbone,
+    spec.search_space && spec.search_space.kind ? `space ${spec.search_space.kind}` : null,
+    spec.optimizer && spec.optimizer.name ? `optimizer ${spec.optimizer.name}` : null,
+    `created ${fmt.time(study.created_at)}`].filter(Boolean).join(" · ");
+  $("#study-reason").textContent = study.reason || "";
+  const counts = [["done", `${done(study)}/${study.total_trials}`],
+    ["running", study.counts.leased || 0], ["queued", study.counts.ready || 0],
+    ["completed", study.counts.completed || 0], ["pruned", study.counts.pruned || 0],
+    ["failed", study.counts.failed || 0], ["Pareto", study.pareto_size],
+    ["hypervolume", fmt.hv(study.hypervolume)],
+    ["best score", fmt.score(study.best && study.best.objective)]];
+  $("#study-counts").replaceChildren(...counts.map(([label, value]) =>
+    el("div", {class: "card", "data-count": label}, el("span", {class: "value"}, value),
+      el("span", {class: "label"}, label))));
+  const cancel = $("#cancel");
+  cancel.hidden = study.state !== "running";
+  cancel.onclick = async () => {
+    if (!confirm(`Cancel study ${study.id} (${study.name})? Queued and running trials stop.`)) return;
+    cancel.disabled = true;
+    try {
+      await api(`studies/${study.id}/cancel`, {method: "POST"});
+      await poll();
+    } catch (error) {
+      if (error instanceof Unauthorized) showLogin(`Signed out: ${error.message}.`);
+      else showError(`Cancel failed: ${error.message}`);
+    } finally {
+      cancel.disabled = false;
+    }
+  };
+}
+
+// ---- plots (hand-written SVG: two scatter/line plots need no charting library)
+
+const PLOT = {width: 600, height: 360, left: 62, right: 16, top: 14, bottom: 64};
+
+function linearScale(lo, hi, a, b) {
+  const span = hi - lo || 1;
+  return (v) => a + ((v - lo) / span) * (b - a);
+}
+
+function niceTicks(lo, hi, count = 5) {
+  const span = hi - lo || 1;
+  const step = Math.pow(10, Math.floor(Math.log10(span / count)));
+  const mult = [1, 2, 5, 10].find((m) => span / (m * step) <= count) || 10;
+  const unit = mult * step;
+  const ticks = [];
+  for (let t = Math.ceil(lo / unit) * unit; t <= hi + unit * 1e-9; t += unit) ticks.push(t);
+  return ticks;
+}
+
+function axes(node, xTicks, yTicks, x, y, xLabel, yLabel, xFormat, yFormat) {
+  const {width, height, left, right, top, bottom} = PLOT;
+  const group = svg("g", {class: "axes"});
+  for (const t of yTicks) {
+    group.append(svg("line", {x1: left, x2: width - right, y1: y(t), y2: y(t), class: "gridline"}),
+      svg("text", {x: left - 6, y: y(t) + 4, "text-anchor": "end"}, yFormat(t)));
+  }
+  for (const t of xTicks) {
+    group.append(svg("line", {x1: x(t), x2: x(t), y1: top, y2: height - bottom, class: "gridline"}),
+      svg("text", {x: x(t), y: height - bottom + 16, "text-anchor": "middle"}, xFormat(t)));
+  }
+  group.append(
+    svg("rect", {x: left, y: top, width: width - left - right, height: height - top - bottom,
+      class: "frame"}),
+    svg("text", {x: (left + width - right) / 2, y: height - bottom + 34, "text-anchor": "middle",
+      class: "label"}, xLabel),
+    svg("text", {transform: `translate(14 ${(top + height - bottom) / 2}) rotate(-90)`,
+      "text-anchor": "middle", class: "label"}, yLabel));
+  node.append(group);
+}
+
+function tooltipFor(node, lines) {
+  node.append(svg("title", {}, lines.join("\n")));
+  node.addEventListener("mouseenter", (event) => {
+    const tip = $("#tooltip");
+    tip.replaceChildren(...lines.map((line) => el("div", {}, line)));
+    tip.hidden = false;
+    tip.style.left = `${event.pageX + 12}px`;
+    tip.style.top = `${event.pageY + 12}px`;
+  });
+  node.addEventListener("mouseleave", () => { $("#tooltip").hidden = true; });
+}
+
+function trialLines(trial) {
+  return [`trial #${trial.number} (${trial.state})`, trial.config_description,
+    `score ${fmt.score(trial.objective)} · dev score ${fmt.score(trial.dev_score)}`,
+    `parameter share ${fmt.share(trial.param_share)} %`];
+}
+
+function renderPareto(pareto, trials) {
+  const node = $("#pareto");
+  node.replaceChildren();
+  const frontIds = new Set(pareto.trials.map((t) => t.id));
+  const scored = trials.filter((t) => t.state === "completed" && t.objective !== null
+    && t.param_share !== null && t.param_share > 0);
+  const pending = trials.filter((t) => (t.state === "ready" || t.state === "leased")
+    && t.param_share !== null && t.param_share > 0);
+  const shares = [...scored, ...pending].map((t) => Math.log10(t.param_share));
+  const {width, height, left, right, top, bottom} = PLOT;
+  if (!shares.length) {
+    node.append(svg("text", {x: width / 2, y: height / 2, "text-anchor": "middle",
+      class: "empty"}, "No trials yet"));
+    return;
+  }
+  let [xlo, xhi] = [Math.min(...shares), Math.max(...shares)];
+  if (xhi - xlo < 1) { const mid = (xlo + xhi) / 2; xlo = mid - 0.5; xhi = mid + 0.5; }
+  xlo -= 0.05 * (xhi - xlo); xhi += 0.05 * (xhi - xlo);
+  const scores = scored.map((t) => t.objective);
+  let [ylo, yhi] = scores.length ? [Math.min(...scores), Math.max(...scores)] : [0, 1];
+  if (yhi - ylo < 1e-6) { ylo -= 0.05; yhi += 0.05; }
+  const pad = 0.08 * (yhi - ylo);
+  ylo -= pad; yhi += pad;
+  const plotBottom = height - bottom;
+  const x = linearScale(xlo, xhi, left, width - right);
+  const y = linearScale(ylo, yhi, plotBottom, top);
+  const xTicks = [];
+  for (let e = Math.ceil(xlo); e <= Math.floor(xhi); e++) xTicks.push(e);
+  axes(node, xTicks, niceTicks(ylo, yhi), x, y, "parameter share (% of the backbone, log scale)",
+    "held-out score", (e) => `${Number(Math.pow(10, e).toPrecision(1))}%`, (v) => v.toFixed(3));
+
+  const front = scored.filter((t) => frontIds.has(t.id))
+    .sort((a, b) => a.param_share - b.param_share || a.objective - b.objective);
+  if (front.length) {
+    // the attainable region's boundary: from each front point, right to the next share, up
+    let path = `M ${x(Math.log10(front[0].param_share))} ${y(front[0].objective)}`;
+    for (let i = 1; i < front.length; i++) {
+      path += ` H ${x(Math.log10(front[i].param_share))} V ${y(front[i].objective)}`;
+    }
+    path += ` H ${width - right}`;
+    node.append(svg("path", {d: path, class: "staircase"}));
+  }
+  for (const trial of scored) {
+    const onFront = frontIds.has(trial.id);
+    const dot = svg("circle", {cx: x(Math.log10(trial.param_share)), cy: y(trial.objective),
+      r: onFront ? 5.5 : 4, class: onFront ? "point front" : "point trial",
+      "data-trial": trial.number});
+    tooltipFor(dot, trialLines(trial));
+    node.append(dot);
+  }
+  // queued and running trials: their share is known, their score not yet: a strip below
+  const stripY = plotBottom + 48;
+  node.append(svg("text", {x: left - 6, y: stripY + 4, "text-anchor": "end", class: "label small"},
+    "pending"));
+  for (const trial of pending) {
+    const cx = x(Math.log10(trial.param_share));
+    const mark = svg("path", {d: `M ${cx} ${stripY - 5} l 5 5 l -5 5 l -5 -5 z`,
+      class: `point pending ${trial.state}`, "data-trial": trial.number});
+    tooltipFor(mark, trialLines(trial));
+    node.append(mark);
+  }
+}
+
+function renderHypervolume(history) {
+  const node = $("#hypervolume");
+  node.replaceChildren();
+  const points = history.points;
+  const {width, height, left, right, top, bottom} = PLOT;
+  if (!points.length) {
+    node.append(svg("text", {x: width / 2, y: height / 2, "text-anchor": "middle",
+      class: "empty"}, "No completed trials yet"));
+    return;
+  }
+  const xhi = Math.max(points.length, 2);
+  const yhi = Math.max(...points.map((p) => p.hypervolume)) * 1.08 || 1;
+  const x = linearScale(0, xhi, left, width - right);
+  const y = linearScale(0, yhi, height - bottom, top);
+  axes(node, niceTicks(0, xhi).filter((t) => Number.isInteger(t)), niceTicks(0, yhi), x, y,
+    "completed trials", "hypervolume", (t) => String(t), (v) => Number(v.toPrecision(3)));
+  let path = `M ${x(0)} ${y(0)}`;
+  for (const p of points) path += ` H ${x(p.completed)} V ${y(p.hypervolume)}`;
+  node.append(svg("path", {d: path, class: "hv-line"}));
+  for (const p of points) {
+    const dot = svg("circle", {cx: x(p.completed), cy: y(p.hypervolume), r: 2.5, class: "hv-point"});
+    tooltipFor(dot, [`after ${p.completed} completed (trial #${p.trial_number})`,
+      `hypervolume ${fmt.hv(p.hypervolume)}`]);
+    node.append(dot);
+  }
+}
+
+function renderWorkers(list) {
+  const rows = list.items.map((worker) => el("tr", {"data-worker": worker.name},
+    el("td", {}, worker.name),
+    el("td", {}, el("span", {class: worker.alive ? "dot alive" : "dot gone"}),
+      worker.alive ? " alive" : " silent"),
+    el("td", {}, `${fmt.seconds(list.now - worker.last_seen)} ago`),
+    el("td", {}, worker.trials.length
+      ? worker.trials.map((t) => `#${t.number}${t.study_id === state.route.id ? "" : ` (study ${t.study_id})`}`).join(", ")
+      : "idle"),
+    el("td", {class: "num"}, worker.leases)));
+  $("#workers tbody").replaceChildren(...rows);
+  $("#workers-empty").hidden = rows.length > 0;
+}
+
+// ---- trial table: sortable, filterable
+
+function trialRow(trial) {
+  const wait = trial.leased_at !== null ? trial.leased_at - trial.created_at : null;
+  const end = trial.finished_at !== null ? trial.finished_at : null;
+  const duration = trial.leased_at !== null && end !== null ? end - trial.leased_at : null;
+  return {...trial, wait, duration, config: trial.config_description};
+}
+
+function renderTrials() {
+  const text = $("#trial-filter").value.trim().toLowerCase();
+  const only = $("#state-filter").value;
+  const {key, dir} = state.sort;
+  const rows = state.trials.map(trialRow)
+    .filter((t) => !only || t.state === only)
+    .filter((t) => !text || [t.number, t.state, t.generator, t.worker, t.config,
+      fmt.score(t.objective), fmt.score(t.dev_score), t.failure_reason]
+      .some((v) => v !== null && v !== undefined && String(v).toLowerCase().includes(text)))
+    .sort((a, b) => {
+      const [u, v] = [a[key], b[key]];
+      if (u === v) return a.number - b.number;
+      if (u === null || u === undefined) return 1;   // blanks last, whichever direction
+      if (v === null || v === undefined) return -1;
+      return (u < v ? -1 : 1) * dir;
+    });
+  $("#trials tbody").replaceChildren(...rows.map((t) => el("tr", {"data-trial": t.number,
+      class: t.state},
+    el("td", {class: "num"}, t.number),
+    el("td", {}, el("span", {class: `badge ${t.state}`}, t.state)),
+    el("td", {}, t.generator),
+    el("td", {}, t.worker || "-"),
+    el("td", {class: "num"}, fmt.seconds(t.wait)),
+    el("td", {class: "num"}, fmt.seconds(t.duration)),
+    el("td", {class: "num score"}, fmt.score(t.objective)),
+    el("td", {class: "num"}, fmt.score(t.dev_score)),
+    el("td", {class: "num"}, fmt.share(t.param_share)),
+    el("td", {class: "config", title: t.failure_reason || ""}, t.config))));
+  $("#trial-count").textContent = `${rows.length} of ${state.trials.length}`;
+  for (const th of document.querySelectorAll("#trials th")) {
+    th.classList.toggle("sorted", th.dataset.key === key);
+    th.dataset.dir = th.dataset.key === key ? (dir > 0 ? "asc" : "desc") : "";
+  }
+}
+
+// ----------------------------------------------------------------------------- start
+
+function start() {
+  $("#login-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = $("#token").value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    try {
+      await api("studies?limit=1");
+    } catch (error) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      showLogin(error instanceof Unauthorized ? `Token refused: ${error.message}.`
+        : error.status === 403 ? "This token has no client role: use a client token."
+        : `Cannot reach the server: ${error.message}`);
+      return;
+    }
+    navigate();
+  });
+  $("#logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin();
+  });
+  $("#trial-filter").addEventListener("input", renderTrials);
+  $("#state-filter").addEventListener("change", renderTrials);
+  for (const th of document.querySelectorAll("#trials th")) {
+    th.addEventListener("click", () => {
+      const key = th.dataset.key;
+      state.sort = {key, dir: state.sort.key === key ? -state.sort.dir : 1};
+      renderTrials();
+    });
+  }
+  window.addEventListener("hashchange", navigate);
+  navigate();
+}
+
+start();
