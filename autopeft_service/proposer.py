@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import math
 import threading
+import time
 from collections.abc import Callable
 
 from pydantic import ValidationError
@@ -141,6 +142,8 @@ class Proposer(BackgroundLoop):
         retry_seconds: backoff after a study's first failed pass (doubling each time).
         max_retry_seconds: cap of that backoff.
         max_failures: failed passes in a row after which the study ends ``failed``.
+        fit_observer: hears ``(optimizer name, seconds)`` after each successful
+            ``suggest`` call (the server's metrics).
     """
 
     name = "proposer"
@@ -149,8 +152,10 @@ class Proposer(BackgroundLoop):
                  optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
                  min_interval: float = 0.25, leader: LeaderLock | None = None,
                  retry_seconds: float = 10.0, max_retry_seconds: float = 600.0,
-                 max_failures: int = 6) -> None:
+                 max_failures: int = 6,
+                 fit_observer: Callable[[str, float], None] | None = None) -> None:
         super().__init__(poll_seconds, min_interval)
+        self.fit_observer = fit_observer
         self.database = database
         self.leader = leader
         self.optimizer_factory = optimizer_factory
@@ -242,7 +247,10 @@ class Proposer(BackgroundLoop):
         optimizer = self._optimizers.get(study_id)
         if optimizer is None:
             optimizer = self._optimizers[study_id] = self.optimizer_factory(spec)
+        started = time.perf_counter()
         suggestions = optimizer.suggest(want, history)  # OptimizerError: see _failed
+        if self.fit_observer is not None:
+            self.fit_observer(optimizer.name, time.perf_counter() - started)
         proposals = [self._proposal(spec, s) for s in suggestions]
         with self.database.session() as session:
             added = repo.add_trials(session, study_id, proposals, max_new=want)

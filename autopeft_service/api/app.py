@@ -20,7 +20,7 @@ from autopeft_service.api.middleware import (
     TokenGate,
     is_artifact_upload,
 )
-from autopeft_service.api.routes import artifacts, dashboard, health, studies, ui, workers
+from autopeft_service.api.routes import artifacts, dashboard, health, metrics, studies, ui, workers
 from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.errors import ConfigError
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Multi-objective search over PEFT configurations.")
     app.state.services = services
     app.include_router(health.router)
+    app.include_router(metrics.router)  # GET /metrics: public (outside /v1/)
     app.include_router(studies.router)
     app.include_router(workers.router)
     app.include_router(artifacts.router)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from autopeft_service.api.metrics import ServiceMetrics, multiprocess_dir
 from autopeft_service.core.config import Settings
 from autopeft_service.proposer import LeaseSweeper, Proposer
 from autopeft_service.storage import repository as repo
@@ -66,13 +67,16 @@ class Services:
         #: True once shutdown began: long-polling leases answer 204 at once.
         self.stopping = False
         self._specs: dict[int, dict[str, Any]] = {}
+        self.metrics = ServiceMetrics(self.database, settings.worker_alive_seconds,
+                                      multiprocess_dir())
         # One proposer per database, whatever the number of server processes.
         self.proposer = NotifyingProposer(
             self.database, self.ready, poll_seconds=settings.proposer_poll_seconds,
             leader=leader_lock_for(self.database.engine),
             retry_seconds=settings.proposer_retry_seconds,
             max_retry_seconds=settings.proposer_max_retry_seconds,
-            max_failures=settings.proposer_max_failures)
+            max_failures=settings.proposer_max_failures,
+            fit_observer=self.metrics.observe_fit)
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from autopeft_service.api.app import create_app
+    from autopeft_service.api.metrics import shared_metrics_dir
     from autopeft_service.core.config import Settings
     from autopeft_service.storage.migrate import upgrade_to_head
 
@@ -47,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(settings), **options)
         return 0
     # Several processes: uvicorn imports the app in each; they read their settings from
-    # the environment, so the command-line overrides travel there.
+    # the environment, so the command-line overrides travel there, and so does the shared
+    # directory in which prometheus-client sums their histograms (GET /metrics).
     for name, value in overrides.items():
         os.environ[f"AUTOPEFT_{name.upper()}"] = str(value)
-    uvicorn.run("autopeft_service.api.app:create_app", factory=True, workers=args.processes,
-                **options)
+    with shared_metrics_dir(args.processes):
+        uvicorn.run("autopeft_service.api.app:create_app", factory=True,
+                    workers=args.processes, **options)
     return 0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Float, and_, bindparam, func, or_, select, update
+from sqlalchemy import JSON, Float, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -703,3 +703,42 @@ def list_workers(session: Session) -> list[WorkerRow]:
     """Every worker seen, most recently seen first."""
     return list(session.execute(select(WorkerRow).order_by(WorkerRow.last_seen.desc())
                                 ).scalars())
+
+
+@dataclass(frozen=True)
+class StudyTally:
+    """A study's state and how many of its trials are in each state (for metrics)."""
+
+    study_id: int
+    state: str
+    #: Every trial state, zero when the study has no trial in it.
+    trials: dict[str, int]
+
+
+def study_tallies(session: Session) -> list[StudyTally]:
+    """Every study with its trial counts by state, from one grouped ``SELECT`` (studies
+    left-joined to trials, grouped by study and trial state), by study id."""
+    rows = session.execute(
+        select(StudyRow.id, StudyRow.state, TrialRow.state, func.count(TrialRow.id))
+        .select_from(StudyRow).outerjoin(TrialRow, TrialRow.study_id == StudyRow.id)
+        .group_by(StudyRow.id, StudyRow.state, TrialRow.state).order_by(StudyRow.id))
+    tallies: dict[int, StudyTally] = {}
+    for study_id, study_state, trial_state, count in rows:
+        tally = tallies.get(study_id)
+        if tally is None:
+            tally = tallies[study_id] = StudyTally(
+                study_id=study_id, state=study_state,
+                trials={state.value: 0 for state in TrialState})
+        if trial_state is not None:  # None: the study has no trial (outer join)
+            tally.trials[trial_state] = int(count)
+    return list(tallies.values())
+
+
+def worker_counts(session: Session, alive_seconds: float) -> tuple[int, int]:
+    """(workers ever seen, workers seen within ``alive_seconds`` of the database clock),
+    in one ``SELECT``; "seen" is a lease request or a heartbeat, as the dashboard counts."""
+    alive = case((WorkerRow.last_seen >= database_now_expression(session)
+                  - bindparam("alive", float(alive_seconds), type_=Float), 1), else_=0)
+    known, seen = session.execute(select(func.count(), func.coalesce(func.sum(alive), 0))
+                                  .select_from(WorkerRow)).one()
+    return int(known), int(seen)

@@ -4,6 +4,9 @@ Lease long-polls: when nothing is ready it waits (up to the server's ``long_poll
 or the request's ``wait_seconds``, whichever is shorter) for the proposer's signal, then
 answers 204 with ``Retry-After``. Reports are idempotent by lease token; a token that is
 no longer the trial's lease gets 409.
+
+Each handler's time to its answer, whatever the status, is observed in the server's
+metrics (``api.metrics``): leases by outcome, heartbeats, reports by kind.
 """
 
 from __future__ import annotations
@@ -63,7 +66,21 @@ def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
              responses={200: {"model": LeaseOut},
                         204: {"description": "nothing ready; retry after Retry-After"}})
 async def lease(body: LeaseRequest, services: ServicesDep) -> Response:
-    """Lease the oldest ready trial, long-polling while none is ready."""
+    """Lease the oldest ready trial, long-polling while none is ready. The time to the
+    answer goes to ``autopeft_lease_seconds`` by outcome (leased, empty, error)."""
+    started = time.perf_counter()
+    outcome = "error"
+    try:
+        answer = await _lease_or_wait(body, services)
+        outcome = "leased" if answer.status_code == status.HTTP_200_OK else "empty"
+        return answer
+    finally:
+        services.metrics.observe_lease(outcome, time.perf_counter() - started)
+
+
+async def _lease_or_wait(body: LeaseRequest, services: Services) -> Response:
+    """A lease (200), or 204 with ``Retry-After`` once the long poll ran out or shutdown
+    began."""
     settings = services.settings
     wait = settings.long_poll_seconds if body.wait_seconds is None else min(
         body.wait_seconds, settings.long_poll_seconds)
@@ -91,6 +108,12 @@ def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> He
     """Extend the lease and record progress and rung scores; ``stop`` tells the worker to
     abandon the trial (cancelled, or pruned by the early-stopping rule: ``reason`` says
     where and why). A rung the study does not have gets 422 naming it."""
+    with services.metrics.heartbeat_seconds.time():
+        return _heartbeat(trial_id, body, services)
+
+
+def _heartbeat(trial_id: int, body: HeartbeatIn, services: Services) -> HeartbeatOut:
+    """The heartbeat's work (``heartbeat``, untimed)."""
 
     def early_stopping(study_id: int) -> EarlyStopping:
         spec = services.study_spec_json(session, study_id)
@@ -116,6 +139,12 @@ def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> He
 def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep) -> ReportOut:
     """Record the result (idempotent: the same token again is a no-op). The proposer,
     woken here, completes the study once its budget is spent."""
+    with services.metrics.report_seconds.labels(kind="result").time():
+        return _report_result(trial_id, body, services)
+
+
+def _report_result(trial_id: int, body: ResultIn, services: Services) -> ReportOut:
+    """The result report's work (``report_result``, untimed)."""
     try:
         with services.database.statement_session() as session:
             outcome = repo.complete_trial(session, trial_id, body.token,
@@ -137,6 +166,12 @@ def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
 def report_failure(trial_id: TrialId, body: FailureIn, services: ServicesDep) -> ReportOut:
     """Record a failed attempt: requeued until the study's ``max_attempts``, then failed;
     ``preempted`` requeues at once without using an attempt."""
+    with services.metrics.report_seconds.labels(kind="failure").time():
+        return _report_failure(trial_id, body, services)
+
+
+def _report_failure(trial_id: int, body: FailureIn, services: Services) -> ReportOut:
+    """The failure report's work (``report_failure``, untimed)."""
     try:
         with services.database.session() as session:
             trial = repo.get_trial(session, trial_id)
