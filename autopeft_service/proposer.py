@@ -6,6 +6,11 @@ transaction (a model fit can take seconds to minutes), so lease requests never w
 the insert re-checks the budget under a lock. All state comes from the database on every
 pass, so a restarted server resumes where it stopped.
 
+With a ``ProposalPool``, model fits run in child processes and the loop goes on serving
+the other studies while one fits (at most one fit in flight per study; proposals that need
+no model stay in this thread): a new study's Sobol trials are queued within a pass even
+while another study's long fit runs, and no fit runs in a process that serves requests.
+
 One study never stops the others: a study whose optimiser fails is recorded as failing
 (``reason``, visible in the API), skipped with exponential backoff, its traceback logged
 once, and ended ``failed`` after ``max_failures`` failed passes in a row. A study whose
@@ -21,12 +26,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.share import planned_counts
-from autopeft_service.domain.study import BUDGET_STATES, StudySpec, TrialState
+from autopeft_service.domain.study import BUDGET_STATES, StudySpec, StudyState, TrialState
 from autopeft_service.domain.validation import format_validation_error
 from autopeft_service.optimizers.base import (
     History,
@@ -36,6 +43,7 @@ from autopeft_service.optimizers.base import (
     Suggestion,
 )
 from autopeft_service.optimizers.factory import make_optimizer
+from autopeft_service.proposal_pool import ProposalPool
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
@@ -129,6 +137,16 @@ class BackgroundLoop:
             self._stop.wait(self.min_interval)
 
 
+@dataclass
+class InFlight:
+    """A study's fit running in the pool: what it was asked for."""
+
+    future: Future[list[Suggestion]]
+    spec: StudySpec
+    want: int
+    optimizer: str
+
+
 class Proposer(BackgroundLoop):
     """Fills study queues in a background thread.
 
@@ -142,6 +160,7 @@ class Proposer(BackgroundLoop):
         retry_seconds: backoff after a study's first failed pass (doubling each time).
         max_retry_seconds: cap of that backoff.
         max_failures: failed passes in a row after which the study ends ``failed``.
+        pool: where model fits run (child processes); None: in this thread.
         fit_observer: hears ``(optimizer name, seconds)`` after each successful
             ``suggest`` call (the server's metrics).
     """
@@ -152,10 +171,12 @@ class Proposer(BackgroundLoop):
                  optimizer_factory: Callable[[StudySpec], Optimizer] = make_optimizer,
                  min_interval: float = 0.25, leader: LeaderLock | None = None,
                  retry_seconds: float = 10.0, max_retry_seconds: float = 600.0,
-                 max_failures: int = 6,
+                 max_failures: int = 6, pool: ProposalPool | None = None,
                  fit_observer: Callable[[str, float], None] | None = None) -> None:
         super().__init__(poll_seconds, min_interval)
+        self.pool = pool
         self.fit_observer = fit_observer
+        self._inflight: dict[int, InFlight] = {}
         self.database = database
         self.leader = leader
         self.optimizer_factory = optimizer_factory
@@ -178,14 +199,40 @@ class Proposer(BackgroundLoop):
     def tick(self) -> int:
         if self.leader is not None and not self.leader.try_acquire():
             self._optimizers.clear()  # another process proposes; rebuild if we lead again
+            self._inflight.clear()  # its fits' trials would go in after the leader's
             return 0
         return self.step()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop the loop, then hand leadership over."""
+        """Stop the loop and the pool's fits, then hand leadership over."""
         super().stop(timeout)
+        if self.pool is not None:
+            self.pool.close()
+        self._inflight.clear()
         if self.leader is not None:
             self.leader.release()
+
+    def _time_pool_fit(self, future: Future[list[Suggestion]], optimizer: str) -> None:
+        """Tell ``fit_observer`` how long a pool fit took, from now to its answer, once it
+        succeeds (the callback runs in the pool's result thread of this process).
+
+        Args:
+            future: the fit handed to the pool.
+            optimizer: the optimiser's name (the histogram's label).
+        """
+        observer = self.fit_observer
+        if observer is None:
+            return
+        started = time.perf_counter()
+
+        def done(finished: Future[list[Suggestion]]) -> None:
+            if not finished.cancelled() and finished.exception() is None:
+                observer(optimizer, time.perf_counter() - started)
+
+        future.add_done_callback(done)
+
+    def added(self, count: int) -> None:
+        """Called after ``count`` > 0 trials were queued (subclasses wake lease waiters)."""
 
     def step(self) -> int:
         """One pass over every running study not backed off from. Returns the number of
@@ -196,8 +243,10 @@ class Proposer(BackgroundLoop):
         for cache in (self._optimizers, self._specs):
             for stale in set(cache) - set(study_ids):
                 del cache[stale]
-        added = 0
+        added = self.harvest()
         for study_id in study_ids:
+            if study_id in self._inflight:
+                continue  # its fit is running in the pool; the others go on meanwhile
             try:
                 added += self.fill(study_id)
             except StorageError:
@@ -247,18 +296,53 @@ class Proposer(BackgroundLoop):
         optimizer = self._optimizers.get(study_id)
         if optimizer is None:
             optimizer = self._optimizers[study_id] = self.optimizer_factory(spec)
+        if self.pool is not None and _needs_model(optimizer, want, history):
+            future = self.pool.submit(spec, want, history)
+            self._time_pool_fit(future, optimizer.name)
+            future.add_done_callback(lambda _done: self.wake())
+            self._inflight[study_id] = InFlight(future, spec, want, optimizer.name)
+            return 0
         started = time.perf_counter()
         suggestions = optimizer.suggest(want, history)  # OptimizerError: see _failed
         if self.fit_observer is not None:
             self.fit_observer(optimizer.name, time.perf_counter() - started)
+        return self._queue(study_id, spec, optimizer.name, suggestions, want)
+
+    def harvest(self) -> int:
+        """Queue the suggestions of every finished fit (a failed fit is a failed pass of
+        its study). Returns the number of trials added."""
+        added = 0
+        for study_id in [s for s, f in self._inflight.items() if f.future.done()]:
+            flight = self._inflight.pop(study_id)
+            try:
+                suggestions = flight.future.result()  # the optimiser's exception, if any
+                added += self._queue(study_id, flight.spec, flight.optimizer, suggestions,
+                                     flight.want)
+            except StorageError:
+                raise
+            except Exception as error:  # noqa: BLE001 - one study must not stop the others
+                self._failed(study_id, error)
+        return added
+
+    def _queue(self, study_id: int, spec: StudySpec, optimizer: str,
+               suggestions: list[Suggestion], want: int) -> int:
+        """Insert suggestions as ready trials (the budget re-checked under the study's lock).
+
+        Raises:
+            OptimizerError: none of them was new to the study.
+        """
         proposals = [self._proposal(spec, s) for s in suggestions]
         with self.database.session() as session:
             added = repo.add_trials(session, study_id, proposals, max_new=want)
-            if not added:  # never spin on an optimiser that repeats itself
-                raise OptimizerError(f"{optimizer.name} proposed {len(proposals)} "
+            if not added:
+                if repo.get_study(session, study_id).state != StudyState.RUNNING.value:
+                    return 0  # cancelled or ended while the fit ran
+                # never spin on an optimiser that repeats itself
+                raise OptimizerError(f"{optimizer} proposed {len(proposals)} "
                                      "configuration(s), none of them new to the study")
             repo.clear_proposer_failures(session, study_id)
         self._traced.discard(study_id)
+        self.added(len(added))
         return len(added)
 
     @staticmethod
@@ -291,6 +375,13 @@ class Proposer(BackgroundLoop):
         repo.fail_study(session, study_id, f"{limit} trials failed for the same reason and "
                         f"none completed: {reason}")
         return True
+
+
+def _needs_model(optimizer: Optimizer, n: int, history: History) -> bool:
+    """Whether ``optimizer.suggest(n, history)`` fits a model (slow: goes to the pool).
+    Optimisers without ``needs_model`` never do (Sobol, random)."""
+    needs = getattr(optimizer, "needs_model", None)
+    return bool(needs(n, history)) if needs is not None else False
 
 
 class LeaseSweeper(BackgroundLoop):

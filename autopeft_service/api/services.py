@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from autopeft_service.api.metrics import ServiceMetrics, multiprocess_dir
 from autopeft_service.core.config import Settings
+from autopeft_service.optimizers.factory import make_optimizer
+from autopeft_service.proposal_pool import ProposalPool
 from autopeft_service.proposer import LeaseSweeper, Proposer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.artifacts import ArtifactStore, LocalArtifactStore
@@ -76,7 +78,9 @@ class Services:
             retry_seconds=settings.proposer_retry_seconds,
             max_retry_seconds=settings.proposer_max_retry_seconds,
             max_failures=settings.proposer_max_failures,
-            fit_observer=self.metrics.observe_fit)
+            fit_observer=self.metrics.observe_fit,
+            pool=(ProposalPool(settings.proposer_processes, make_optimizer)
+                  if settings.proposer_processes > 0 else None))
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))
@@ -114,8 +118,5 @@ class NotifyingProposer(Proposer):
         super().__init__(database, poll_seconds=poll_seconds, leader=leader, **backoff)
         self.ready = ready
 
-    def fill(self, study_id: int) -> int:
-        added = super().fill(study_id)
-        if added:
-            self.ready.notify()
-        return added
+    def added(self, count: int) -> None:
+        self.ready.notify()

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     proposer_retry_seconds: float = Field(
         10.0, gt=0, description="Backoff after a study's first failed proposer pass; it "
         "doubles with each failure in a row (other studies go on meanwhile).")
+    proposer_processes: int = Field(
+        1, ge=0, le=64, description="Child processes that run optimiser fits (one core "
+        "each), so that no fit runs in a process serving requests and one study's fit never "
+        "holds up another study's proposals; 0: fits run in the proposer thread.")
     proposer_max_retry_seconds: float = Field(600.0, gt=0, description="Cap of that backoff.")
     proposer_max_failures: int = Field(
         6, ge=1, description="Failed proposer passes in a row after which a study ends "

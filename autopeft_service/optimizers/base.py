@@ -92,6 +92,10 @@ class Optimizer(Protocol):
         """
         ...
 
+    # Optional: ``needs_model(n, history) -> bool``, True when ``suggest`` would fit a model
+    # (seconds to minutes). The proposer runs such calls in its process pool and keeps
+    # serving other studies; optimisers without it (Sobol) always run in its thread.
+
 
 def seen_configs(space: SearchSpaceBase, history: History) -> set[str] | None:
     """The configurations (``space.config_key``) the study already has, for a space whose
