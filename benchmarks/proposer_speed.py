@@ -365,8 +365,20 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "these space families (MiniLM dims), one torch thread")
     parser.add_argument("--spaces-output", type=Path,
                         default=Path(__file__).parent / "results" / "proposer_speed_spaces.json")
+    parser.add_argument("--fleet", action="store_true",
+                        help="only the fleet measurement: sustained proposals/s with "
+                        "--fleet-pending points pending from 100 to --fleet-until completed")
+    parser.add_argument("--fleet-pending", type=int, default=256)
+    parser.add_argument("--fleet-batch", type=int, default=64)
+    parser.add_argument("--fleet-start", type=int, default=100)
+    parser.add_argument("--fleet-until", type=int, default=500)
+    parser.add_argument("--fleet-output", type=Path,
+                        default=Path(__file__).parent / "results" / "proposer_speed_fleet.json")
     args = parser.parse_args(argv)
     quiet_libraries()
+    if args.fleet:
+        fleet_main(args, argv)
+        return
     if args.spaces:
         spaces_main(args, argv)
         return
@@ -398,6 +410,63 @@ def main(argv: Sequence[str] | None = None) -> None:
         "reference_point": {"score": REFERENCE[0], "param_share": REFERENCE[1]},
         "speed": rows, "closed_loop": loops}, indent=2))
     print(f"\nwrote {args.output}\nreproduce: {command}")
+
+
+def fleet_main(args: argparse.Namespace, argv: Sequence[str] | None) -> None:
+    """The ``--fleet`` mode: a fleet's steady state, in one process, one torch thread.
+
+    On the 27-dimension problem, ``--fleet-start`` completed Sobol trials and
+    ``--fleet-pending`` pending ones; then rounds of: ``suggest(--fleet-batch)`` by a fresh
+    ``SaasboOptimizer`` (default settings, the exact share: a pool child builds one per
+    call; fits kept between calls are per process, as in the pool), then the oldest
+    ``--fleet-batch`` pending points complete (their synthetic scores) and the proposals
+    join the pending ones, until ``--fleet-until`` trials completed. Sustained rate: all
+    proposals over all seconds, NUTS runs included.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    problem = SyntheticProblem(27)
+    points = problem.sobol(args.fleet_start + args.fleet_pending, seed=1)
+    completed = [problem.observe(p) for p in points[:args.fleet_start]]
+    pending = list(points[args.fleet_start:])
+    rounds = []
+    while len(completed) < args.fleet_until:
+        optimizer = SaasboOptimizer(problem.space, seed=0, initial_trials=0,
+                                    reference_point=REFERENCE, settings=SaasboSettings(),
+                                    share=problem.share)
+        start = time.perf_counter()
+        got = [s.params for s in optimizer.suggest(
+            args.fleet_batch, History(completed=completed, pending=pending))]
+        seconds = time.perf_counter() - start
+        info = optimizer.last_info
+        assert info is not None and info.fleet
+        seen = {point_key(p) for p in points} | {point_key(o.params) for o in completed}
+        rounds.append({"completed": len(completed), "pending": len(pending),
+                       "proposals": len(got), "seconds": seconds,
+                       "fit_seconds": info.fit_seconds, "nuts": not info.reused_fit,
+                       "selection_seconds": info.acquisition_seconds,
+                       "valid": all(problem.space.is_valid(p) for p in got),
+                       "new": len({point_key(p) for p in got} - seen) == len(got),
+                       "hypervolume": area(completed)})
+        print(f"  completed {len(completed)} pending {len(pending)}: {len(got)} proposals "
+              f"in {seconds:.1f} s (NUTS {'yes' if not info.reused_fit else 'no'})", flush=True)
+        done, pending = pending[:len(got)], pending[len(got):] + got
+        completed += [o for o in (problem.observe(p) for p in done) if o is not None]
+        points = points + got
+    total = sum(r["proposals"] for r in rounds)
+    seconds = sum(r["seconds"] for r in rounds)
+    summary = {"proposals": total, "seconds": seconds, "proposals_per_second": total / seconds,
+               "nuts_runs": sum(r["nuts"] for r in rounds)}
+    print(f"sustained: {total} proposals in {seconds:.0f} s = "
+          f"{summary['proposals_per_second']:.2f} proposals/s "
+          f"({summary['nuts_runs']} NUTS runs of {len(rounds)} rounds)")
+    command = " ".join([".venv/bin/python", "benchmarks/proposer_speed.py",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    args.fleet_output.write_text(json.dumps({
+        "command": command, "machine": {"platform": platform.platform(),
+                                        "cpus": os.cpu_count()},
+        "summary": summary, "rounds": rounds}, indent=2))
 
 
 def spaces_main(args: argparse.Namespace, argv: Sequence[str] | None) -> None:

@@ -128,36 +128,46 @@ def fit_saas_nuts(model: Any, settings: SaasboSettings, seed: int) -> NutsStats:
         settings: NUTS settings.
         seed: JAX PRNG seed.
     """
+    samples, stats = nuts_samples(model.pyro_model.train_X, model.pyro_model.train_Y,
+                                  settings, seed)
+    load_samples(model, samples)
+    return stats
+
+
+def nuts_samples(train_X: Tensor, train_Y: Tensor, settings: SaasboSettings, seed: int
+                 ) -> tuple[dict[str, Tensor], NutsStats]:
+    """NUTS samples of the SAAS hyperparameters for (unit-cube X, standardised Y), as the
+    ``load_mcmc_samples`` mapping of ``SaasFullyBayesianSingleTaskGP``."""
     import numpy as np
     from botorch.models.fully_bayesian import MIN_INFERRED_NOISE_LEVEL
     from jax import random
 
-    train_X = model.pyro_model.train_X.detach().cpu().numpy()
-    train_Y = model.pyro_model.train_Y.detach().cpu().numpy().reshape(-1)
-    n, d = train_X.shape
+    x = train_X.detach().cpu().numpy()
+    y = train_Y.detach().cpu().numpy().reshape(-1)
+    n, d = x.shape
     rows = PAD_ROWS * math.ceil(n / PAD_ROWS)
     X = np.zeros((rows, d), np.float32)
-    X[:n] = train_X
+    X[:n] = x
     Y = np.zeros(rows, np.float32)
-    Y[:n] = train_Y
+    Y[:n] = y
     mask = np.zeros(rows, np.float32)
     mask[:n] = 1.0
     squared_differences = np.square(X[:, None, :] - X[None, :, :])
     samples, steps, divergences = _nuts_runner(d, settings)(random.PRNGKey(seed),
                                                             squared_differences, Y, mask)
-    tkwargs = {"dtype": model.pyro_model.train_X.dtype,
-               "device": model.pyro_model.train_X.device}
+    tkwargs = {"dtype": train_X.dtype, "device": train_X.device}
 
     def tensor(name: str) -> Tensor:
         return torch.tensor(np.array(samples[name]), **tkwargs)
 
     inv_length_sq = tensor("kernel_tausq").unsqueeze(-1) * tensor("_kernel_inv_length_sq")
+    return ({"lengthscale": inv_length_sq.rsqrt(), "outputscale": tensor("outputscale"),
+             "mean": tensor("mean"), "noise": tensor("noise") + MIN_INFERRED_NOISE_LEVEL},
+            NutsStats(leapfrog_steps=int(steps), divergences=int(divergences)))
+
+
+def load_samples(model: Any, samples: dict[str, Tensor]) -> None:
+    """Load hyperparameter samples into a ``SaasFullyBayesianSingleTaskGP`` (any data)."""
     model.train()
-    model.load_mcmc_samples({
-        "lengthscale": inv_length_sq.rsqrt(),
-        "outputscale": tensor("outputscale"),
-        "mean": tensor("mean"),
-        "noise": tensor("noise") + MIN_INFERRED_NOISE_LEVEL,
-    })
+    model.load_mcmc_samples(samples)
     model.eval()
-    return NutsStats(leapfrog_steps=int(steps), divergences=int(divergences))

@@ -77,6 +77,7 @@ from autopeft_service.optimizers.fused_kernel import use_prebuilt
 from autopeft_service.optimizers.saasbo import botorch_private
 from autopeft_service.optimizers.saasbo.acquisition import SingleCandidateNehvi
 from autopeft_service.optimizers.saasbo.encoding import Encoding, _keys
+from autopeft_service.optimizers.saasbo.fleet import thompson_batch, uses_fleet_mode
 from autopeft_service.optimizers.saasbo.nuts import NutsStats, fit_saas_nuts
 from autopeft_service.optimizers.saasbo.settings import (
     EVAL_CHUNK,
@@ -99,6 +100,10 @@ class ProposalInfo:
     baseline: int = 0
     #: per greedy step: (pool points scored, points scored while climbing, rounds)
     search: list[tuple[int, int, int]] = field(default_factory=list)
+    #: fleet mode (Thompson sampling, ``saasbo/fleet.py``) chose this batch
+    fleet: bool = False
+    #: fleet mode: the kept NUTS samples were reused (no NUTS run)
+    reused_fit: bool = False
 
 
 class SaasboOptimizer:
@@ -133,6 +138,13 @@ class SaasboOptimizer:
         self.last_info: ProposalInfo | None = None
 
     # -- protocol
+
+    def needs_model(self, n: int, history: History) -> bool:
+        """Whether ``suggest(n, history)`` fits the GP (slow) rather than only drawing
+        Sobol points (the proposer sends such calls to its process pool)."""
+        if n <= 0 or len(history.completed) < MIN_COMPLETED:
+            return False
+        return n > max(0, self.initial_trials - len(history.points()))
 
     def suggest(self, n: int, history: History) -> list[Suggestion]:
         """``n`` new valid points: Sobol while the initial budget lasts, then the model's.
@@ -174,13 +186,17 @@ class SaasboOptimizer:
             warnings.filterwarnings("ignore", message="Component models of ModelListGP")
             start = time.perf_counter()
             try:
-                acquisition = self._build_acquisition(history, seed, info)
-                info.fit_seconds = time.perf_counter() - start
-                start = time.perf_counter()
-                chosen = self._optimize(acquisition, n, history, seed, info)
+                if uses_fleet_mode(self, n, history):
+                    info.fleet = True
+                    chosen = thompson_batch(self, n, history, seed, info)
+                else:
+                    acquisition = self._build_acquisition(history, seed, info)
+                    info.fit_seconds = time.perf_counter() - start
+                    start = time.perf_counter()
+                    chosen = self._optimize(acquisition, n, history, seed, info)
+                    info.acquisition_seconds = time.perf_counter() - start
             except (RuntimeError, ValueError) as error:
                 raise OptimizerError(f"saasbo: the model failed: {error}") from error
-            info.acquisition_seconds = time.perf_counter() - start
         self.last_info = info
         out = [Suggestion(params=self.encoding.to_point(row), generator=self.name)
                for row in chosen]

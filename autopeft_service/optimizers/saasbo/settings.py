@@ -30,7 +30,8 @@ MAX_ROUNDS = 12
 #: one study would stall the others (16x the defaults, or more).
 _SETTING_MAXIMA = {"warmup_steps": 4096, "num_samples": 4096, "thinning": 4096,
                    "max_tree_depth": 12, "mc_samples": 1024, "candidates": 8192,
-                   "restarts": 128, "seed": 2**32 - 1}
+                   "restarts": 128, "seed": 2**32 - 1, "fleet_threshold": 4096,
+                   "fit_rows": 4096, "refit_growth": 1000, "ts_candidates": 8192}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,17 @@ class SaasboSettings:
     candidates: int = 512
     restarts: int = 8
     seed: int | None = None
+    #: Fleet mode (``saasbo/fleet.py``): when proposals asked for plus pending points exceed
+    #: this, the batch is chosen by Thompson sampling instead of greedy qLogNEHVI.
+    fleet_threshold: int = 16
+    #: Fleet mode: NUTS sees at most this many completed trials (the front first).
+    fit_rows: int = 128
+    #: Fleet mode: hyperparameters are re-sampled once the completed trials grew by this
+    #: many percent since the last NUTS run (otherwise the GP is re-conditioned on all data
+    #: with the previous samples).
+    refit_growth: int = 25
+    #: Fleet mode: candidates each Thompson sample is drawn on.
+    ts_candidates: int = 1024
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> SaasboSettings:
