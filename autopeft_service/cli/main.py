@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from autopeft_service.cli import demo, export, retrain, serve, studies, trial, worker
+from autopeft_service.cli import demo, export, launch, retrain, serve, studies, trial, worker
 from autopeft_service.cli.parser import OneLineParser
 
 
@@ -19,6 +19,7 @@ def build_parser() -> OneLineParser:
     studies.add_parser(subparsers)
     retrain.add_parser(subparsers)
     worker.add_parser(subparsers)
+    launch.add_parser(subparsers)
     export.add_parser(subparsers)
     return parser
 
