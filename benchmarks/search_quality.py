@@ -449,8 +449,10 @@ def make_method(name: str, problem: Problem, seed: int,
 # ----------------------------------------------------------------------------- the loop
 
 
-def run_search(problem: Problem, method: Method, evaluations: int) -> dict[str, Any]:
-    """Batches of ``BATCH``, each proposed while the previous one is evaluated.
+def run_search(problem: Problem, method: Method, evaluations: int, batch: int = BATCH
+               ) -> dict[str, Any]:
+    """Batches of ``batch`` (default ``BATCH``), each proposed while the previous one is
+    evaluated (so ``batch`` points are pending at every proposal after the first).
 
     Returns:
         ``hypervolume``: the value after each evaluation (index i = i+1 evaluations), on
@@ -478,11 +480,11 @@ def run_search(problem: Problem, method: Method, evaluations: int) -> dict[str, 
     current: list[Point] = []
     while len(curve) < evaluations:
         if not current:  # the first batch, or the method gave nothing while points were pending
-            current = propose(min(BATCH, evaluations - len(curve)), [])
+            current = propose(min(batch, evaluations - len(curve)), [])
             if not current:
                 raise RuntimeError(f"{method.name} proposed nothing with nothing pending")
         remaining = evaluations - len(curve) - len(current)
-        following = propose(min(BATCH, remaining), current) if remaining > 0 else []
+        following = propose(min(batch, remaining), current) if remaining > 0 else []
         for point in current:
             key = point_key(point)
             repeated += key in seen
@@ -509,9 +511,9 @@ def run_search(problem: Problem, method: Method, evaluations: int) -> dict[str, 
     return result
 
 
-def run_one(task: tuple[str, str, int, int, str]) -> dict[str, Any]:
+def run_one(task: tuple[str, str, int, int, str, int]) -> dict[str, Any]:
     """One (problem, method, seed) search; runs in a worker process."""
-    problem_name, method_name, seed, evaluations, table = task
+    problem_name, method_name, seed, evaluations, table, batch = task
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -520,7 +522,9 @@ def run_one(task: tuple[str, str, int, int, str]) -> dict[str, Any]:
     problem = make_problem(problem_name, Path(table), seed)
     method = make_method(method_name, problem, seed)
     start = time.perf_counter()
-    result = run_search(problem, method, evaluations)
+    result = run_search(problem, method, evaluations, batch)
+    if batch != BATCH:
+        result["batch"] = batch
     result.update(problem=problem_name, method=method_name, seed=seed, version=VERSIONS.get(method_name, 1),
                   evaluations=evaluations, seconds=time.perf_counter() - start,
                   reference=list(problem.reference))
@@ -668,6 +672,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--evaluations", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="points proposed at a time (and pending at each proposal); "
+                        "above 16 saasbo runs in fleet mode. Use its own --output")
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE,
                         help="real-evaluation table for the surrogate problem")
     parser.add_argument("--jobs", type=int, default=1, help="searches run in parallel")
@@ -712,7 +719,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         results["runs"] = [r for r in results["runs"]
                            if r.get("version", 1) == VERSIONS.get(r["method"], 1)]
         done = {(r["problem"], r["method"], r["seed"], r["evaluations"]) for r in results["runs"]}
-        tasks = [(p, m, s, args.evaluations, str(args.table)) for s in args.seeds
+        tasks = [(p, m, s, args.evaluations, str(args.table), args.batch) for s in args.seeds
                  for p in args.problems for m in args.methods
                  if (p, m, s, args.evaluations) not in done]
         print(f"{len(tasks)} searches to run ({len(done)} already in {args.output})", flush=True)
