@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from autopeft_service.api.metrics import ServiceMetrics, multiprocess_dir
+from autopeft_service.api.sightings import WorkerSightings, flush_interval
 from autopeft_service.core.config import Settings
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.proposal_pool import ProposalPool
@@ -84,6 +85,9 @@ class Services:
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
                                     on_swept=lambda _ids: (self.ready.notify(),
                                                            self.proposer.wake()))
+        #: Workers seen by heartbeats, written in batches (leases write theirs at once).
+        self.sightings = WorkerSightings(self.database,
+                                         flush_interval(settings.worker_alive_seconds))
 
     def study_spec_json(self, session: Session, study_id: int) -> dict[str, Any]:
         """A study's stored spec (JSON), cached: a spec never changes after creation."""
@@ -96,6 +100,7 @@ class Services:
         self.ready.bind(loop)
         self.proposer.start()
         self.sweeper.start()
+        self.sightings.start()
 
     def begin_shutdown(self) -> None:
         """Shutdown began (thread- and signal-safe): wake every long-polling lease, which
@@ -107,6 +112,7 @@ class Services:
         self.stopping = True
         self.proposer.stop()
         self.sweeper.stop()
+        self.sightings.stop()  # writes the last sightings
         self.database.dispose()
 
 

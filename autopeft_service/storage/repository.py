@@ -20,7 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import JSON, Float, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    Float,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -89,12 +100,14 @@ class TrialStatus:
 
 @dataclass(frozen=True)
 class HeartbeatAnswer:
-    """What a heartbeat tells the worker: the new deadline, and whether to stop."""
+    """What a heartbeat tells the worker: the new deadline, and whether to stop;
+    ``worker`` is the lease's worker (the caller records it as seen)."""
 
     deadline: float | None
     stop: bool
     reason: str | None = None
     pruned: bool = False
+    worker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -414,24 +427,59 @@ def _lease_statement(postgres: bool, now: Any) -> Any:
                        _TRIALS.c.params, _TRIALS.c.config, _TRIALS.c.lease_deadline))
 
 
-def lease_trial(session: Session, worker: str, lease_seconds: float) -> Lease | None:
-    """Give the oldest ready trial of any running study to ``worker``.
+def _lease_and_touch_statement(touch: bool) -> Callable[[bool, Any], Any]:
+    """PostgreSQL: the lease and the worker's upsert in one statement (two round trips
+    were one too many): ``WITH leased AS (UPDATE ... RETURNING ...), touched AS (INSERT
+    INTO workers ... ON CONFLICT DO UPDATE) SELECT * FROM leased``. A data-modifying CTE
+    runs whether or not it is read; ``touch`` False upserts only when a trial was leased
+    (the insert selects from ``leased``)."""
+    def build(_postgres: bool, now: Any) -> Any:
+        leased = _lease_statement(True, now).cte("leased")
+        columns = ["name", "first_seen", "last_seen", "leases"]
+        if touch:
+            count = select(func.count()).select_from(leased).scalar_subquery()
+            rows = select(bindparam("p_worker", type_=_WORKERS.c.name.type), now, now, count)
+        else:
+            rows = select(bindparam("p_worker", type_=_WORKERS.c.name.type), now, now,
+                          literal(1)).select_from(leased)
+        insert = postgres_insert(_WORKERS).from_select(columns, rows)
+        touched = insert.on_conflict_do_update(
+            index_elements=[_WORKERS.c.name],
+            set_={"last_seen": insert.excluded.last_seen,
+                  "leases": _WORKERS.c.leases + insert.excluded.leases}).cte("touched")
+        return select(leased).add_cte(touched)
+    return build
+
+
+_LEASE_AND_TOUCH = {True: _lease_and_touch_statement(True),
+                    False: _lease_and_touch_statement(False)}
+
+
+def lease_trial(session: Session, worker: str, lease_seconds: float,
+                touch: bool = True) -> Lease | None:
+    """Give the oldest ready trial of any running study to ``worker``, and record the
+    worker (last seen, leases; ``touch`` False: only when a trial was leased).
 
     Promise: a trial is held by at most one lease at a time; the returned token is new and
     secret; ``attempt`` counts leases. Returns None when nothing is ready.
 
     One ``UPDATE ... WHERE id = (SELECT ... LIMIT 1) RETURNING`` statement: on PostgreSQL
-    the sub-select takes the row ``FOR UPDATE SKIP LOCKED`` (concurrent leasers skip it);
-    on SQLite the immediate transaction already excludes other writers. The statement is
-    atomic on its own, so it may run in autocommit (``Database.statement_session``); the
-    worker's bookkeeping row is then written by a second statement, and if that one fails
-    the leased trial returns to the queue when its lease expires.
+    the sub-select takes the row ``FOR UPDATE SKIP LOCKED`` (concurrent leasers skip it),
+    and the same statement upserts the worker's row (``_lease_and_touch_statement``); on
+    SQLite the immediate transaction already excludes other writers, and the worker's row
+    is a second statement of it. Atomic on its own, so it may run in autocommit
+    (``Database.statement_session``).
     """
     token = secrets.token_urlsafe(24)
-    row = session.execute(_prebuilt(session, "lease", _lease_statement),
-                          {"p_token": token, "p_seconds": float(lease_seconds),
-                           "p_worker": worker}).one_or_none()
-    _touch_worker(session, worker, leased=row is not None)
+    parameters = {"p_token": token, "p_seconds": float(lease_seconds), "p_worker": worker}
+    if is_postgres(session):
+        row = session.execute(_prebuilt(session, f"lease_touch_{touch}",
+                                        _LEASE_AND_TOUCH[touch]), parameters).one_or_none()
+    else:
+        row = session.execute(_prebuilt(session, "lease", _lease_statement),
+                              parameters).one_or_none()
+        if touch or row is not None:
+            _touch_worker(session, worker, leased=row is not None)
     if row is None:
         return None
     return Lease(trial_id=row.id, study_id=row.study_id, number=row.number,
@@ -449,14 +497,76 @@ def _touch_worker_statement(postgres: bool, now: Any) -> Any:
 
 def _touch_worker(session: Session, name: str, leased: bool = False) -> None:
     """Upsert the worker's row (last seen, leases) in one statement (no read, no lost
-    update). Called on leases and heartbeats, not on reports (kept off that hot path)."""
+    update). Called on leases; heartbeats are batched (``record_sightings``) and reports
+    not recorded (kept off those hot paths)."""
     session.execute(_prebuilt(session, "touch_worker", _touch_worker_statement),
                     {"p_name": name, "p_leased": int(leased)})
+
+
+def record_sightings(session: Session, ages: Mapping[str, float], chunk: int = 500) -> None:
+    """Record workers as seen ``ages[name]`` seconds before now (database time), one
+    statement per ``chunk`` workers: the heartbeats' sightings, which a server batches
+    (``api.sightings``) instead of writing one per heartbeat. A ``last_seen`` never moves
+    back (a lease may have written a later one meanwhile); a worker not known yet is
+    added, with no lease."""
+    names = sorted(ages)  # one order: concurrent batches lock rows alike
+    if not names:
+        return
+    now = database_now(session)
+    postgres = is_postgres(session)
+    insert = postgres_insert if postgres else sqlite_insert
+    later = func.greatest if postgres else func.max  # SQLite's two-argument max()
+    for first in range(0, len(names), chunk):
+        statement = insert(_WORKERS).values([
+            {"name": name, "first_seen": now - ages[name], "last_seen": now - ages[name],
+             "leases": 0} for name in names[first:first + chunk]])
+        session.execute(statement.on_conflict_do_update(
+            index_elements=[_WORKERS.c.name],
+            set_={"last_seen": later(_WORKERS.c.last_seen, statement.excluded.last_seen)}))
 
 
 def _not_current(trial_id: int) -> str:
     return (f"trial {trial_id}: this lease token is not the trial's current lease (a wrong "
             "token, or an expired lease whose trial was leased again)")
+
+
+def _extend_statement(with_progress: bool) -> Callable[[bool, Any], Any]:
+    def build(_postgres: bool, now: Any) -> Any:
+        values: dict[str, Any] = {"lease_deadline": now + bindparam("p_seconds", type_=Float)}
+        if with_progress:
+            values["progress"] = bindparam("p_progress", type_=JSON)
+        return (update(_TRIALS)
+                .where(_TRIALS.c.id == bindparam("p_id"),
+                       _TRIALS.c.lease_token == bindparam("p_token"),
+                       _TRIALS.c.state == TrialState.LEASED.value)
+                .values(**values)
+                .returning(_TRIALS.c.lease_deadline, _TRIALS.c.worker))
+    return build
+
+
+_EXTEND = {False: _extend_statement(False), True: _extend_statement(True)}
+
+
+def extend_lease(session: Session, trial_id: int, token: str, lease_seconds: float,
+                 progress: Mapping[str, Any] | None) -> HeartbeatAnswer | None:
+    """A heartbeat without rung scores in the common case, one statement: extend the lease
+    and store ``progress`` (kept as it is when None) if the trial is leased under
+    ``token``. The statement is atomic on its own (``Database.statement_session``).
+
+    Returns:
+        The answer (go on, new deadline), or None when the trial is not leased under
+        ``token``: ``heartbeat`` then finds out why (not found, conflict, stop).
+    """
+    name = "extend_progress" if progress is not None else "extend"
+    parameters: dict[str, Any] = {"p_id": trial_id, "p_token": token,
+                                  "p_seconds": float(lease_seconds)}
+    if progress is not None:
+        parameters["p_progress"] = dict(progress)
+    row = session.execute(_prebuilt(session, name, _EXTEND[progress is not None]),
+                          parameters).one_or_none()
+    if row is None:
+        return None
+    return HeartbeatAnswer(deadline=float(row.lease_deadline), stop=False, worker=row.worker)
 
 
 def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
@@ -465,7 +575,10 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
     """Extend a lease, record progress and rung scores, and apply the early-stopping rule.
 
     Returns stop=True (and no deadline) when the trial was cancelled or pruned, now or
-    before; ``pruned`` is True when these rung scores pruned it.
+    before; ``pruned`` is True when these rung scores pruned it. The worker is not
+    written here: the answer names it, and the server batches sightings
+    (``record_sightings``). Without rung scores ``extend_lease`` does the same in one
+    statement; this is its fallback and the path of rung reports.
 
     Args:
         rungs: rung scores the worker has not had acknowledged (``rungs.record_rung_scores``:
@@ -489,22 +602,23 @@ def heartbeat(session: Session, trial_id: int, token: str, lease_seconds: float,
     now = database_now(session)
     if progress is not None:
         trial.progress = dict(progress)
-    if trial.worker:
-        _touch_worker(session, trial.worker)
     if rungs:
         policy = early_stopping(trial.study_id) if early_stopping else EarlyStopping()
         outcome = record_rung_scores(session, trial, token, rungs, policy)
         if outcome.pruned is not None:
             return HeartbeatAnswer(deadline=None, stop=True, reason=outcome.pruned,
-                                   pruned=True)
+                                   pruned=True, worker=trial.worker)
     trial.lease_deadline = now + lease_seconds
-    return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False)
+    return HeartbeatAnswer(deadline=trial.lease_deadline, stop=False, worker=trial.worker)
 
 
 def _complete_statement(_postgres: bool, now: Any) -> Any:
     return (update(_TRIALS)
             .where(_TRIALS.c.id == bindparam("p_id"), _TRIALS.c.lease_token == bindparam("p_token"),
-                   _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]),
+                   # Not state.in_(...): an IN list is an "expanding" parameter, re-rendered
+                   # into the SQL at every execution (half of this statement's CPU).
+                   or_(_TRIALS.c.state == TrialState.LEASED.value,
+                       _TRIALS.c.state == TrialState.READY.value),
                    # The worker's counts must be the server's (when the server has them).
                    or_(_TRIALS.c.expected_trainable.is_(None),
                        and_(_TRIALS.c.expected_trainable == bindparam("p_trainable"),

@@ -7,6 +7,11 @@ no longer the trial's lease gets 409.
 
 Each handler's time to its answer, whatever the status, is observed in the server's
 metrics (``api.metrics``): leases by outcome, heartbeats, reports by kind.
+
+The handlers are ``async def`` and run their database work with ``run_in_threadpool``:
+FastAPI validates a plain ``def`` endpoint's answer in a second trip through the thread
+pool, one hand-off per request that the hot path does not need (the answers here are
+small models, validated on the event loop).
 """
 
 from __future__ import annotations
@@ -40,14 +45,20 @@ router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth],
 CONFLICT = error_responses(404, 409)
 
 
-def _try_lease(services: Services, worker: str) -> dict[str, Any] | None:
+def _try_lease(services: Services, worker: str, first: bool = True) -> dict[str, Any] | None:
     """A LeaseOut body, or None. Built from the stored JSON, which was validated when the
     study and trial were created (re-validating the spec per lease would dominate the
-    cost of a lease); the shape is LeaseOut's, checked by the protocol tests."""
+    cost of a lease); the shape is LeaseOut's, checked by the protocol tests.
+
+    The first try of a request writes the worker's row (seen now) in the lease's
+    statement; the long poll's later tries write it only with a lease, and otherwise
+    note the worker as seen for the next batch (``services.sightings``)."""
     seconds = services.settings.lease_seconds
     with services.database.statement_session() as session:
-        lease = repo.lease_trial(session, worker, seconds)
+        lease = repo.lease_trial(session, worker, seconds, touch=first)
         if lease is None:
+            if not first:
+                services.sightings.seen(worker)
             return None
         spec = services.study_spec_json(session, lease.study_id)
         out = {
@@ -85,10 +96,12 @@ async def _lease_or_wait(body: LeaseRequest, services: Services) -> Response:
     wait = settings.long_poll_seconds if body.wait_seconds is None else min(
         body.wait_seconds, settings.long_poll_seconds)
     deadline = time.monotonic() + wait
+    first = True
     while True:
-        out = await run_in_threadpool(_try_lease, services, body.worker)
+        out = await run_in_threadpool(_try_lease, services, body.worker, first)
         if out is not None:
             return JSONResponse(out)
+        first = False
         remaining = deadline - time.monotonic()
         if remaining <= 0 or services.stopping:  # shutting down: answer now
             return Response(status_code=status.HTTP_204_NO_CONTENT,
@@ -104,43 +117,57 @@ def _conflict(error: Exception) -> HTTPException:
 
 
 @router.post("/trials/{trial_id}/heartbeat", response_model=HeartbeatOut, responses=CONFLICT)
-def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep) -> HeartbeatOut:
+async def heartbeat(trial_id: TrialId, body: HeartbeatIn, services: ServicesDep
+                    ) -> HeartbeatOut:
     """Extend the lease and record progress and rung scores; ``stop`` tells the worker to
     abandon the trial (cancelled, or pruned by the early-stopping rule: ``reason`` says
     where and why). A rung the study does not have gets 422 naming it."""
     with services.metrics.heartbeat_seconds.time():
-        return _heartbeat(trial_id, body, services)
+        return await run_in_threadpool(_heartbeat, trial_id, body, services)
 
 
 def _heartbeat(trial_id: int, body: HeartbeatIn, services: Services) -> HeartbeatOut:
-    """The heartbeat's work (``heartbeat``, untimed)."""
+    """The heartbeat's work (``heartbeat``, untimed). Without rung scores, and while the
+    trial is leased under the token, one statement (``repo.extend_lease``, autocommit on
+    PostgreSQL); rung scores, and every answer but "go on" (404, 409, stop), take the
+    transaction of ``repo.heartbeat``. The worker is noted as seen, written in batches
+    (``services.sightings``)."""
 
     def early_stopping(study_id: int) -> EarlyStopping:
         spec = services.study_spec_json(session, study_id)
         return EarlyStopping.model_validate(spec.get("early_stopping") or {})
 
+    seconds = services.settings.lease_seconds
     try:
-        with services.database.session() as session:
-            answer = repo.heartbeat(session, trial_id, body.token,
-                                    services.settings.lease_seconds, body.progress,
-                                    body.rungs, early_stopping)
+        answer = None
+        if not body.rungs:
+            with services.database.statement_session() as session:
+                answer = repo.extend_lease(session, trial_id, body.token, seconds,
+                                           body.progress)
+        if answer is None:
+            with services.database.session() as session:
+                answer = repo.heartbeat(session, trial_id, body.token, seconds,
+                                        body.progress, body.rungs, early_stopping)
     except (repo.NotFound, repo.LeaseConflict) as error:
         raise _conflict(error) from None
     except RungRefused as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["body", *error.field.split(".")], "msg": str(error),
             "type": "value_error"}]) from None
+    if answer.worker:
+        services.sightings.seen(answer.worker)
     if answer.pruned:
         services.proposer.wake()  # a budget slot was used: the proposer may fill or finish
     return HeartbeatOut(deadline=answer.deadline, stop=answer.stop, reason=answer.reason)
 
 
 @router.post("/trials/{trial_id}/result", response_model=ReportOut, responses=CONFLICT)
-def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep) -> ReportOut:
+async def report_result(trial_id: TrialId, body: ResultIn, services: ServicesDep
+                        ) -> ReportOut:
     """Record the result (idempotent: the same token again is a no-op). The proposer,
     woken here, completes the study once its budget is spent."""
     with services.metrics.report_seconds.labels(kind="result").time():
-        return _report_result(trial_id, body, services)
+        return await run_in_threadpool(_report_result, trial_id, body, services)
 
 
 def _report_result(trial_id: int, body: ResultIn, services: Services) -> ReportOut:
@@ -163,11 +190,12 @@ def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
 
 
 @router.post("/trials/{trial_id}/failure", response_model=ReportOut, responses=CONFLICT)
-def report_failure(trial_id: TrialId, body: FailureIn, services: ServicesDep) -> ReportOut:
+async def report_failure(trial_id: TrialId, body: FailureIn, services: ServicesDep
+                         ) -> ReportOut:
     """Record a failed attempt: requeued until the study's ``max_attempts``, then failed;
     ``preempted`` requeues at once without using an attempt."""
     with services.metrics.report_seconds.labels(kind="failure").time():
-        return _report_failure(trial_id, body, services)
+        return await run_in_threadpool(_report_failure, trial_id, body, services)
 
 
 def _report_failure(trial_id: int, body: FailureIn, services: Services) -> ReportOut:
