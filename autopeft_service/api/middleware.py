@@ -30,6 +30,14 @@ async def send_error(send: Send, status: int, detail: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def header(scope: Scope, name: bytes) -> bytes:
+    """The first value of request header ``name`` (lower-case bytes), or ``b""``."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return b""
+
+
 class TokenGate:
     """401 for API requests whose bearer token is missing or unknown, before anything else.
 
@@ -54,11 +62,7 @@ class TokenGate:
         if scope["type"] != "http" or not path.startswith("/v1/") or path in self.public:
             await self.app(scope, receive, send)
             return
-        authorization = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                authorization = value
-                break
+        authorization = header(scope, b"authorization")
         # The scheme is case-insensitive; the token is compared exactly.
         scheme, _, token = authorization.partition(b" ")
         if b"bearer " + token.strip() not in self.tokens or scheme.lower() != b"bearer":
@@ -163,11 +167,7 @@ class ConditionalGet:
                 or not scope.get("path", "").startswith("/v1/")):
             await self.app(scope, receive, send)
             return
-        wanted = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"if-none-match":
-                wanted = value
-                break
+        wanted = header(scope, b"if-none-match")
         start: Message | None = None
         chunks: list[bytes] = []
 

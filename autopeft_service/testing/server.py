@@ -16,6 +16,18 @@ CLIENT_TOKEN = "test-client-token"
 WORKER_TOKEN = "test-worker-token"
 
 
+def fast_settings(database_url: str, artifact_dir: Path | str, **overrides: object) -> Settings:
+    """Settings of a test server: the test tokens, short polls and sweeps (so tests wait
+    tenths of a second, not the production seconds), any free port; ``overrides`` win."""
+    values: dict[str, object] = {
+        "database_url": database_url, "client_tokens": [CLIENT_TOKEN],
+        "worker_tokens": [WORKER_TOKEN], "long_poll_seconds": 0.5,
+        "proposer_poll_seconds": 0.1, "sweep_interval_seconds": 0.2, "port": 0,
+        "artifact_dir": str(artifact_dir)}
+    values.update(overrides)
+    return Settings(**values)
+
+
 class ServerThread:
     """The app under uvicorn in a background thread of this process (migrated first)."""
 

@@ -9,9 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from autopeft_service.core.config import Settings
 from autopeft_service.domain.backbone import MINILM_DIMS
-from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
+from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread, fast_settings
 
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 WORKER = {"Authorization": f"Bearer {WORKER_TOKEN}"}
@@ -38,12 +37,8 @@ def make_server(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Ser
     started: list[ServerThread] = []
 
     def start(**overrides: Any) -> ServerThread:
-        values: dict[str, Any] = {"database_url": database_url, "client_tokens": [CLIENT_TOKEN],
-                                  "worker_tokens": [WORKER_TOKEN], "long_poll_seconds": 0.5,
-                                  "proposer_poll_seconds": 0.1, "sweep_interval_seconds": 0.2,
-                                  "port": 0, "artifact_dir": str(tmp_path / "artifacts")}
-        values.update(overrides)
-        server = ServerThread(Settings(**values)).__enter__()
+        server = ServerThread(fast_settings(database_url, tmp_path / "artifacts",
+                                            **overrides)).__enter__()
         started.append(server)
         return server
 
@@ -101,3 +96,24 @@ def lease_result(lease: dict[str, Any], score: float = 0.8, **overrides: Any) ->
               "peak_memory_mb": 1.0, "device": "cpu", "seed": 0, "config_description": "x"}
     result.update(overrides)
     return result
+
+
+def take_lease(http: httpx.Client, worker: str = "w", timeout: float = 20) -> dict[str, Any]:
+    """A lease for ``worker``, asking again on 204 as a worker does (the proposer may not
+    have queued the study's trials yet)."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": 1},
+                             headers=WORKER)
+        if response.status_code == 200:
+            return response.json()
+        assert response.status_code == 204 and time.monotonic() < end, response.text
+
+
+def report_result(http: httpx.Client, lease: dict[str, Any], score: float = 0.8) -> None:
+    """Report a valid result with ``score`` for a lease (``lease_result``); asserts 200."""
+    response = http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
+                         json={"token": lease["token"], "result": lease_result(lease, score)})
+    assert response.status_code == 200, response.text

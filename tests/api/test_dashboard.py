@@ -10,34 +10,18 @@ import httpx
 
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
-from tests.api.conftest import CLIENT, WORKER, create_study, lease_result
-
-
-def _lease(http: httpx.Client, worker: str) -> dict:
-    end = time.monotonic() + 20
-    while True:
-        response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": 1},
-                             headers=WORKER)
-        if response.status_code == 200:
-            return response.json()
-        assert response.status_code == 204 and time.monotonic() < end, response.text
-
-
-def _report(http: httpx.Client, lease: dict, score: float) -> None:
-    response = http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
-                         json={"token": lease["token"], "result": lease_result(lease, score)})
-    assert response.status_code == 200, response.text
+from tests.api.conftest import CLIENT, WORKER, create_study, report_result, take_lease
 
 
 def test_hypervolume_history_follows_completion_order(server: ServerThread) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = create_study(http, budget={"total_trials": 5, "initial_trials": 5,
                                            "max_parallel": 5, "max_attempts": 2})
-        leases = [_lease(http, "w") for _ in range(5)]
+        leases = [take_lease(http, "w") for _ in range(5)]
         scores = [0.6, 0.9, 0.7, 0.95, 0.5]
         order = [3, 0, 4, 1, 2]  # reported out of trial order
         for index in order:
-            _report(http, leases[index], scores[index])
+            report_result(http, leases[index], scores[index])
             time.sleep(0.01)  # distinct finishing times
         history = http.get(f"/v1/studies/{study['id']}/hypervolume", headers=CLIENT).json()
         final = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()
@@ -62,7 +46,7 @@ def test_workers_show_their_current_trial_and_go_silent(
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = create_study(http)
         other = create_study(http, name="another")
-        running = _lease(http, "gpu-0")
+        running = take_lease(http, "gpu-0")
         listed = http.get("/v1/workers", headers=CLIENT).json()
         assert [w["name"] for w in listed["items"]] == ["gpu-0"]
         (worker,) = listed["items"]
@@ -78,7 +62,7 @@ def test_workers_show_their_current_trial_and_go_silent(
         assert [w["name"] for w in http.get(f"/v1/workers?study_id={ran}",
                                             headers=CLIENT).json()["items"]] == ["gpu-0"]
         assert http.get(f"/v1/workers?study_id={idle}", headers=CLIENT).json()["items"] == []
-        _report(http, running, 0.8)
+        report_result(http, running, 0.8)
         time.sleep(1.3)
         (silent,) = http.get("/v1/workers", headers=CLIENT).json()["items"]
         assert not silent["alive"] and silent["trials"] == []
@@ -98,7 +82,7 @@ def test_an_unchanged_answer_is_304_and_a_new_report_changes_the_etag(
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = create_study(http, budget={"total_trials": 2, "initial_trials": 2,
                                            "max_parallel": 2, "max_attempts": 2})
-        lease = _lease(http, "w")
+        lease = take_lease(http, "w")
         url = f"/v1/studies/{study['id']}/trials"
         first = http.get(url, headers=CLIENT)
         etag = first.headers["etag"]
@@ -108,7 +92,7 @@ def test_an_unchanged_answer_is_304_and_a_new_report_changes_the_etag(
         assert again.headers["etag"] == etag
         other = http.get(url, headers={**CLIENT, "If-None-Match": 'W/"other", ' + etag})
         assert other.status_code == 304
-        _report(http, lease, 0.75)
+        report_result(http, lease, 0.75)
         changed = http.get(url, headers={**CLIENT, "If-None-Match": etag})
         assert changed.status_code == 200 and changed.headers["etag"] != etag
         assert any(t["state"] == "completed" for t in changed.json()["items"])

@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 
 from autopeft_service.cli.main import main as cli_main
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerProcess
-from tests.workers.test_worker import spec
+from tests.workers.test_worker import get, spec, submit
 from workers.launch import LaunchError, LaunchPlan, parse_time
 
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
@@ -37,18 +36,6 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
                             lease_seconds="600").start()
     yield running
     running.stop()
-
-
-def submit(server: ServerProcess, body: dict[str, Any]) -> int:
-    response = httpx.post(f"{server.base_url}/v1/studies", json=body, headers=CLIENT, timeout=30)
-    assert response.status_code == 201, response.text
-    return int(response.json()["id"])
-
-
-def get(server: ServerProcess, path: str, **params: Any) -> Any:
-    response = httpx.get(f"{server.base_url}/v1{path}", headers=CLIENT, params=params, timeout=30)
-    response.raise_for_status()
-    return response.json()
 
 
 def trials(server: ServerProcess, study: int) -> list[dict[str, Any]]:

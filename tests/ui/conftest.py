@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from autopeft_service.core.config import Settings
-from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
+from autopeft_service.testing.server import ServerThread, fast_settings
 
 #: Debian's chromium (.ci/run installs it). Playwright's own browser download needs the
 #: internet; Playwright drives any Chromium given its path.
@@ -49,11 +48,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerThread]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'ui.db'}",
-                        client_tokens=[CLIENT_TOKEN], worker_tokens=[WORKER_TOKEN],
-                        long_poll_seconds=0.5, proposer_poll_seconds=0.1,
-                        sweep_interval_seconds=0.2, port=0,
-                        artifact_dir=str(tmp_path / "artifacts"))
+    settings = fast_settings(f"sqlite:///{tmp_path / 'ui.db'}", tmp_path / "artifacts")
     with ServerThread(settings) as running:
         yield running
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
-from tests.api.conftest import CLIENT, WORKER, lease_result, study_spec
+from tests.api.conftest import CLIENT, report_result, study_spec, take_lease
 from tests.ui.conftest import PrefixProxy
 
 #: The page polls every 2 s; a change must show within 5 s (the issue's bound).
@@ -23,22 +23,6 @@ def submit(http: httpx.Client, trials: int = 8, **overrides: Any) -> dict[str, A
                          headers=CLIENT)
     assert response.status_code == 201, response.text
     return response.json()
-
-
-def lease(http: httpx.Client, worker: str = "gpu-0") -> dict[str, Any]:
-    end = time.monotonic() + 20
-    while True:
-        response = http.post("/v1/leases", json={"worker": worker, "wait_seconds": 1},
-                             headers=WORKER)
-        if response.status_code == 200:
-            return response.json()
-        assert response.status_code == 204 and time.monotonic() < end, response.text
-
-
-def report(http: httpx.Client, held: dict[str, Any], score: float) -> None:
-    response = http.post(f"/v1/trials/{held['trial_id']}/result", headers=WORKER,
-                         json={"token": held["token"], "result": lease_result(held, score)})
-    assert response.status_code == 200, response.text
 
 
 def sign_in(page: Any, base_url: str, token: str = CLIENT_TOKEN, route: str = "") -> None:
@@ -76,10 +60,10 @@ def test_the_pareto_plot_shows_the_apis_front_and_the_pending_trials(
         page: Any, server: ServerThread) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = submit(http, trials=10)
-        held = [lease(http) for _ in range(8)]
+        held = [take_lease(http) for _ in range(8)]
         scores = [0.62, 0.91, 0.70, 0.88, 0.55, 0.93, 0.81, 0.77]
         for trial, score in zip(held[:6], scores, strict=False):
-            report(http, trial, score)
+            report_result(http, trial, score)
         front = http.get(f"/v1/studies/{study['id']}/pareto", headers=CLIENT).json()
         counts = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["counts"]
     sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
@@ -105,13 +89,13 @@ def test_the_trial_table_updates_after_a_report_without_a_reload(
         page: Any, server: ServerThread) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = submit(http, trials=3)
-        held = lease(http, worker="gpu-7")
+        held = take_lease(http, worker="gpu-7")
         sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
         row = f"#trials tr[data-trial='{held['number']}']"
         page.wait_for_selector(f"{row} .badge.leased")
         page.wait_for_selector("#workers tr[data-worker='gpu-7']:has-text('#')")
         page.evaluate("window.notReloaded = true")
-        report(http, held, 0.8125)
+        report_result(http, held, 0.8125)
         reported = time.monotonic()
         page.wait_for_selector(f"{row} .badge.completed", timeout=LIVE_MS)
         assert time.monotonic() - reported < LIVE_MS / 1000
@@ -124,9 +108,9 @@ def test_the_trial_table_updates_after_a_report_without_a_reload(
 def test_sort_filter_and_cancel(page: Any, server: ServerThread) -> None:
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = submit(http, trials=6)
-        held = [lease(http) for _ in range(4)]
+        held = [take_lease(http) for _ in range(4)]
         for trial, score in zip(held, [0.7, 0.9, 0.6, 0.8], strict=True):
-            report(http, trial, score)
+            report_result(http, trial, score)
         sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
         page.wait_for_selector("#trials tbody tr .badge.completed")
         page.wait_for_function("document.querySelectorAll('#trials tbody tr').length === 6")
@@ -172,7 +156,7 @@ def test_a_screenshot_of_the_study_page_renders(page: Any, server: ServerThread,
     scripts/dashboard_screenshot.py, with a longer study)."""
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         study = submit(http, trials=4)
-        report(http, lease(http), 0.8)
+        report_result(http, take_lease(http), 0.8)
     page.set_viewport_size(viewport)
     sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
     page.wait_for_selector("#pareto circle.front")

@@ -12,8 +12,7 @@ import httpx
 import pytest
 
 from autopeft_service.client import backbone_dims_of
-from autopeft_service.core.config import Settings
-from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
+from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread, fast_settings
 from workers.client import Interrupted, ServerClient
 from workers.data import TokenizedCache
 from workers.trial import TrialRunner
@@ -29,11 +28,8 @@ class WorkerDied(BaseException):
 
 @pytest.fixture
 def server(tmp_path: Path):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'autopeft.db'}",
-                        client_tokens=[CLIENT_TOKEN], worker_tokens=[WORKER_TOKEN],
-                        long_poll_seconds=0.3, proposer_poll_seconds=0.1,
-                        sweep_interval_seconds=0.2, port=0,
-                        artifact_dir=str(tmp_path / "server-artifacts"))
+    settings = fast_settings(f"sqlite:///{tmp_path / 'autopeft.db'}",
+                             tmp_path / "server-artifacts", long_poll_seconds=0.3)
     with ServerThread(settings) as running:
         yield running
 

@@ -13,13 +13,18 @@ import httpx
 import pytest
 
 from autopeft_service.client import backbone_dims_of
-from autopeft_service.core.config import Settings
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.early_stopping import rung_steps
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.local import LocalWorkers
-from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerProcess, ServerThread
+from autopeft_service.testing.server import (
+    CLIENT_TOKEN,
+    WORKER_TOKEN,
+    ServerProcess,
+    ServerThread,
+    fast_settings,
+)
 from workers.client import ServerClient
 from workers.data import TokenizedCache
 from workers.trial import TrialRunner
@@ -46,11 +51,7 @@ def _spec(model: Path, trials: int, early_stopping: dict[str, Any],
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerThread]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
-                        client_tokens=[CLIENT_TOKEN], worker_tokens=[WORKER_TOKEN],
-                        long_poll_seconds=0.5, proposer_poll_seconds=0.1,
-                        sweep_interval_seconds=0.2, port=0,
-                        artifact_dir=str(tmp_path / "artifacts"))
+    settings = fast_settings(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path / "artifacts")
     with ServerThread(settings) as running:
         yield running
 
