@@ -107,16 +107,21 @@ def local_args(server: ServerProcess, tmp_path: Path, workers: int, name: str,
 def test_two_local_workers_complete_a_study(server, launches, tiny_bert_path, tmp_path) -> None:
     body = spec(tiny_bert_path, trials=4, train_examples=200, epochs=0.5)
     body["optimizer"] = {"name": "sobol"}
-    study = submit(server, body)
     env = {"AUTOPEFT_CACHE_DIR": str(tmp_path / "cache")}
     launch = launches(*local_args(server, tmp_path, 2, "lw",
-                                  "--threads 1 --exit-when-idle 2 --no-artifacts"), env=env)
+                                  "--threads 1 --exit-when-idle 25 --no-artifacts"), env=env)
     header = launch.read_line()
     assert header.startswith("launched 2 workers: local jobs "), header
     rows = [launch.read_line().split("\t") for _ in range(2)]
     assert [row[0] for row in rows] == ["lw-0", "lw-1"]
     job_ids = [row[1].removeprefix("job ") for row in rows]
     assert all(row[2].startswith("log ") for row in rows)
+    # The study arrives once both workers are asking for leases: each then takes one of
+    # the two trials queued at once (on a loaded machine one worker can otherwise start
+    # late and find the study done).
+    wait_until(lambda: {w["name"] for w in get(server, "/workers")["items"]} == {"lw-0", "lw-1"},
+               120, "the workers never asked for a lease")
+    study = submit(server, body)
     wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 120,
                "the study did not complete")
     code, out, err = launch.finish(timeout=60)  # --wait: returns once both jobs ended
