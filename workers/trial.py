@@ -28,7 +28,12 @@ from autopeft_service.domain.early_stopping import EarlyStopping, rung_steps
 from autopeft_service.domain.errors import ModelError, TrialError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.trial import RungScore, TrainingSettings, TrialResult
+from autopeft_service.domain.trial import (
+    RungScore,
+    TrainingSettings,
+    TrialResult,
+    resolve_pooling,
+)
 from workers.artifact import save_artifact
 from workers.backbone import Backbone, load_backbone
 from workers.data import (
@@ -42,7 +47,7 @@ from workers.data import (
     subsample,
 )
 from workers.peft import apply_peft, trainable_parameter_count
-from workers.task_model import TaskModel
+from workers.task_model import CausalLMModel, TaskModel
 
 
 @dataclass(frozen=True)
@@ -210,13 +215,14 @@ class TrialRunner:
                 f"{backbone.dims.model_dump()}: the parameter share would not be the "
                 "server's; fix the study's backbone_dims or the worker's model folder")
         data = self._prepare(request, backbone)
-        torch.manual_seed(request.seed)
+        counts = count_parameters(request.config, backbone.dims)  # ConfigError: e.g. BitFit
+        torch.manual_seed(request.seed)                          # on a bias-less backbone
         encoder = self.build_encoder(backbone, request.config)
+        if settings.gradient_checkpointing:
+            encoder.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         is_regression = data.task.task_type is TaskType.REGRESSION
-        model = TaskModel(encoder, backbone.dims.hidden_size,
-                          1 if is_regression else data.task.num_labels,
-                          settings.pooling, settings.head_dropout).to(self.device)
-        counts = count_parameters(request.config, backbone.dims)
+        model = self._task_model(encoder, backbone, data.task, settings).to(self.device)
         head_parameters = model.head_parameter_count()
         built = trainable_parameter_count(model) - head_parameters
         if built != counts.trainable:  # the exact-count contract; tested, checked every trial
@@ -258,7 +264,27 @@ class TrialRunner:
                           result, trial_info)
         return result
 
-    def _train(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
+    @staticmethod
+    def _task_model(encoder: nn.Module, backbone: Backbone, task: TaskData,
+                    settings: TrainingSettings) -> TaskModel | CausalLMModel:
+        """The trained model: a pooled linear head, or a decoder's own LM head.
+
+        Raises:
+            ModelError: a causal-LM task on an encoder.
+        """
+        if task.task_type is TaskType.CAUSAL_LM:
+            if backbone.lm_head is None:
+                raise ModelError(f"task {task.name}: a causal-LM task needs a decoder "
+                                 f"backbone; {backbone.source} is a "
+                                 f"{backbone.dims.model_type} encoder")
+            return CausalLMModel(encoder, _lm_head_for(encoder, backbone))
+        is_regression = task.task_type is TaskType.REGRESSION
+        return TaskModel(encoder, backbone.dims.hidden_size,
+                         1 if is_regression else task.num_labels,
+                         resolve_pooling(settings.pooling, backbone.dims.is_decoder),
+                         settings.head_dropout)
+
+    def _train(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, settings: TrainingSettings,
                seed: int, is_regression: bool, progress: ProgressCallback | None,
                progress_every: int, memory: _PeakMemory,
                rungs: _RungScorer | None = None) -> tuple[int, int, float]:
@@ -280,11 +306,13 @@ class TrialRunner:
                 if step >= total_steps:
                     break
                 batch = self._to_device(data.batch(order[start:start + settings.batch_size]))
-                labels = batch.pop("labels")
-                seen += len(labels)
-                output = model(**batch)
-                loss = loss_fn(output.squeeze(-1), labels) if is_regression else loss_fn(output,
-                                                                                        labels)
+                seen += len(batch["labels"])
+                if isinstance(model, CausalLMModel):
+                    loss = model(**batch)
+                else:
+                    labels = batch.pop("labels")
+                    output = model(**batch)
+                    loss = loss_fn(output.squeeze(-1) if is_regression else output, labels)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise TrialError(f"loss became {loss_value} at step {step + 1}")
@@ -302,8 +330,10 @@ class TrialRunner:
                     raise TrialStopped(f"stopped at rung (step {step} of {total_steps})")
         return step, seen, loss_value
 
-    def _evaluate(self, model: TaskModel, data: TokenizedSplit, task: TaskData,
+    def _evaluate(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, task: TaskData,
                   settings: TrainingSettings, is_regression: bool) -> dict[str, float]:
+        if isinstance(model, CausalLMModel):
+            return self.language_model_metrics(model, data, settings)
         predictions = self.predict(model, data, settings, is_regression)
         return compute_metrics(task.metrics, predictions.numpy(), data.labels.numpy())
 
@@ -323,8 +353,40 @@ class TrialRunner:
         model.train()
         return torch.cat(predictions)
 
+    @torch.no_grad()
+    def language_model_metrics(self, model: CausalLMModel, data: TokenizedSplit,
+                               settings: TrainingSettings) -> dict[str, float]:
+        """Mean log-likelihood per response token over ``data`` (every token weighs the
+        same) and the perplexity, exp(-log-likelihood)."""
+        model.eval()
+        total, tokens = 0.0, 0
+        for start in range(0, len(data), settings.eval_batch_size):
+            batch = self._to_device(data.batch(torch.arange(
+                start, min(start + settings.eval_batch_size, len(data)))))
+            log_likelihoods = model.token_log_likelihoods(**batch)
+            total += float(log_likelihoods.double().sum())
+            tokens += log_likelihoods.numel()
+        model.train()
+        if not tokens:
+            raise TrialError("the split has no response token to score")
+        log_likelihood = total / tokens
+        return {"log_likelihood": log_likelihood, "perplexity": math.exp(-log_likelihood)}
+
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
+
+
+def _lm_head_for(encoder: nn.Module, backbone: Backbone) -> nn.Module:
+    """The LM head of a copied decoder: tied to the copy's input embeddings where the
+    pristine model ties them (so that full fine-tuning keeps them tied), else the pristine,
+    frozen head itself."""
+    assert backbone.lm_head is not None
+    pristine_embeddings = backbone.model.get_input_embeddings().weight
+    if backbone.lm_head.weight is not pristine_embeddings:
+        return backbone.lm_head
+    head = nn.Linear(backbone.dims.hidden_size, pristine_embeddings.shape[0], bias=False)
+    head.weight = encoder.get_input_embeddings().weight
+    return head
 
 
 class _RungScorer:

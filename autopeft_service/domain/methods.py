@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.peft_config import (
     IA3Target,
     LoraTarget,
@@ -68,19 +69,37 @@ def adapter_parameters(hidden: int, bottleneck: int) -> int:
     return 0 if bottleneck == 0 else 2 * hidden * bottleneck + bottleneck + hidden
 
 
-def prefix_mlp_parameters(hidden: int, width: int) -> int:
-    """The shared reparameterising MLP: d -> width -> 2d with biases."""
-    return hidden * width + width + width * 2 * hidden + 2 * hidden
+def prefix_mlp_parameters(hidden: int, width: int, kv_size: int | None = None) -> int:
+    """The shared reparameterising MLP: d -> width -> 2 * kv (kv = d without grouped-query
+    attention), with biases."""
+    kv = hidden if kv_size is None else kv_size
+    return hidden * width + width + width * 2 * kv + 2 * kv
 
 
 def lora_target_shape(target: LoraTarget, dims: BackboneDims) -> tuple[int, int]:
-    """(in_features, out_features) of the projection a LoRA target adapts."""
+    """(in_features, out_features) of the projection a LoRA target adapts.
+
+    Raises:
+        ConfigError: ``ffn_gate`` on a backbone whose FFN has no gate projection.
+    """
     d, f = dims.hidden_size, dims.ffn_size
-    if target is LoraTarget.FFN_IN:
-        return d, f
-    if target is LoraTarget.FFN_OUT:
-        return f, d
-    return d, d
+    if target is LoraTarget.FFN_GATE and not dims.gated_ffn:
+        raise ConfigError(f"lora.targets: ffn_gate: the {dims.model_type} backbone's FFN has no "
+                          "gate projection (only Llama-family FFNs do)")
+    return {
+        LoraTarget.QUERY: (d, dims.query_size),
+        LoraTarget.KEY: (d, dims.kv_size),
+        LoraTarget.VALUE: (d, dims.kv_size),
+        LoraTarget.ATTENTION_OUTPUT: (dims.query_size, d),
+        LoraTarget.FFN_IN: (d, f),
+        LoraTarget.FFN_GATE: (d, f),
+        LoraTarget.FFN_OUT: (f, d),
+    }[target]
+
+
+def ia3_target_width(target: IA3Target, dims: BackboneDims) -> int:
+    """Elements of the (IA)^3 vector of ``target``: key/value width, or the FFN width."""
+    return dims.ffn_size if target is IA3Target.FFN else dims.kv_size
 
 
 # ----------------------------------------------------------------------------- counts
@@ -106,9 +125,12 @@ def _parallel_count(adapters: Any, dims: BackboneDims) -> Counts:
 def _prefix_count(prefix: Any, dims: BackboneDims) -> Counts:
     if prefix is None or not any(prefix.lengths):
         return {}
-    tokens, d = sum(prefix.lengths), dims.hidden_size
-    deployed = 2 * tokens * d  # keys and values per token: what remains after training
-    trained = (tokens * d + prefix_mlp_parameters(d, prefix.mlp_width)
+    # keys and values per token (the key/value heads' width: d, or less under grouped-query
+    # attention): what remains after training. The reparameterising MLP maps a d-wide
+    # embedding to both.
+    tokens, d, kv = sum(prefix.lengths), dims.hidden_size, dims.kv_size
+    deployed = 2 * tokens * kv
+    trained = (tokens * d + prefix_mlp_parameters(d, prefix.mlp_width, kv)
                if prefix.reparameterize else deployed)
     return {"prefix": (trained, deployed)}
 
@@ -122,18 +144,19 @@ def _lora_count(modules: Any, dims: BackboneDims) -> Counts:
 
 
 def _bitfit_count(bitfit: Any, dims: BackboneDims) -> Counts:
-    if bitfit is None:
+    if bitfit is None or not any(bitfit.layers):
         return {}
-    n = (7 * dims.hidden_size + dims.ffn_size) * sum(bitfit.layers)
+    if not dims.layer_bias_parameters:
+        raise ConfigError(f"bitfit: the {dims.model_type} backbone's layers have no bias terms, "
+                          "so BitFit has nothing to train; choose another method")
+    n = dims.layer_bias_parameters * sum(bitfit.layers)
     return {"bitfit": (n, n)}
 
 
 def _ia3_count(ia3: Any, dims: BackboneDims) -> Counts:
     if ia3 is None:
         return {}
-    widths = {IA3Target.KEY: dims.hidden_size, IA3Target.VALUE: dims.hidden_size,
-              IA3Target.FFN: dims.ffn_size}
-    n = sum(widths[t] for t in ia3.targets) * sum(ia3.layers)
+    n = sum(ia3_target_width(t, dims) for t in ia3.targets) * sum(ia3.layers)
     return {"ia3": (n, n)}
 
 

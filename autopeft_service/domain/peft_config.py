@@ -29,7 +29,12 @@ class Position(StrEnum):
 
 
 class LoraTarget(StrEnum):
-    """Linear projections of a layer that LoRA can adapt."""
+    """Linear projections of a layer that LoRA can adapt.
+
+    On a Llama-family decoder: q/k/v/o_proj, ``ffn_in`` = up_proj, ``ffn_gate`` = gate_proj
+    (gated FFNs only), ``ffn_out`` = down_proj. On GPT-2, query/key/value are the three
+    parts of the fused ``c_attn``.
+    """
 
     QUERY = "query"
     KEY = "key"
@@ -37,6 +42,7 @@ class LoraTarget(StrEnum):
     ATTENTION_OUTPUT = "attention_output"
     FFN_IN = "ffn_in"
     FFN_OUT = "ffn_out"
+    FFN_GATE = "ffn_gate"
 
 
 class IA3Target(StrEnum):
@@ -172,8 +178,10 @@ class LoraConfig(_Frozen):
 class BitFitConfig(_Frozen):
     """BitFit (Ben Zaken et al. 2022): train the bias terms of the chosen layers.
 
-    Per chosen layer: the biases of query, key, value, attention output, both LayerNorms,
-    FFN in and FFN out: 7*d + f parameters.
+    Per chosen layer: every bias of the layer (``BackboneDims.layer_bias_parameters``). On
+    BERT and GPT-2 those of query, key, value, attention output, both LayerNorms, FFN in and
+    FFN out: 7*d + f; on Qwen2 those of q, k and v; a Llama has none, and BitFit on it is
+    refused.
     """
 
     layers: tuple[bool, ...] = Field(description="Per layer: train its biases.")
@@ -183,7 +191,8 @@ class IA3Config(_Frozen):
     """(IA)^3 (Liu et al. 2022): learned elementwise rescaling of keys, values and FFN.
 
     Vectors start at one (the model is unchanged at initialisation). Per chosen layer:
-    d for key, d for value, f for the FFN intermediate activation.
+    the key and value widths (d, or the grouped-query width on a decoder) and f for the FFN
+    intermediate activation (the input of the FFN's down projection).
     """
 
     layers: tuple[bool, ...] = Field(description="Per layer: rescale its activations.")

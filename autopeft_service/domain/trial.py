@@ -9,7 +9,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from autopeft_service.domain.early_stopping import MAX_RUNGS
 from autopeft_service.domain.validation import parse_model
 
-Pooling = Literal["mean", "cls"]
+#: Sentence vector for a classification head: the mean over tokens, the first token
+#: (``cls``), the last real token (``last``, what a decoder's causal attention needs), or
+#: ``auto``: ``last`` on a decoder, ``mean`` on an encoder.
+Pooling = Literal["auto", "mean", "cls", "last"]
+
+
+def resolve_pooling(pooling: str, is_decoder: bool) -> str:
+    """The pooling a model uses: ``auto`` resolved by the backbone kind, others as given."""
+    if pooling == "auto":
+        return "last" if is_decoder else "mean"
+    return pooling
 
 #: Largest seed accepted anywhere (numpy's and scipy's generators take 32-bit seeds).
 MAX_SEED = 2**32 - 1
@@ -30,7 +40,12 @@ class TrainingSettings(BaseModel):
     warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
     max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per example (truncation).")
-    pooling: Pooling = Field("mean", description="Sentence vector for the head: mean or CLS.")
+    pooling: Pooling = Field(
+        "auto", description="Sentence vector for the head: mean, cls (first token), last (last "
+        "real token) or auto (last on a decoder, mean on an encoder).")
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute layer activations in the backward pass instead of "
+        "keeping them: less memory, about a third more compute.")
     head_dropout: float = Field(0.1, ge=0, lt=1)
     held_out_fraction: float = Field(
         0.1, gt=0, lt=1, description="Share of train held out as the search objective's split.")

@@ -1,14 +1,24 @@
-"""Where attention and FFN live in each supported architecture.
+"""Where attention and the FFN live in each supported architecture.
 
-Adding an architecture is one ``ArchitectureMapping`` entry: the dotted paths, relative to
-one transformer layer, of its self-attention module (with ``query``/``key``/``value``
-linears), its two post-LN sublayer output modules (``dense`` -> ``dropout`` ->
-``LayerNorm(h + input)``), and its FFN intermediate module (``dense`` + activation).
+Adding an architecture is one ``ArchitectureMapping`` entry: dotted paths, relative to one
+transformer layer, of the modules every PEFT method attaches to. Two layer styles exist:
+
+* **post-norm** (BERT, RoBERTa): each sublayer ends in an output module ``dense`` ->
+  ``dropout`` -> ``LayerNorm(h + input)``; adapters go inside it, before the residual and
+  the LayerNorm (``sublayer.AdaptedSublayerOutput``).
+* **pre-norm** (Llama family, GPT-2): ``h + sublayer(norm(h))`` with no norm after the
+  sublayer; adapters wrap the sublayer module itself (``self_attn``/``mlp``, ``attn``/``mlp``),
+  so a serial adapter follows ``o_proj``/``down_proj`` and a parallel one reads the normed
+  input, both before the residual add (``sublayer.AdaptedPreNormSublayer``).
+
+Projections are named by ``LoraTarget`` value. A fused projection (GPT-2's ``c_attn``,
+``Conv1D`` computing q, k and v at once) is named with the part of its output a target is.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import nn
 
@@ -16,32 +26,109 @@ from autopeft_service.domain.errors import ModelError
 
 
 @dataclass(frozen=True)
+class Projection:
+    """One linear projection of a layer.
+
+    Attributes:
+        path: the module's path within a layer (an ``nn.Linear`` or a GPT-2 ``Conv1D``).
+        part: for a fused projection, which of its ``parts`` equal output slices this is.
+        parts: number of equal output slices of a fused projection (1: not fused).
+    """
+
+    path: str
+    part: int = 0
+    parts: int = 1
+
+
+@dataclass(frozen=True)
 class ArchitectureMapping:
-    """Attribute paths of one architecture's encoder layers.
+    """Attribute paths of one architecture's transformer layers.
 
     Attributes:
         layers: path from the backbone to the list of layers.
-        self_attention: path in a layer to the self-attention module (query/key/value).
-        attention_output: path to the attention sublayer output (dense, dropout, LayerNorm).
-        ffn_intermediate: path to the FFN's first projection + activation module.
-        ffn_output: path to the FFN sublayer output (dense, dropout, LayerNorm).
+        style: ``post_norm`` or ``pre_norm`` (see the module docstring).
+        self_attention: path in a layer to the self-attention module (prefix tuning wraps it).
+        prefix_kind: how that module computes attention: ``bert``, ``llama`` or ``gpt2``.
+        attention_output: post-norm: the attention output module (dense, dropout,
+            LayerNorm); pre-norm: the attention sublayer whose output meets the residual.
+        ffn_output: the same for the FFN.
+        ffn_intermediate: post-norm: the FFN's first projection + activation module, whose
+            output (IA)^3 rescales. Pre-norm: unused (it rescales ``ffn_out``'s input).
+        projections: ``LoraTarget`` value -> the projection.
     """
 
     layers: str = "encoder.layer"
+    style: Literal["post_norm", "pre_norm"] = "post_norm"
     self_attention: str = "attention.self"
+    prefix_kind: Literal["bert", "llama", "gpt2"] = "bert"
     attention_output: str = "attention.output"
     ffn_intermediate: str = "intermediate"
     ffn_output: str = "output"
+    projections: dict[str, Projection] = field(default_factory=lambda: {
+        "query": Projection("attention.self.query"),
+        "key": Projection("attention.self.key"),
+        "value": Projection("attention.self.value"),
+        "attention_output": Projection("attention.output.dense"),
+        "ffn_in": Projection("intermediate.dense"),
+        "ffn_out": Projection("output.dense"),
+    })
+
+    @property
+    def pre_norm(self) -> bool:
+        """Whether sublayers are pre-norm (no norm after the residual add)."""
+        return self.style == "pre_norm"
+
+    def projection(self, target: str) -> Projection:
+        """The projection named ``target`` (a ``LoraTarget`` value).
+
+        Raises:
+            ModelError: the architecture has no such projection (``ffn_gate`` on BERT).
+        """
+        if target not in self.projections:
+            raise ModelError(f"{target}: this architecture has no such projection; it has "
+                             f"{sorted(self.projections)}")
+        return self.projections[target]
 
     def layer_modules(self, backbone: nn.Module) -> list[nn.Module]:
         """The backbone's transformer layers, in order."""
         return list(get_submodule(backbone, self.layers))
 
 
-#: model_type -> mapping. BERT and RoBERTa share one post-LN layout in transformers 5.x.
+_LLAMA = ArchitectureMapping(
+    layers="layers", style="pre_norm", self_attention="self_attn", prefix_kind="llama",
+    attention_output="self_attn", ffn_intermediate="mlp", ffn_output="mlp",
+    projections={
+        "query": Projection("self_attn.q_proj"),
+        "key": Projection("self_attn.k_proj"),
+        "value": Projection("self_attn.v_proj"),
+        "attention_output": Projection("self_attn.o_proj"),
+        "ffn_in": Projection("mlp.up_proj"),
+        "ffn_gate": Projection("mlp.gate_proj"),
+        "ffn_out": Projection("mlp.down_proj"),
+    })
+
+_GPT2 = ArchitectureMapping(
+    layers="h", style="pre_norm", self_attention="attn", prefix_kind="gpt2",
+    attention_output="attn", ffn_intermediate="mlp", ffn_output="mlp",
+    projections={
+        "query": Projection("attn.c_attn", part=0, parts=3),
+        "key": Projection("attn.c_attn", part=1, parts=3),
+        "value": Projection("attn.c_attn", part=2, parts=3),
+        "attention_output": Projection("attn.c_proj"),
+        "ffn_in": Projection("mlp.c_fc"),
+        "ffn_out": Projection("mlp.c_proj"),
+    })
+
+#: model_type -> mapping. BERT and RoBERTa share one post-norm layout in transformers 5.x;
+#: Llama, Mistral, Qwen2 and Qwen3 one pre-norm layout.
 ARCHITECTURES: dict[str, ArchitectureMapping] = {
     "bert": ArchitectureMapping(),
     "roberta": ArchitectureMapping(),
+    "llama": _LLAMA,
+    "mistral": _LLAMA,
+    "qwen2": _LLAMA,
+    "qwen3": _LLAMA,
+    "gpt2": _GPT2,
 }
 
 
@@ -71,3 +158,20 @@ def set_submodule(root: nn.Module, path: str, module: nn.Module) -> None:
     parent_path, _, name = path.rpartition(".")
     parent = get_submodule(root, parent_path) if parent_path else root
     setattr(parent, name, module)
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """(in_features, out_features) of an ``nn.Linear`` or a GPT-2 ``Conv1D``, looking
+    through PEFT wrappers (anything with a ``base``) to the projection inside.
+
+    Raises:
+        TypeError: neither.
+    """
+    while not isinstance(module, nn.Linear) and isinstance(getattr(module, "base", None),
+                                                          nn.Module):
+        module = module.base
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if type(module).__name__ == "Conv1D":  # transformers.pytorch_utils.Conv1D: weight (in, out)
+        return int(module.weight.shape[0]), int(module.weight.shape[1])
+    raise TypeError(f"{type(module).__name__} is not a linear projection")

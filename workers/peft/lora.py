@@ -3,6 +3,8 @@
 Config: ``autopeft_service.domain.peft_config.LoraConfig`` (rank per layer, targets).
 In He et al.'s unified view LoRA is a parallel, linear modification of W_q / W_v.
 Initialisation follows huggingface/peft: A ~ kaiming-uniform(a=sqrt(5)), B = 0.
+A target that is one part of a fused projection (GPT-2's q/k/v in ``c_attn``) adds its
+update to that part of the output only, so its count is the same as for a separate one.
 """
 
 from __future__ import annotations
@@ -14,51 +16,74 @@ from torch import nn
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import LoraConfig, LoraTarget
-from workers.peft.arch import ArchitectureMapping, get_submodule, set_submodule
+from workers.peft.arch import (
+    ArchitectureMapping,
+    Projection,
+    get_submodule,
+    linear_shape,
+    set_submodule,
+)
 from workers.peft.registry import injector
 
 
 class LoraLinear(nn.Module):
-    """A frozen ``nn.Linear`` plus a trainable low-rank update of rank ``rank``, times ``scaling``."""
+    """A frozen projection plus a trainable low-rank update of rank ``rank``, times ``scaling``.
 
-    def __init__(self, base: nn.Linear, rank: int, scaling: float, dropout: float = 0.0) -> None:
+    Args:
+        base: an ``nn.Linear``, a GPT-2 ``Conv1D``, or a wrapper of one.
+        rank, scaling, dropout: the update's rank, scale alpha/r and input dropout.
+        part, parts: the update covers output slice ``part`` of ``parts`` equal slices
+            (a fused projection); ``parts=1``: the whole output.
+    """
+
+    def __init__(self, base: nn.Module, rank: int, scaling: float, dropout: float = 0.0,
+                 part: int = 0, parts: int = 1) -> None:
         super().__init__()
+        in_features, out_features = linear_shape(base)
         self.base = base
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
-        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
+        width = out_features // parts
+        self.out_slice = (part * width, (part + 1) * width) if parts > 1 else None
+        self.lora_A = nn.Parameter(torch.empty(rank, in_features))
+        self.lora_B = nn.Parameter(torch.zeros(width, rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         self.scaling = scaling
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., in) -> (..., out)."""
-        update = (self.dropout(x) @ self.lora_A.t()) @ self.lora_B.t()
-        return self.base(x) + update * self.scaling
+        update = (self.dropout(x) @ self.lora_A.t()) @ self.lora_B.t() * self.scaling
+        out = self.base(x)
+        if self.out_slice is None:
+            return out + update
+        start, end = self.out_slice
+        return torch.cat([out[..., :start], out[..., start:end] + update, out[..., end:]], -1)
 
 
 def target_path(mapping: ArchitectureMapping, target: LoraTarget) -> str:
-    """Path, within a layer, of the linear a LoRA target adapts."""
-    return {
-        LoraTarget.QUERY: f"{mapping.self_attention}.query",
-        LoraTarget.KEY: f"{mapping.self_attention}.key",
-        LoraTarget.VALUE: f"{mapping.self_attention}.value",
-        LoraTarget.ATTENTION_OUTPUT: f"{mapping.attention_output}.dense",
-        LoraTarget.FFN_IN: f"{mapping.ffn_intermediate}.dense",
-        LoraTarget.FFN_OUT: f"{mapping.ffn_output}.dense",
-    }[target]
+    """Path, within a layer, of the projection a LoRA target adapts.
+
+    Raises:
+        ModelError: the architecture has no such projection.
+    """
+    return mapping.projection(target.value).path
 
 
 def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: LoraConfig) -> None:
-    """Wrap each target linear of every layer with a non-zero rank in a LoraLinear."""
+    """Wrap each target projection of every layer with a non-zero rank in a LoraLinear."""
     for layer, rank in zip(mapping.layer_modules(backbone), config.ranks, strict=True):
         if not rank:
             continue
         for target in config.targets:
-            path = target_path(mapping, target)
-            base = get_submodule(layer, path)
-            if not isinstance(base, nn.Linear):
-                raise TypeError(f"LoRA target {path} is {type(base).__name__}, not nn.Linear")
-            set_submodule(layer, path, LoraLinear(base, rank, config.scaling(rank), config.dropout))
+            projection: Projection = mapping.projection(target.value)
+            base = get_submodule(layer, projection.path)
+            try:
+                linear_shape(base)
+            except TypeError:
+                raise TypeError(f"LoRA target {projection.path} is {type(base).__name__}, "
+                                "not a linear projection") from None
+            set_submodule(layer, projection.path, LoraLinear(
+                base, rank, config.scaling(rank), config.dropout, projection.part,
+                projection.parts))
 
 
 @injector("lora", order=20)

@@ -41,7 +41,7 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: ParallelAd
         if not size:
             continue
         adapter: nn.Module = Bottleneck(hidden, size, config.activation)
-        output = adapted_output(layer, output_path(mapping, config.position))
+        output = adapted_output(layer, output_path(mapping, config.position), mapping.pre_norm)
         if config.learned_scale:
             output.add_parallel(LearnedScale(adapter, config.scale), 1.0)
         else:

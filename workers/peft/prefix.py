@@ -12,6 +12,9 @@ training (2 * length * d numbers per layer: the deployed size).
 The attention forward is re-implemented here (written by hand: transformers 5.x computes
 keys inside ``BertSelfAttention.forward`` with no hook for extra positions). It calls the
 same attention kernel the model is configured for (eager or SDPA) and extends the mask.
+Decoders (Llama family, GPT-2) have their own forwards in ``prefix_decoder.py``: there the
+prefix positions are visible to every query under the causal mask, and under grouped-query
+attention a prefix has the key/value heads' width.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ class PrefixEncoder(nn.Module):
         mlp: the shared reparameterising MLP, or None.
     """
 
-    def __init__(self, config: PrefixConfig, hidden: int) -> None:
+    def __init__(self, config: PrefixConfig, hidden: int, kv_size: int | None = None) -> None:
         super().__init__()
-        self.hidden = hidden
-        width = hidden if config.reparameterize else 2 * hidden
+        self.kv_size = hidden if kv_size is None else kv_size
+        width = hidden if config.reparameterize else 2 * self.kv_size
         self.embeddings = nn.ParameterDict({
             str(i): nn.Parameter(torch.randn(length, width) * 0.02)
             for i, length in enumerate(config.lengths) if length
@@ -49,14 +52,14 @@ class PrefixEncoder(nn.Module):
         self.mlp: nn.Module | None = None
         if config.reparameterize:
             self.mlp = nn.Sequential(nn.Linear(hidden, config.mlp_width), nn.Tanh(),
-                                     nn.Linear(config.mlp_width, 2 * hidden))
+                                     nn.Linear(config.mlp_width, 2 * self.kv_size))
 
     def key_values(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of a layer's prefix, each (length, d)."""
+        """Keys and values of a layer's prefix, each (length, kv_size)."""
         prefix = self.embeddings[str(layer)]
         if self.mlp is not None:
             prefix = self.mlp(prefix)
-        return prefix[:, : self.hidden], prefix[:, self.hidden:]
+        return prefix[:, : self.kv_size], prefix[:, self.kv_size:]
 
     @torch.no_grad()
     def fold(self) -> None:
@@ -129,23 +132,34 @@ def extend_mask(mask: torch.Tensor | None, prefix_length: int) -> torch.Tensor |
 
 
 def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: PrefixConfig,
-           hidden: int) -> PrefixEncoder | None:
+           hidden: int, kv_size: int | None = None) -> PrefixEncoder | None:
     """Attach a PrefixEncoder to ``backbone`` and prefix every layer with a non-zero length.
+
+    Args:
+        kv_size: width of the keys (and values); ``hidden`` when None.
 
     Returns:
         The encoder (registered as ``backbone.prefix_encoder``), or None when all lengths
         are zero.
     """
+    from workers.peft.prefix_decoder import PREFIX_ATTENTIONS
+    from workers.peft.sublayer import AdaptedPreNormSublayer
+
     if not any(config.lengths):
         return None
-    encoder = PrefixEncoder(config, hidden)
+    encoder = PrefixEncoder(config, hidden, kv_size)
     backbone.prefix_encoder = encoder
+    kind = PREFIX_ATTENTIONS.get(mapping.prefix_kind, PrefixSelfAttention)
     for index, (layer, length) in enumerate(
             zip(mapping.layer_modules(backbone), config.lengths, strict=True)):
-        if length:
-            path = mapping.self_attention
-            set_submodule(layer, path,
-                          PrefixSelfAttention(get_submodule(layer, path), encoder, index))
+        if not length:
+            continue
+        holder, name = layer, mapping.self_attention
+        attention = get_submodule(layer, name)
+        if isinstance(attention, AdaptedPreNormSublayer):  # pre-norm adapters wrap it
+            holder, name = attention, "base"
+            attention = attention.base
+        set_submodule(holder, name, kind(attention, encoder, index))
     return encoder
 
 
@@ -154,4 +168,4 @@ def build(backbone: nn.Module, mapping: ArchitectureMapping, config: PrefixConfi
           dims: BackboneDims) -> None:
     """Build ``PeftConfig.prefix`` (last: it wraps the possibly wrapped attention)."""
     if config is not None:
-        inject(backbone, mapping, config, dims.hidden_size)
+        inject(backbone, mapping, config, dims.hidden_size, dims.kv_size)

@@ -27,7 +27,7 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: SerialAdap
     """Insert a serial adapter of ``config.sizes[i]`` into every layer i with a non-zero size."""
     for layer, size in zip(mapping.layer_modules(backbone), config.sizes, strict=True):
         if size:
-            adapted_output(layer, output_path(mapping, config.position)).add_serial(
+            adapted_output(layer, output_path(mapping, config.position), mapping.pre_norm).add_serial(
                 Bottleneck(hidden, size, config.activation))
 
 

@@ -1,12 +1,17 @@
-"""A post-LN sublayer output with adapters: where serial and parallel adapters attach.
+"""Where serial and parallel adapters attach: a post-norm sublayer output, or a whole
+pre-norm sublayer.
 
 BERT-like sublayer outputs compute ``LayerNorm(dropout(dense(h)) + x)`` where ``x`` is the
 sublayer's input (the residual). ``AdaptedSublayerOutput`` keeps the original module's
 weights and inserts, before the residual and LayerNorm:
   * serial adapters: ``out <- out + adapter(out)`` (sequential form);
   * parallel adapters: ``out <- out + s * adapter(x)`` (parallel form, He et al. 2022).
-The attribute names ``dense``, ``dropout`` and ``LayerNorm`` are the BERT/RoBERTa ones;
-an architecture with other names needs its own wrapper (see ``arch.py``).
+The attribute names ``dense``, ``dropout`` and ``LayerNorm`` are the BERT/RoBERTa ones.
+
+Pre-norm layers (Llama family, GPT-2) compute ``h + sublayer(norm(h))``: there is no norm
+after the sublayer, so ``AdaptedPreNormSublayer`` wraps the sublayer module (attention or
+MLP) and adds, to its output and before the residual add, the same two forms, with ``x``
+the normed input the sublayer reads.
 """
 
 from __future__ import annotations
@@ -44,12 +49,50 @@ class AdaptedSublayerOutput(nn.Module):
         return self.base.LayerNorm(out + input_tensor)
 
 
-def adapted_output(layer: nn.Module, path: str) -> AdaptedSublayerOutput:
-    """The AdaptedSublayerOutput at ``path`` in ``layer``, wrapping the original on first use."""
+class AdaptedPreNormSublayer(nn.Module):
+    """Wraps a pre-norm sublayer (attention or MLP) and adds adapters to its output.
+
+    The wrapped module is called with the same arguments; its first positional argument or
+    ``hidden_states`` keyword is the normed input ``x``. An attention module returns a tuple
+    (output, weights): the output is adapted and the rest passed through.
+    """
+
+    def __init__(self, base: nn.Module) -> None:
+        super().__init__()
+        self.base = base
+        self.serial = nn.ModuleList()
+        self.parallel = nn.ModuleList()
+        self.parallel_scales: list[float] = []
+
+    add_serial = AdaptedSublayerOutput.add_serial
+    add_parallel = AdaptedSublayerOutput.add_parallel
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        """Same contract as the wrapped module."""
+        x = args[0] if args else kwargs["hidden_states"]
+        result = self.base(*args, **kwargs)
+        out = result[0] if isinstance(result, tuple) else result
+        for adapter in self.serial:
+            out = out + adapter(out)
+        for adapter, scale in zip(self.parallel, self.parallel_scales, strict=True):
+            out = out + scale * adapter(x)
+        return (out, *result[1:]) if isinstance(result, tuple) else out
+
+
+def adapted_output(layer: nn.Module, path: str,
+                   pre_norm: bool = False) -> AdaptedSublayerOutput | AdaptedPreNormSublayer:
+    """The adapter holder at ``path`` in ``layer``, wrapping the original on first use.
+
+    Args:
+        layer: one transformer layer.
+        path: the post-norm sublayer output module, or the pre-norm sublayer.
+        pre_norm: which of the two ``path`` is.
+    """
     from workers.peft.arch import get_submodule, set_submodule
 
     module = get_submodule(layer, path)
-    if not isinstance(module, AdaptedSublayerOutput):
-        module = AdaptedSublayerOutput(module)
+    kind = AdaptedPreNormSublayer if pre_norm else AdaptedSublayerOutput
+    if not isinstance(module, kind):
+        module = kind(module)
         set_submodule(layer, path, module)
     return module
