@@ -8,6 +8,10 @@ Task strings:
 ``synthetic``             the generated sentiment task (:mod:`workers.data.synthetic`)
 ``csv:<dir>``             ``<dir>/train.csv`` + ``<dir>/dev.csv``
 ``jsonl:<dir>``           ``<dir>/train.jsonl`` + ``<dir>/dev.jsonl``
+``lm:<dir>``              causal LM: ``<dir>/train.jsonl`` + ``<dir>/dev.jsonl`` of
+                          ``{"prompt": ..., "response": ...}`` lines
+                          (:mod:`workers.data.lm`)
+``synthetic-lm``          the generated causal-LM task (:mod:`workers.data.synthetic_lm`)
 ``hf:<name>``             a HuggingFace hub dataset (``hf:imdb``)
 ``hf:<name>/<config>``    with a configuration (``hf:glue/rte``); for a namespaced
                           dataset write ``hf:<owner>/<name>/<config>`` or
@@ -15,9 +19,9 @@ Task strings:
                           ``hf:<owner>/<name>:`` for none
 ========================  ===========================================================
 
-A relative ``<dir>`` is resolved against ``data_dir`` when given, else the working
-directory. ``text_columns``, ``label_column`` and ``task_type`` apply to csv, jsonl and hf
-tasks only; GLUE and synthetic tasks fix them.
+A relative ``<dir>`` (csv, jsonl, lm) is resolved against ``data_dir`` when given, else the
+working directory. ``text_columns``, ``label_column`` and ``task_type`` apply to csv, jsonl
+and hf tasks only; GLUE, synthetic, lm and synthetic-lm tasks fix them.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from autopeft_service.domain.errors import DataError
 from workers.data.files import load_files
 from workers.data.glue import load_glue
 from workers.data.hub import load_hub
+from workers.data.lm import load_lm
 from workers.data.synthetic import load_synthetic
+from workers.data.synthetic_lm import load_synthetic_lm
 from workers.data.task import TaskData
 
 __all__ = ["TASK_FORMS", "load_task", "parse_hub_name"]
@@ -42,6 +48,8 @@ TASK_FORMS = (
     "jsonl:<dir>",
     "hf:<name>",
     "hf:<name>/<config>",
+    "lm:<dir>",
+    "synthetic-lm",
 )
 
 
@@ -94,7 +102,7 @@ def load_task(
     Args:
         task: The task string (see the module docstring for the forms).
         data_dir: GLUE: the folder holding the GLUE task folders (default
-            ``$AUTOPEFT_GLUE_DIR``). csv/jsonl: base folder of a relative ``<dir>``.
+            ``$AUTOPEFT_GLUE_DIR``). csv/jsonl/lm: base folder of a relative ``<dir>``.
         text_columns: csv/jsonl/hf: one or two text columns (default: guessed).
         label_column: csv/jsonl/hf: the label column (default ``label``).
         task_type: csv/jsonl/hf: ``classification`` (default) or ``regression``.
@@ -114,6 +122,9 @@ def load_task(
     if text.lower() == "synthetic":
         _reject_column_options(text, **columns)
         return load_synthetic()
+    if text.lower() == "synthetic-lm":
+        _reject_column_options(text, **columns)
+        return load_synthetic_lm()
     if sep and prefix == "glue":
         _reject_column_options(text, **columns)
         glue_dir = data_dir if data_dir is not None else os.environ.get("AUTOPEFT_GLUE_DIR")
@@ -123,12 +134,15 @@ def load_task(
                 "or set AUTOPEFT_GLUE_DIR"
             )
         return load_glue(rest.strip(), glue_dir)
-    if sep and prefix in ("csv", "jsonl"):
+    if sep and prefix in ("csv", "jsonl", "lm"):
         if not rest.strip():
             raise DataError(f"task {text!r}: give the directory, e.g. {prefix}:path/to/dir")
         folder = Path(rest.strip()).expanduser()
         if not folder.is_absolute() and data_dir is not None:
             folder = Path(data_dir).expanduser() / folder
+        if prefix == "lm":
+            _reject_column_options(text, **columns)
+            return load_lm(folder)
         return load_files(folder, prefix, text_columns=text_columns,  # type: ignore[arg-type]
                           label_column=label_column, task_type=task_type)
     if sep and prefix == "hf":

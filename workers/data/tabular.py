@@ -80,17 +80,23 @@ def parse_task_type(task_type: str | TaskType | None) -> TaskType:
         The task type.
 
     Raises:
-        DataError: If the name is not a task type.
+        DataError: If the name is not ``classification`` or ``regression`` (``causal_lm``
+            included: a causal-LM task has no label column; load it with ``lm:<dir>``).
     """
     if task_type is None:
         return TaskType.CLASSIFICATION
+    kind: TaskType | None
     try:
-        return TaskType(str(task_type).strip().lower())
+        kind = TaskType(str(task_type).strip().lower())
     except ValueError:
+        kind = None
+    if kind is None or kind not in DEFAULT_METRICS:
         raise DataError(
             f"task_type: unknown value {task_type!r}; use one of "
-            f"{', '.join(t.value for t in TaskType)}"
-        ) from None
+            f"{', '.join(t.value for t in DEFAULT_METRICS)} (causal-LM tasks are "
+            "prompt/response files: lm:<dir>)"
+        )
+    return kind
 
 
 def _choose_text_columns(

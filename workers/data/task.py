@@ -1,8 +1,13 @@
 """Task data types shared by every loader: examples, a task with its splits, and splitting helpers.
 
-A :class:`TaskData` is what every loader (GLUE, CSV/JSONL, hub, synthetic) returns: the
-examples of a train and a dev split, the label set, and the metrics to report. It is
-immutable and carries a content fingerprint used as a cache key (tokenisation cache).
+A :class:`TaskData` is what every loader (GLUE, CSV/JSONL, hub, synthetic, prompt/response
+JSONL) returns: the examples of a train and a dev split, the label set, and the metrics to
+report. It is immutable and carries a content fingerprint used as a cache key (tokenisation
+cache).
+
+A causal-LM task (:attr:`TaskType.CAUSAL_LM`) has no labels: each example is a
+``(prompt, response)`` pair whose response the model learns to continue the prompt with,
+and it is scored by :data:`CAUSAL_LM_METRICS` on the dev split.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from functools import cached_property
 
 from autopeft_service.domain.errors import DataError
 
-__all__ = ["Example", "TaskData", "TaskType", "holdout_split", "subsample"]
+__all__ = ["CAUSAL_LM_METRICS", "Example", "TaskData", "TaskType", "holdout_split", "subsample"]
 
 
 class TaskType(StrEnum):
@@ -25,6 +30,17 @@ class TaskType(StrEnum):
 
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
+    CAUSAL_LM = "causal_lm"
+
+
+CAUSAL_LM_METRICS: tuple[str, ...] = ("log_likelihood", "perplexity")
+"""Metrics of every causal-LM task, primary first.
+
+``log_likelihood``: mean natural-log probability per response token (the tokens a
+:class:`~workers.data.tokenized.TokenizedSplit` scores, end-of-sequence included) over the
+held-out split, pooled over all its tokens; higher is better. ``perplexity``:
+``exp(-log_likelihood)``; lower is better.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,9 +48,10 @@ class Example:
     """One labelled example.
 
     Attributes:
-        texts: One text segment, or two for a sentence-pair task.
-        label: Class index in ``0..num_labels-1`` (classification) or the target value
-            (regression).
+        texts: One text segment, or two for a sentence-pair task; for a causal-LM task
+            always ``(prompt, response)``.
+        label: Class index in ``0..num_labels-1`` (classification), the target value
+            (regression), or ``0`` (causal LM, which has no label).
     """
 
     texts: tuple[str, ...]
@@ -47,9 +64,9 @@ class TaskData:
 
     Attributes:
         name: Canonical task name, e.g. ``"glue:rte"``, ``"synthetic"``, ``"csv:/abs/dir"``.
-        task_type: Classification or regression.
+        task_type: Classification, regression or causal LM.
         label_names: Classification: original label string of each class index, in index
-            order. Regression: ``()``.
+            order. Regression and causal LM: ``()``.
         metrics: Metric names to report; ``metrics[0]`` is the primary one (the search
             objective).
         train: Training examples.
@@ -69,7 +86,9 @@ class TaskData:
         Also normalises the fields: ``task_type`` to :class:`TaskType`, sequences to tuples.
 
         Raises:
-            DataError: If the label set does not fit the task type or no metric is given.
+            DataError: If the label set does not fit the task type, no metric is given, or
+                (causal LM) an example is not a ``(prompt, response)`` pair of strings with
+                a response that is not blank.
         """
         try:
             object.__setattr__(self, "task_type", TaskType(self.task_type))
@@ -86,14 +105,47 @@ class TaskData:
             )
         if self.task_type is TaskType.REGRESSION and self.label_names:
             raise DataError(f"task {self.name!r}: a regression task has no label names")
+        if self.task_type is TaskType.CAUSAL_LM:
+            self._check_causal_lm()
         if not self.metrics:
             raise DataError(f"task {self.name!r}: at least one metric is required")
 
+    def _check_causal_lm(self) -> None:
+        """Check that a causal-LM task has no label names and only (prompt, response) examples.
+
+        Raises:
+            DataError: Naming the split and example index of the first offending example.
+        """
+        if self.label_names:
+            raise DataError(f"task {self.name!r}: a causal_lm task has no label names")
+        for split_name, split in (("train", self.train), ("dev", self.dev)):
+            for i, example in enumerate(split):
+                where = f"task {self.name!r}, {split_name} example {i}"
+                if len(example.texts) != 2:
+                    raise DataError(
+                        f"{where}: a causal_lm example has 2 texts (prompt, response), "
+                        f"got {len(example.texts)}"
+                    )
+                if not all(isinstance(text, str) for text in example.texts):
+                    raise DataError(f"{where}: prompt and response must be strings")
+                if not example.texts[1].strip():
+                    raise DataError(f"{where}: the response is empty")
+                if example.label != 0:
+                    raise DataError(
+                        f"{where}: a causal_lm example has label 0, got {example.label!r}"
+                    )
+
     @property
     def num_labels(self) -> int:
-        """Number of outputs of the task head: the number of classes, or 1 for regression."""
+        """Number of outputs of the task head.
+
+        The number of classes (classification), 1 (regression), or 0 (causal LM, which has
+        no task head: the model's own LM head predicts the tokens).
+        """
         if self.task_type is TaskType.REGRESSION:
             return 1
+        if self.task_type is TaskType.CAUSAL_LM:
+            return 0
         return len(self.label_names)
 
     @cached_property

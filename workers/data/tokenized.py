@@ -8,6 +8,10 @@ tokenizer, the maximum length and the task type.
 
 Sequences are stored right-padded to ``max_length``; :meth:`TokenizedSplit.batch` trims a
 batch to its longest sequence (dynamic padding), so short-sentence tasks cost little.
+
+Causal-LM tasks (``(prompt, response)`` examples) are laid out as
+``[bos] + prompt + response + [eos]`` and their ``labels`` give where the response starts;
+see :func:`tokenize_examples`.
 """
 
 from __future__ import annotations
@@ -64,12 +68,23 @@ class TokenizedSplit:
     """A tokenised split: right-padded id tensors plus labels.
 
     Attributes:
-        input_ids: ``(N, max_length)`` long, padded with the tokenizer's pad id.
+        input_ids: ``(N, max_length)`` long, padded with the tokenizer's pad id (causal LM:
+            its end-of-sequence id when it has no pad token).
         attention_mask: ``(N, max_length)`` long, 1 on real tokens.
         token_type_ids: ``(N, max_length)`` long segment ids, or ``None`` if the tokenizer
-            does not produce them.
-        labels: ``(N,)`` long class indices (classification) or float32 targets
-            (regression).
+            does not produce them (always ``None`` for causal LM).
+        labels: ``(N,)``; what it holds depends on the task type:
+
+            * classification: long class indices;
+            * regression: float32 targets;
+            * causal LM: long index of the first response token in each row. The tokens
+              to score (loss and metrics) are those at positions
+              ``[labels[i], lengths[i])`` of row ``i``: the response and the
+              end-of-sequence token, each predicted from the positions before it (logits
+              at ``p - 1`` predict the token at ``p``). ``labels[i] >= 1`` whenever the
+              tokenizer has a BOS token or the prompt is not empty; otherwise it can be 0,
+              and the token at position 0, having nothing before it, cannot be scored.
+
         lengths: ``(N,)`` long number of real tokens per row.
     """
 
@@ -145,10 +160,10 @@ class TokenizedSplit:
 def tokenizer_fingerprint(tokenizer: Any) -> str:
     """A stable digest of what decides a tokenizer's output.
 
-    Combines the class name, the vocabulary size (with added tokens), the pad id, and a
-    hash of the backend tokenizer's JSON (vocabulary, normaliser, pre-tokenizer,
-    post-processor) without its mutable truncation/padding state; for a tokenizer without
-    a backend, a hash of its vocabulary.
+    Combines the class name, the vocabulary size (with added tokens), the pad, BOS and EOS
+    ids (the last two decide a causal-LM layout), and a hash of the backend tokenizer's
+    JSON (vocabulary, normaliser, pre-tokenizer, post-processor) without its mutable
+    truncation/padding state; for a tokenizer without a backend, a hash of its vocabulary.
 
     Args:
         tokenizer: A HuggingFace tokenizer.
@@ -159,6 +174,8 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     digest = hashlib.sha256()
     digest.update(type(tokenizer).__name__.encode())
     digest.update(f"|{len(tokenizer)}|{tokenizer.pad_token_id}|".encode())
+    bos, eos = getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)
+    digest.update(f"bos={bos}|eos={eos}|".encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         state = json.loads(backend.to_str())
@@ -178,30 +195,125 @@ def _label_tensor(examples: Sequence[Example], task_type: TaskType) -> torch.Ten
     return torch.tensor(labels, dtype=torch.long)
 
 
+def _causal_lm_row(
+    prompt_ids: list[int], response_ids: list[int], bos_id: int | None, eos_id: int | None,
+    max_length: int,
+) -> tuple[list[int], int]:
+    """Lay out one causal-LM row: ``[bos] + prompt + response + [eos]``, truncated.
+
+    Args:
+        prompt_ids: The prompt's token ids (no special tokens).
+        response_ids: The response's token ids (no special tokens).
+        bos_id: The BOS id to put first, or ``None``.
+        eos_id: The EOS id to put last, or ``None``.
+        max_length: Maximum ids in the row (at least 2).
+
+    Returns:
+        ``(ids, start)``: at most ``max_length`` ids, and the index of the first response
+        token (the first token to score).
+    """
+    head = ([bos_id] if bos_id is not None else []) + list(prompt_ids)
+    targets = list(response_ids) + ([eos_id] if eos_id is not None else [])
+    if len(head) >= max_length:
+        # The prompt alone fills the row: keep the BOS, cut the prompt from the left so
+        # that one target token still fits.
+        keep = max_length - 1 - (1 if bos_id is not None else 0)
+        kept_prompt = list(prompt_ids[len(prompt_ids) - keep:]) if keep > 0 else []
+        head = ([bos_id] if bos_id is not None else []) + kept_prompt
+    ids = (head + targets)[:max_length]
+    return ids, len(head)
+
+
+def _tokenize_causal_lm(
+    tokenizer: Any, examples: Sequence[Example], max_length: int
+) -> TokenizedSplit:
+    """The causal-LM branch of :func:`tokenize_examples`."""
+    for i, ex in enumerate(examples):
+        if len(ex.texts) != 2:
+            raise ValueError(
+                f"example {i} has {len(ex.texts)} texts; a causal_lm example has 2 "
+                "(prompt, response)"
+            )
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    eos_id = getattr(tokenizer, "eos_token_id", None)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    if pad_id is None:
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__} has neither a pad nor an end-of-sequence "
+            "token"
+        )
+    n = len(examples)
+    ids_np = np.full((n, max_length), pad_id, dtype=np.int64)
+    lengths_np = np.zeros(n, dtype=np.int64)
+    starts_np = np.zeros(n, dtype=np.int64)
+    if n:
+        options = {"add_special_tokens": False, "truncation": False, "padding": False,
+                   "return_attention_mask": False, "return_token_type_ids": False}
+        prompts = tokenizer([ex.texts[0] for ex in examples], **options)["input_ids"]
+        responses = tokenizer([ex.texts[1] for ex in examples], **options)["input_ids"]
+        for row, (prompt_ids, response_ids) in enumerate(zip(prompts, responses, strict=True)):
+            if not response_ids and eos_id is None:
+                raise ValueError(
+                    f"example {row}: the response has no tokens and the tokenizer no "
+                    "end-of-sequence token: nothing to score"
+                )
+            ids, start = _causal_lm_row(prompt_ids, response_ids, bos_id, eos_id, max_length)
+            ids_np[row, :len(ids)] = ids
+            lengths_np[row] = len(ids)
+            starts_np[row] = start
+    lengths = torch.from_numpy(lengths_np)
+    positions = torch.arange(max_length).unsqueeze(0)
+    attention_mask = (positions < lengths.unsqueeze(1)).long()
+    return TokenizedSplit(torch.from_numpy(ids_np), attention_mask, None,
+                          torch.from_numpy(starts_np), lengths)
+
+
 def tokenize_examples(
     tokenizer: Any, examples: Sequence[Example], *, max_length: int, task_type: TaskType | str
 ) -> TokenizedSplit:
     """Tokenise examples (pairs for two texts), truncate to ``max_length``, right-pad.
 
+    Classification and regression: the tokenizer's own special tokens and pair layout
+    (``[CLS] a [SEP] b [SEP]``), truncated by the tokenizer; ``labels`` are the examples'
+    labels.
+
+    Causal LM (``(prompt, response)`` examples): prompt and response are tokenised
+    separately without special tokens, and each row is
+    ``[bos] + prompt_ids + response_ids + [eos]``: ``bos`` when the tokenizer has a
+    ``bos_token_id`` (its ``add_bos_token`` flag is not consulted), ``eos`` when it has an
+    ``eos_token_id``. Nothing is inserted between the two texts. A row longer than
+    ``max_length`` keeps its start (the end is cut), but always keeps at least one
+    response token: when ``[bos] + prompt_ids`` alone fills ``max_length``, the prompt is
+    cut from the left instead (the BOS stays first) so the row ends with the first
+    response token. ``labels`` holds each row's index of the first response token (see
+    :class:`TokenizedSplit`); ``token_type_ids`` is ``None``. Rows are padded with the
+    pad id, or with the EOS id when the tokenizer has no pad token (the tokenizer itself
+    is not changed); the attention mask and lengths say where the real tokens end.
+
     Args:
-        tokenizer: A HuggingFace tokenizer with a pad token.
-        examples: The examples; each has one or two texts.
+        tokenizer: A HuggingFace tokenizer with a pad token (causal LM: a pad or an EOS
+            token).
+        examples: The examples; each has one or two texts (causal LM: exactly two).
         max_length: Maximum tokens per example, special tokens included.
-        task_type: Decides the label dtype (long or float32).
+        task_type: Decides the layout and the labels (long class index, float32 target,
+            or long response start).
 
     Returns:
         The tokenised split.
 
     Raises:
-        ValueError: If ``max_length`` is below 2, the tokenizer has no pad token, or an
-            example has no text or more than two.
+        ValueError: If ``max_length`` is below 2, the tokenizer has no pad token (causal
+            LM: neither pad nor EOS), an example has no text or more than two (causal LM:
+            not two), or (causal LM) a response has no tokens and there is no EOS token.
     """
     if max_length < 2:
         raise ValueError(f"max_length: must be at least 2, got {max_length}")
+    kind = TaskType(task_type)
+    if kind is TaskType.CAUSAL_LM:
+        return _tokenize_causal_lm(tokenizer, examples, max_length)
     pad_id = tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError(f"tokenizer {type(tokenizer).__name__} has no pad token")
-    kind = TaskType(task_type)
     for i, ex in enumerate(examples):
         if len(ex.texts) not in (1, 2):
             raise ValueError(f"example {i} has {len(ex.texts)} texts; need 1 or 2")
@@ -282,7 +394,7 @@ class TokenizedCache:
             tokenizer: The tokenizer.
             key: The caller's content key (task fingerprint + split name).
             max_length: Maximum tokens per example.
-            task_type: The task type (decides the label dtype).
+            task_type: The task type (decides the layout and the labels).
 
         Returns:
             A SHA-256 hex digest.
@@ -311,11 +423,11 @@ class TokenizedCache:
         ``f"{task.fingerprint}:train"``); the examples are not re-hashed.
 
         Args:
-            tokenizer: A HuggingFace tokenizer with a pad token.
+            tokenizer: A HuggingFace tokenizer with a pad token (causal LM: or an EOS token).
             examples: The examples to tokenise on a miss.
             key: Content key of ``examples``.
             max_length: Maximum tokens per example.
-            task_type: Classification or regression (label dtype).
+            task_type: Classification, regression or causal LM (layout and labels).
 
         Returns:
             The split; the same object on a memory hit.
