@@ -56,7 +56,7 @@ def write_tiny_decoder(directory: str | Path, words: Iterable[str], *,
                        model_type: str = "llama", num_layers: int = 2, hidden_size: int = 32,
                        num_heads: int = 4, num_kv_heads: int = 2, ffn_size: int = 64,
                        max_length: int = 128, tie_embeddings: bool = True,
-                       seed: int = 0) -> Path:
+                       initializer_range: float = 0.02, seed: int = 0) -> Path:
     """Write a tiny random decoder (``llama``, ``qwen2``, ``mistral``, ``qwen3`` or ``gpt2``)
     with a word-level tokenizer to ``directory``.
 
@@ -71,6 +71,9 @@ def write_tiny_decoder(directory: str | Path, words: Iterable[str], *,
         num_kv_heads: key/value heads (grouped-query attention; Llama family only).
         max_length: maximum positions.
         tie_embeddings: tie the LM head to the input embeddings.
+        initializer_range: standard deviation of the random weights. A frozen random LM
+            head of the usual 0.02 gives logits too small to ever be confident; a larger
+            one lets PEFT modules alone learn a task.
         seed: seed of the random weights.
 
     Returns:
@@ -98,13 +101,14 @@ def write_tiny_decoder(directory: str | Path, words: Iterable[str], *,
         config = AutoConfig.for_model(
             "gpt2", vocab_size=len(vocab), n_embd=hidden_size, n_layer=num_layers,
             n_head=num_heads, n_inner=ffn_size, n_positions=max_length,
-            tie_word_embeddings=tie_embeddings, **ids)
+            tie_word_embeddings=tie_embeddings, initializer_range=initializer_range, **ids)
     else:
         config = AutoConfig.for_model(
             model_type, vocab_size=len(vocab), hidden_size=hidden_size,
             num_hidden_layers=num_layers, num_attention_heads=num_heads,
             num_key_value_heads=num_kv_heads, intermediate_size=ffn_size,
-            max_position_embeddings=max_length, tie_word_embeddings=tie_embeddings, **ids)
+            max_position_embeddings=max_length, tie_word_embeddings=tie_embeddings,
+            initializer_range=initializer_range, **ids)
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(config).save_pretrained(directory)
     return directory

@@ -218,6 +218,10 @@ class StudySpec(_Spec, StorableInput):
         backbone = getattr(self.search_space, "backbone", None)
         if backbone is not None and backbone != dims:
             raise FieldError("search_space.backbone", "differs from backbone_dims")
+        problem = self.search_space.backbone_error(dims)
+        if problem is not None:
+            field, _, reason = problem.partition(": ")
+            raise FieldError(f"search_space.{field}", reason)
         return self
 
     @model_validator(mode="after")

@@ -34,6 +34,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.peft_config import PeftConfig
 
@@ -126,6 +127,14 @@ class SearchSpaceBase(BaseModel):
         """Parameters with no effect at this (well-formed) point; they hold their first value
         in the canonical form. Default: none."""
         return set()
+
+    def backbone_error(self, dims: BackboneDims) -> str | None:
+        """Why this space cannot be searched on a backbone (``field: reason``), or None.
+
+        The default accepts every backbone; a family whose choices name parts some
+        architectures lack (LoRA's ``ffn_gate``) overrides it.
+        """
+        return None
 
     def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
         """Why a well-formed canonical point is not a valid configuration, or None (override)."""

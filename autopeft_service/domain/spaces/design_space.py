@@ -20,12 +20,14 @@ A design is four choices:
 
 Decoding the budget into sizes (the rounding, so that the decoded share never exceeds the
 budget): the budget is B = floor(budget% x total / 100) deployed parameters; tuned layer l
-gets b_l = floor(B w_l / sum w). In a layer, BitFit (a fixed 7d + f) is paid first when it
-is assigned and fits b_l, otherwise it is dropped there; what remains is split equally
-(floor) among the layer's sized strategies, and each takes the largest size whose deployed
-count fits its part: adapter r = floor((a - d) / (2d + 1)), prefix length floor(a / 2d),
-LoRA rank floor(a / (2 x 2d)); a size of 0 drops the module there. Every count is floored,
-so the sum is at most B. A point whose budget is too small for any module is invalid.
+gets b_l = floor(B w_l / sum w). In a layer, BitFit (a fixed 7d + f on BERT) is paid first
+when it is assigned and fits b_l, otherwise it is dropped there; what remains is split
+equally (floor) among the layer's sized strategies, and each takes the largest size whose
+deployed count fits its part: adapter r = floor((a - d) / (2d + 1)), prefix length
+floor(a / 2d), LoRA rank floor(a / (2 x 2d)) (on a grouped-query decoder the key/value
+width replaces d where keys and values are counted); a size of 0 drops the module there.
+Every count is floored, so the sum is at most B. A point whose budget is too small for any
+module is invalid, and so is BitFit on a backbone whose layers have no bias (Llama).
 
 Inactive parameters (first value in the canonical form): ``pattern`` when G = 1 (one group
 has no shape); every flag of groups g >= G; the strategies of an untuned group. Valid: a
@@ -48,6 +50,7 @@ from pydantic import Field, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.methods import lora_target_shape
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import (
     BitFitConfig,
@@ -206,7 +209,9 @@ class DesignSpace(SearchSpaceBase):
         chosen strategy with nothing in some tuned layer (then the design would silently
         differ from what it names)."""
         dims = self.backbone
-        d, f, n = dims.hidden_size, dims.ffn_size, dims.num_layers
+        d, n = dims.hidden_size, dims.num_layers
+        biases = dims.layer_bias_parameters  # what BitFit trains per layer (0: refused)
+        lora_per_rank = sum(sum(lora_target_shape(t, dims)) for t in _LORA_TARGETS)
         groups = int(point["groups"])
         ranges = group_layers(n, groups, str(point["pattern"]) if groups > 1 else "uniform")
         strategies: list[tuple[str, ...]] = [()] * n
@@ -225,12 +230,15 @@ class DesignSpace(SearchSpaceBase):
         adapter, prefix, lora = [0] * n, [0] * n, [0] * n
         bitfit = [False] * n
         short: str | None = None
+        unsupported: str | None = None
         for i in tuned:
             allotment = budget * weights[i] // total
             if "bitfit" in strategies[i]:
-                if allotment >= 7 * d + f:
+                if not biases:
+                    unsupported = unsupported or f"bitfit in layer {i}"
+                elif allotment >= biases:
                     bitfit[i] = True
-                    allotment -= 7 * d + f
+                    allotment -= biases
                 else:
                     short = short or f"bitfit in layer {i}"
             sized = [s for s in strategies[i] if s != "bitfit"]
@@ -240,15 +248,18 @@ class DesignSpace(SearchSpaceBase):
             if "adapter" in sized:
                 adapter[i] = max(0, (part - d) // (2 * d + 1))
             if "prefix" in sized:
-                prefix[i] = part // (2 * d)
+                prefix[i] = part // (2 * dims.kv_size)
             if "lora" in sized:
-                lora[i] = part // (2 * 2 * d)
+                lora[i] = part // lora_per_rank
             for name, sizes in (("adapter", adapter), ("prefix", prefix), ("lora", lora)):
                 if name in sized and not sizes[i]:
                     short = short or f"{name} in layer {i}"
         problem = None if short is None else (
             f"budget: {point['budget']} % is too small for this design ({short} would get "
             "nothing)")
+        if unsupported is not None:
+            problem = (f"{unsupported}: the {dims.model_type} backbone's layers have no bias "
+                       "terms, so BitFit is not a strategy here")
         config = PeftConfig(
             num_layers=n,
             serial_adapters=(SerialAdapterConfig(sizes=tuple(adapter), position=Position.FFN),)

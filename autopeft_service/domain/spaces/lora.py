@@ -8,8 +8,9 @@ Searched:
   as equal as possible, the first ones one layer larger when L is not a multiple), or one
   ``rank_layer_<i>`` per layer (``layer``); each an ordered choice that includes 0 (absent)
   by default: (0, 1, 2, 4, 8, 16, 32, 64);
-* ``target_<projection>``: a flag per projection (query, key, value, attention_output,
-  ffn_in, ffn_out);
+* ``target_<projection>``: a flag per projection of ``targets`` (default: query, key,
+  value, attention_output, ffn_in, ffn_out; for a Llama-family decoder ``for_backbone`` adds
+  ffn_gate: all seven projections);
 * ``alpha_per_rank``: the update's scale alpha/r, the same in every layer, an ordered
   choice, default (0.5, 1, 2, 4); Hu et al.'s r = 8 with alpha = 16 is 2.
 
@@ -39,6 +40,8 @@ from autopeft_service.domain.spaces.base import (
 from autopeft_service.domain.validation import FieldError
 
 DEFAULT_RANKS = (0, 1, 2, 4, 8, 16, 32, 64)
+#: Projections every architecture has (a gated FFN adds ``ffn_gate``).
+COMMON_TARGETS = tuple(t for t in LoraTarget if t is not LoraTarget.FFN_GATE)
 DEFAULT_ALPHA_PER_RANK = (0.5, 1.0, 2.0, 4.0)
 
 
@@ -73,6 +76,9 @@ class LoraSpace(SearchSpaceBase):
     alpha_per_rank: tuple[float, ...] = Field(DEFAULT_ALPHA_PER_RANK, min_length=1,
                                               max_length=MAX_CHOICES,
                                               description="Choices of the scale alpha / r.")
+    targets: tuple[LoraTarget, ...] = Field(
+        COMMON_TARGETS, min_length=1, max_length=len(LoraTarget),
+        description="Projections searched, a flag each (ffn_gate only on gated FFNs).")
 
     @model_validator(mode="after")
     def _check_choices(self) -> Self:
@@ -80,6 +86,8 @@ class LoraSpace(SearchSpaceBase):
         if not any(self.ranks):
             raise FieldError("ranks", "needs a choice above 0")
         check_choices("alpha_per_rank", self.alpha_per_rank, least=1e-3, most=1e4)
+        if len(set(self.targets)) != len(self.targets):
+            raise FieldError("targets", f"repeat: {[t.value for t in self.targets]}")
         if self.granularity == "groups" and self.num_groups > self.num_layers:
             raise FieldError("num_groups", f"{self.num_groups} exceeds num_layers "
                              f"{self.num_layers}")
@@ -87,8 +95,17 @@ class LoraSpace(SearchSpaceBase):
 
     @classmethod
     def for_backbone(cls, dims: BackboneDims, **overrides: object) -> LoraSpace:
-        """The default LoRA space for a backbone."""
-        return cls.model_validate({"num_layers": dims.num_layers, **overrides})
+        """The default LoRA space for a backbone: every projection it has."""
+        targets = tuple(LoraTarget) if dims.gated_ffn else COMMON_TARGETS
+        return cls.model_validate({"num_layers": dims.num_layers, "targets": targets,
+                                   **overrides})
+
+    def backbone_error(self, dims: BackboneDims) -> str | None:
+        """A target the backbone lacks (``ffn_gate`` without a gated FFN)."""
+        if LoraTarget.FFN_GATE in self.targets and not dims.gated_ffn:
+            return (f"targets: ffn_gate: the {dims.model_type} backbone's FFN has no gate "
+                    "projection")
+        return None
 
     def rank_parameters(self) -> list[tuple[str, range]]:
         """(parameter name, the layers it sets) at this granularity."""
@@ -105,15 +122,16 @@ class LoraSpace(SearchSpaceBase):
         ranks = [SearchParameter(name=name, kind=ParameterKind.ORDINAL, values=self.ranks)
                  for name, _ in self.rank_parameters()]
         targets = [SearchParameter(name=target_parameter(t), kind=ParameterKind.BINARY,
-                                   values=(0, 1)) for t in LoraTarget]
+                                   values=(0, 1)) for t in self.targets]
         return ranks + targets + [SearchParameter(name="alpha_per_rank",
                                                   kind=ParameterKind.ORDINAL,
                                                   values=self.alpha_per_rank)]
 
     def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
         """A target on and a rank above 0."""
-        if not any(point[target_parameter(t)] for t in LoraTarget):
-            return "target_query: no target is on: at least one target_<projection> must be 1"
+        if not any(point[target_parameter(t)] for t in self.targets):
+            return (f"{target_parameter(self.targets[0])}: no target is on: at least one "
+                    "target_<projection> must be 1")
         if not any(point[name] for name, _ in self.rank_parameters()):
             name = self.rank_parameters()[0][0]
             return f"{name}: every rank is 0: at least one must be above 0"
@@ -124,7 +142,7 @@ class LoraSpace(SearchSpaceBase):
         for name, layers in self.rank_parameters():
             for i in layers:
                 ranks[i] = int(point[name])
-        targets = tuple(t for t in LoraTarget if point[target_parameter(t)])
+        targets = tuple(t for t in self.targets if point[target_parameter(t)])
         return PeftConfig(num_layers=self.num_layers, lora=(LoraConfig(
             ranks=tuple(ranks), targets=targets,
             alpha_per_rank=float(point["alpha_per_rank"])),))
@@ -152,7 +170,10 @@ class LoraSpace(SearchSpaceBase):
             if len(values) > 1:
                 raise ConfigError(f"{name}: ranks differ inside it ({sorted(values)})")
             point[name] = values.pop()
-        point.update({target_parameter(t): int(t in lora.targets) for t in LoraTarget})
+        if set(lora.targets) - set(self.targets):
+            raise ConfigError(f"lora.targets: {sorted(set(lora.targets) - set(self.targets))} "
+                              "are not searched by this lora space")
+        point.update({target_parameter(t): int(t in lora.targets) for t in self.targets})
         rank = next(r for r in lora.ranks if r)
         point["alpha_per_rank"] = lora.scaling(rank)
         decoded = self.decode(point)
@@ -166,4 +187,4 @@ class LoraSpace(SearchSpaceBase):
         ranks = len(self.ranks) ** len(self.rank_parameters())
         if 0 in self.ranks:
             ranks -= 1
-        return ranks * (2 ** len(LoraTarget) - 1) * len(self.alpha_per_rank)
+        return ranks * (2 ** len(self.targets) - 1) * len(self.alpha_per_rank)
