@@ -36,7 +36,7 @@ import httpx
 
 from autopeft_service.domain.artifact import ArtifactManifest
 from autopeft_service.domain.artifact import unpack as unpack_artifact
-from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
 from autopeft_service.domain.study import StudySpec
@@ -94,8 +94,12 @@ def format_detail(body: Any) -> str:
 
 
 def backbone_dims_of(model: str | Path) -> BackboneDims | None:
-    """The dimensions of a model folder from its ``config.json``, or None when there is no
-    readable BERT-like config there (a hub name, a folder only the workers see)."""
+    """The dimensions of a packaged model name or of a model folder from its
+    ``config.json``, or None when there is no readable, supported config there (a hub
+    name, a folder only the workers see)."""
+    named = packaged_dims(str(model))
+    if named is not None:
+        return named
     try:
         config = json.loads((Path(model) / "config.json").read_text(encoding="utf-8"))
         return BackboneDims.from_hf_config(config)

@@ -94,6 +94,7 @@ def load_backbone(source: str | Path, attn_implementation: str = "sdpa") -> Back
                          f"from the analytic {dims.total_parameters}; unsupported layout")
     if decoder:
         _right_padding(tokenizer, name)
+        model.config.use_cache = False  # trials train and score whole sequences: no KV cache
     model.requires_grad_(False)
     model.eval()
     if lm_head is not None:

@@ -219,8 +219,9 @@ class TrialRunner:
         torch.manual_seed(request.seed)                          # on a bias-less backbone
         encoder = self.build_encoder(backbone, request.config)
         if settings.gradient_checkpointing:
-            encoder.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False})
+            # non-reentrant: PEFT modules inside a layer get their gradients recomputed too
+            encoder.activation_checkpointing_enable(
+                activation_checkpointing_kwargs={"use_reentrant": False})
         is_regression = data.task.task_type is TaskType.REGRESSION
         model = self._task_model(encoder, backbone, data.task, settings).to(self.device)
         head_parameters = model.head_parameter_count()

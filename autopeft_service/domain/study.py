@@ -7,7 +7,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.spaces import (
     MAX_SIZE,
@@ -154,7 +154,9 @@ class StudySpec(_Spec, StorableInput):
 
     name: str = Field(min_length=1, max_length=200)
     backbone: str = Field(min_length=1, max_length=1000,
-                          description="Model folder (as the workers see it) or hub name.")
+                          description="Packaged model name (minilm, smollm2; then "
+                          "backbone_dims may be left out), model folder (as the workers see "
+                          "it) or hub name.")
     task: str = Field(min_length=1, max_length=1000, description="e.g. glue:rte, synthetic.")
     data_dir: str | None = Field(None, max_length=1000,
                                  description="GLUE folder as the workers see it.")
@@ -190,6 +192,10 @@ class StudySpec(_Spec, StorableInput):
     @model_validator(mode="before")
     @classmethod
     def _shorthands(cls, data: Any) -> Any:
+        if (isinstance(data, dict) and data.get("backbone_dims") is None
+                and isinstance(data.get("backbone"), str)
+                and (named := packaged_dims(data["backbone"])) is not None):
+            data = {**data, "backbone_dims": named.model_dump()}  # minilm, smollm2
         if isinstance(data, dict) and "search_space" in data:
             data = dict(data)
             data["search_space"] = _space_shorthands(data["search_space"],
