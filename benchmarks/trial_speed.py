@@ -39,10 +39,17 @@ class HuggingFacePeftRunner(TrialRunner):
     def build_encoder(self, backbone: Backbone, config: PeftConfig) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
-        assert config.lora is not None and len(set(config.lora.ranks)) == 1
-        library_config = LoraConfig(r=config.lora.ranks[0], lora_alpha=config.lora.alpha,
-                                    target_modules=[t.value for t in config.lora.targets],
-                                    lora_dropout=config.lora.dropout, bias="none")
+        from workers.peft import mapping_for
+
+        (lora,) = config.lora
+        ranks = {r for r in lora.ranks if r}
+        assert len(ranks) == 1 and all(lora.ranks), "peft here: one rank in every layer"
+        rank = ranks.pop()
+        mapping = mapping_for(backbone.model)  # LoRA target -> the module name peft matches
+        names = [mapping.projection(t.value).path.rsplit(".", 1)[-1] for t in lora.targets]
+        library_config = LoraConfig(r=rank, lora_alpha=lora.scaling(rank) * rank,
+                                    target_modules=names, lora_dropout=lora.dropout,
+                                    bias="none")
         return get_peft_model(copy.deepcopy(backbone.model), library_config).base_model.model
 
 

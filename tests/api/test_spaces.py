@@ -13,6 +13,7 @@ import pytest
 
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.param_count import count_parameters
+from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.spaces import FAMILIES
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.testing.server import WORKER_TOKEN, ServerThread
@@ -136,7 +137,7 @@ def test_a_worker_whose_counts_differ_fails_the_trial_loudly(
 
 
 def test_a_new_study_needs_backbone_dims_and_a_fitting_space(http: httpx.Client) -> None:
-    missing = study_spec()
+    missing = study_spec(backbone="/models/some-bert")
     del missing["backbone_dims"]
     response = http.post("/v1/studies", json=missing, headers=CLIENT)
     assert response.status_code == 422
@@ -145,3 +146,28 @@ def test_a_new_study_needs_backbone_dims_and_a_fitting_space(http: httpx.Client)
         search_space={"kind": "design_space", "max_groups": 7}))
     assert design.status_code == 422
     assert ["body", "search_space", "max_groups"] in [d["loc"] for d in design.json()["detail"]]
+
+
+def test_a_packaged_decoder_needs_no_dims_and_a_projection_it_lacks_is_refused(
+        http: httpx.Client) -> None:
+    from autopeft_service.domain.backbone import SMOLLM2_DIMS
+
+    named = study_spec(backbone="smollm2", search_space={"kind": "lora"},
+                       reference_point={"score": 0.0, "param_share": 10.0})
+    del named["backbone_dims"]
+    response = http.post("/v1/studies", json=named, headers=CLIENT)
+    assert response.status_code == 201, response.text
+    study = response.json()
+    spec = StudySpec.model_validate(study["spec"])
+    assert spec.backbone_dims == SMOLLM2_DIMS and spec.space.num_layers == 30
+    assert "ffn_gate" in [t.value for t in spec.space.targets]  # seven projections
+    lease = _lease_of(http, study["id"])
+    assert lease["backbone"] == "smollm2"
+    assert lease["backbone_dims"] == SMOLLM2_DIMS.model_dump()
+    assert PeftConfig.model_validate(lease["config"]) == spec.space.decode(lease["params"])
+    gate_on_bert = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        search_space={"kind": "lora", "num_layers": 6, "targets": ["query", "ffn_gate"]}))
+    assert gate_on_bert.status_code == 422
+    detail = gate_on_bert.json()["detail"]
+    assert ["body", "search_space", "targets"] in [d["loc"] for d in detail], detail
+    assert "no gate projection" in str(detail)
