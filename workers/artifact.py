@@ -39,11 +39,11 @@ from autopeft_service.domain.artifact import (
     verify_weights,
 )
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.trial import TrainingSettings, TrialResult
+from autopeft_service.domain.trial import TrainingSettings, TrialResult, resolve_pooling
 from workers.backbone import Backbone, load_backbone
 from workers.data import Example, TaskData, TaskType, TokenizedSplit, tokenize_examples
 from workers.peft import apply_peft
-from workers.task_model import TaskModel
+from workers.task_model import CausalLMModel, TaskModel
 
 
 def backbone_identity(backbone: Backbone) -> BackboneIdentity:
@@ -59,7 +59,7 @@ def trained_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
             for name, parameter in model.named_parameters() if parameter.requires_grad}
 
 
-def save_artifact(directory: str | Path, model: TaskModel, backbone: Backbone,
+def save_artifact(directory: str | Path, model: TaskModel | CausalLMModel, backbone: Backbone,
                   config: PeftConfig, task: TaskData, settings: TrainingSettings,
                   result: TrialResult, trial: dict[str, Any] | None = None) -> ArtifactManifest:
     """Write the artefact of a trained model into ``directory`` (replaced whole: it is
@@ -84,12 +84,14 @@ def save_artifact(directory: str | Path, model: TaskModel, backbone: Backbone,
     try:
         tensors = trained_tensors(model)
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        is_classifier = isinstance(model, TaskModel)  # else a CausalLMModel: no new head
         manifest = ArtifactManifest(
             peft_config=config, backbone=backbone_identity(backbone),
             task=TaskInfo(name=task.name, task_type=task.task_type.value,
                           label_names=list(task.label_names), metrics=list(task.metrics),
-                          num_outputs=model.head.out_features),
-            pooling=settings.pooling, max_length=settings.max_length, settings=settings,
+                          num_outputs=model.head.out_features if is_classifier else 0),
+            pooling=model.pooling if is_classifier else "auto",  # resolved: mean/cls/last
+            max_length=settings.max_length, settings=settings,
             seed=result.seed,
             metrics={"metric": result.metric, "objective": result.objective,
                      "held_out": result.held_out, "dev": result.dev,
@@ -182,6 +184,10 @@ def load_classifier(backbone: str | Path, artifact: str | Path,
         ModelError: the backbone cannot be loaded.
     """
     manifest = read_manifest(artifact)
+    if manifest.task.task_type == "causal_lm":
+        raise ArtifactError(f"{artifact}: a causal-LM adapter (task {manifest.task.name}), not "
+                            "a classifier: its weights are the adapter's tensors in "
+                            f"{WEIGHTS_FILE}; loading it for generation is not built yet")
     weights = verify_weights(artifact, manifest)
     loaded = load_backbone(backbone)
     identity = backbone_identity(loaded)
@@ -192,7 +198,8 @@ def load_classifier(backbone: str | Path, artifact: str | Path,
             f"{manifest.backbone.name}); load it on the backbone it was trained on")
     encoder = apply_peft(loaded.model, manifest.peft_config, loaded.dims)
     model = TaskModel(encoder, loaded.dims.hidden_size, manifest.task.num_outputs,
-                      manifest.pooling, manifest.settings.head_dropout)
+                      resolve_pooling(manifest.pooling, loaded.dims.is_decoder),
+                      manifest.settings.head_dropout)
     expected = set(trained_tensors(model))
     state = load_file(str(weights))
     if set(state) != expected:

@@ -214,6 +214,10 @@ def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
         ArtifactError: the artefact is incomplete or damaged, or ``output`` is not empty.
     """
     manifest = read_manifest(artifact)
+    if manifest.backbone.dims.is_decoder:
+        raise ExportRefused(f"backbone {manifest.backbone.model_type}: export of decoder "
+                            "adapters to peft is not built yet (the artefact's safetensors "
+                            "hold the adapter)")
     reason = refusal(manifest.peft_config)
     if reason is not None:
         raise ExportRefused(reason)

@@ -65,15 +65,15 @@ class BackboneIdentity(BaseModel):
 
 
 class TaskInfo(BaseModel):
-    """The task the head predicts."""
+    """The task the head predicts (a causal-LM task: the decoder's own LM head, no new one)."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    task_type: Literal["classification", "regression"]
+    task_type: Literal["classification", "regression", "causal_lm"]
     label_names: list[str] = Field(description="Class index -> original label; [] for regression.")
     metrics: list[str]
-    num_outputs: int = Field(gt=0)
+    num_outputs: int = Field(ge=0, description="Outputs of the trained head; 0 for causal_lm.")
 
 
 class ArtifactManifest(BaseModel):

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.early_stopping import EarlyStopping
+from autopeft_service.domain.peft_config import LoraTarget
 from autopeft_service.domain.spaces import (
     MAX_SIZE,
     SearchSpace,
@@ -116,7 +117,8 @@ def _hidden_size(value: Any) -> int:
 def _space_shorthands(space: Any, dims: Any) -> Any:
     """Fill a search space given in short: ``kind`` defaults to ``autopeft`` (specs stored
     before there were families), ``hidden_size`` stands for the family's default size
-    choices, ``num_layers`` and a design space's ``backbone`` default to ``backbone_dims``."""
+    choices, ``num_layers`` and a design space's ``backbone`` default to ``backbone_dims``,
+    and a lora space's ``targets`` to every projection the backbone has."""
     if not isinstance(space, dict):
         return space
     space = dict(space)
@@ -136,6 +138,8 @@ def _space_shorthands(space: Any, dims: Any) -> Any:
             space.setdefault(name, sizes)
     elif hidden is not None:
         raise FieldError("search_space.hidden_size", f"is not a field of the {kind} space")
+    if kind == "lora" and dims_map is not None and dims_map.get("gated_ffn"):
+        space.setdefault("targets", [t.value for t in LoraTarget])  # + ffn_gate: all seven
     if dims_map is not None:
         if kind == "design_space":
             space.setdefault("backbone", dims_map)

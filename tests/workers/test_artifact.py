@@ -151,3 +151,38 @@ def test_damaged_or_foreign_artifacts_are_refused(tmp_path, tiny_bert_path, monk
     (mismatched / MANIFEST_FILE).write_text(json.dumps({**manifest, "peft_config": config}))
     with pytest.raises(ArtifactError, match="do not fit the configuration"):
         load_classifier(tiny_bert_path, mismatched)
+
+
+def test_a_decoder_classifier_round_trips_and_a_causal_lm_adapter_is_stored(
+        tmp_path, monkeypatch) -> None:
+    from workers.data import synthetic_vocabulary
+    from workers.data.synthetic_lm import synthetic_lm_vocabulary
+    from workers.export import ExportRefused, export_peft
+    from workers.tiny_model import write_tiny_decoder
+
+    llama = write_tiny_decoder(tmp_path / "llama",
+                               synthetic_vocabulary() + synthetic_lm_vocabulary())
+    config = PeftConfig.from_dict({"num_layers": 2, "lora": {"ranks": [2, 4],
+                                                             "targets": ["query", "ffn_gate"]},
+                                   "prefix": {"lengths": [2, 0]}})
+    predictions: list[torch.Tensor] = []
+    runner, request, _result, artifact = _trained(tmp_path, llama, config, predictions,
+                                                  monkeypatch)
+    manifest = read_manifest(artifact)
+    assert manifest.pooling == "last"  # "auto" resolved for the decoder
+    dev = runner._prepare(request, runner.backbone(llama)).dev
+    assert torch.equal(load_classifier(llama, artifact).outputs(dev).argmax(-1), predictions[-1])
+    with pytest.raises(ExportRefused, match="decoder"):
+        export_peft(artifact, tmp_path / "exported")
+
+    lm_artifact = tmp_path / "lm-artifact"
+    lm = TrialRunner(cache=TokenizedCache(tmp_path / "cache")).run(
+        TrialRequest(model=llama, task="synthetic-lm", config=config, settings=SETTINGS),
+        artifact_dir=lm_artifact)
+    lm_manifest = read_manifest(lm_artifact)
+    assert lm_manifest.task.task_type == "causal_lm" and lm_manifest.task.num_outputs == 0
+    assert lm_manifest.metrics["dev"] == lm.dev
+    tensors = load_file(str(lm_artifact / WEIGHTS_FILE))
+    assert sum(t.numel() for t in tensors.values()) == lm.trainable_parameters
+    with pytest.raises(ArtifactError, match="causal-LM adapter"):
+        load_classifier(llama, lm_artifact)
