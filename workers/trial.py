@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.early_stopping import EarlyStopping, rung_steps
-from autopeft_service.domain.errors import ModelError, TrialError
+from autopeft_service.domain.errors import ConfigError, ModelError, TrialError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import (
@@ -291,6 +291,9 @@ class TrialRunner:
                rungs: _RungScorer | None = None) -> tuple[int, int, float]:
         """Train in place; return (steps, examples seen, last loss)."""
         parameters = [p for p in model.parameters() if p.requires_grad]
+        if not parameters:  # a causal-LM task has no new head: only PEFT modules train
+            raise ConfigError("nothing to train: the configuration has no PEFT module and a "
+                              "causal-LM task trains no head; add a module")
         optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
                                       weight_decay=settings.weight_decay)
         batches_per_epoch = math.ceil(len(data) / settings.batch_size)

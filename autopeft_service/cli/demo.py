@@ -23,7 +23,6 @@ from autopeft_service.cli.parser import USAGE_ERROR, fail
 from autopeft_service.cli.trial import add_task_arguments, task_options
 from autopeft_service.domain.errors import AutopeftError
 
-
 #: The demo's training fidelity per packaged model (flags override each field). MiniLM: 2,000
 #: examples of 64 tokens, 500 held-out and 500 dev. SmolLM2 (six times MiniLM's size, about
 #: 22 training examples/s on two cores at 48 tokens): 512 examples in batches of 16, 200

@@ -104,8 +104,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"baselines: {', '.join(BASELINES)}, or {ALL}")
     parser.add_argument("--seeds", type=seed_count, default=DEFAULT_SEEDS, metavar="K",
                         help=f"train each configuration with seeds 0..K-1 (default {DEFAULT_SEEDS})")
-    parser.add_argument("--model", metavar="PATH",
-                        help="backbone folder (default: the study's backbone)")
+    parser.add_argument("--model", metavar="MODEL",
+                        help="minilm | smollm2 | a backbone folder (default: the study's "
+                        "backbone)")
     add_task_arguments(parser)
     parser.set_defaults(task=None)  # the study's task, or required without a study
     for name, (kind, metavar, help_text) in SETTING_FLAGS.items():

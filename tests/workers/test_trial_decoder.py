@@ -89,3 +89,12 @@ def test_bitfit_on_a_llama_fails_the_trial_with_a_clear_error(runner: TrialRunne
     with pytest.raises(ConfigError, match="no bias terms"):
         runner.run(TrialRequest(model=tiny_llama, task="synthetic-lm", config=config,
                                 settings=LM_SETTINGS))
+
+
+def test_a_causal_lm_task_with_nothing_to_train_is_refused(runner: TrialRunner,
+                                                            tiny_llama: Path) -> None:
+    from autopeft_service.domain import ConfigError
+
+    with pytest.raises(ConfigError, match="nothing to train"):
+        runner.run(TrialRequest(model=tiny_llama, task="synthetic-lm",
+                                config=PeftConfig(num_layers=2), settings=LM_SETTINGS))

@@ -12,8 +12,8 @@ from torch import nn
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.peft_config import Position, SerialAdapterConfig
 from workers.peft.arch import ArchitectureMapping
-from workers.peft.registry import injector
 from workers.peft.bottleneck import Bottleneck
+from workers.peft.registry import injector
 from workers.peft.sublayer import adapted_output
 
 
