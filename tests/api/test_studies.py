@@ -33,7 +33,7 @@ def _field_errors(response: httpx.Response) -> list[str]:
          "body.search_space.granularity"),
         ({"search_space": {"kind": "nope"}}, "body.search_space"),
         ({"search_space": {"num_layers": 4}}, "body.search_space.num_layers"),
-        ({"backbone_dims": None}, "body.backbone_dims"),
+        ({"backbone_dims": None, "backbone": "/models/bert"}, "body.backbone_dims"),
         ({"backbone_dims": {"num_layers": 6}}, "body.backbone_dims.hidden_size"),
         ({"search_space": {"num_layers": 6, "hidden_size": -3}}, "hidden_size"),
         ({"training": {"learning_rate": 5}}, "body.training.learning_rate"),
