@@ -1,4 +1,5 @@
-"""PEFT modules, one file per method, and their injection into BERT-like backbones.
+"""PEFT modules, one file per method, and their injection into encoders (BERT, RoBERTa) and
+decoders (the Llama family, GPT-2); ``arch.py`` says where each architecture's parts live.
 
 Each method file holds the ``nn.Module`` and an ``inject`` function; its configuration is
 the matching pydantic model in ``autopeft_service.domain.peft_config`` (shared with the

@@ -16,7 +16,8 @@ def apply_peft(backbone: nn.Module, config: PeftConfig, dims: BackboneDims) -> n
     """Modify ``backbone`` in place so that exactly ``config``'s parameters train.
 
     Args:
-        backbone: a freshly loaded HuggingFace encoder (e.g. ``BertModel``).
+        backbone: a freshly loaded HuggingFace backbone (``BertModel``, ``LlamaModel``,
+            ``GPT2Model`` ...).
         config: the configuration; ``config.num_layers`` must match the backbone.
         dims: the backbone's dimensions.
 
@@ -24,7 +25,8 @@ def apply_peft(backbone: nn.Module, config: PeftConfig, dims: BackboneDims) -> n
         The same backbone object, modified.
 
     Raises:
-        ModelError: unsupported architecture or a layer-count mismatch.
+        ModelError: unsupported architecture, a layer-count mismatch, or a method the
+            architecture cannot hold (BitFit without biases, a projection it lacks).
     """
     mapping = mapping_for(backbone)
     layers = mapping.layer_modules(backbone)
