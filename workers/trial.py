@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,9 +279,7 @@ class TrialRunner:
                                  f"backbone; {backbone.source} is a "
                                  f"{backbone.dims.model_type} encoder")
             return CausalLMModel(encoder, _lm_head_for(encoder, backbone))
-        is_regression = task.task_type is TaskType.REGRESSION
-        return TaskModel(encoder, backbone.dims.hidden_size,
-                         1 if is_regression else task.num_labels,
+        return TaskModel(encoder, backbone.dims.hidden_size, task.num_labels,  # 1: regression
                          resolve_pooling(settings.pooling, backbone.dims.is_decoder),
                          settings.head_dropout)
 
@@ -348,9 +346,7 @@ class TrialRunner:
         ``settings.eval_batch_size`` (what scoring uses; ``workers.artifact`` does the same)."""
         model.eval()
         predictions = []
-        for start in range(0, len(data), settings.eval_batch_size):
-            batch = self._to_device(data.batch(torch.arange(
-                start, min(start + settings.eval_batch_size, len(data)))))
+        for batch in self._eval_batches(data, settings):
             batch.pop("labels")
             output = model(**batch).float().cpu()
             predictions.append(output.squeeze(-1) if is_regression else output.argmax(-1))
@@ -364,9 +360,7 @@ class TrialRunner:
         same) and the perplexity, exp(-log-likelihood)."""
         model.eval()
         total, tokens = 0.0, 0
-        for start in range(0, len(data), settings.eval_batch_size):
-            batch = self._to_device(data.batch(torch.arange(
-                start, min(start + settings.eval_batch_size, len(data)))))
+        for batch in self._eval_batches(data, settings):
             log_likelihoods = model.token_log_likelihoods(**batch)
             total += float(log_likelihoods.double().sum())
             tokens += log_likelihoods.numel()
@@ -375,6 +369,13 @@ class TrialRunner:
             raise TrialError("the split has no response token to score")
         log_likelihood = total / tokens
         return {"log_likelihood": log_likelihood, "perplexity": math.exp(-log_likelihood)}
+
+    def _eval_batches(self, data: TokenizedSplit, settings: TrainingSettings
+                      ) -> Iterator[dict[str, torch.Tensor]]:
+        """``data`` in order, in batches of ``settings.eval_batch_size``, on the device."""
+        for start in range(0, len(data), settings.eval_batch_size):
+            yield self._to_device(data.batch(torch.arange(
+                start, min(start + settings.eval_batch_size, len(data)))))
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
@@ -388,7 +389,9 @@ def _lm_head_for(encoder: nn.Module, backbone: Backbone) -> nn.Module:
     pristine_embeddings = backbone.model.get_input_embeddings().weight
     if backbone.lm_head.weight is not pristine_embeddings:
         return backbone.lm_head
-    head = nn.Linear(backbone.dims.hidden_size, pristine_embeddings.shape[0], bias=False)
+    # on the meta device: no vocabulary-sized random weight drawn only to be replaced
+    head = nn.Linear(backbone.dims.hidden_size, pristine_embeddings.shape[0], bias=False,
+                     device="meta")
     head.weight = encoder.get_input_embeddings().weight
     return head
 

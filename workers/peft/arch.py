@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+import torch
 from torch import nn
 
 from autopeft_service.domain.errors import ModelError
@@ -38,6 +39,11 @@ class Projection:
     path: str
     part: int = 0
     parts: int = 1
+
+    def out_slice(self, width: int) -> tuple[int, int] | None:
+        """``(start, end)`` of this part in the fused output, each part ``width`` wide;
+        None when the projection is not fused (the whole output)."""
+        return (self.part * width, (self.part + 1) * width) if self.parts > 1 else None
 
 
 @dataclass(frozen=True)
@@ -175,3 +181,11 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     if type(module).__name__ == "Conv1D":  # transformers.pytorch_utils.Conv1D: weight (in, out)
         return int(module.weight.shape[0]), int(module.weight.shape[1])
     raise TypeError(f"{type(module).__name__} is not a linear projection")
+
+
+def replace_part(out: torch.Tensor, out_slice: tuple[int, int],
+                 part: torch.Tensor) -> torch.Tensor:
+    """``out`` with its last dimension's ``[start, end)`` replaced by ``part`` (one part of a
+    fused projection's output modified, the rest passed through)."""
+    start, end = out_slice
+    return torch.cat([out[..., :start], part, out[..., end:]], -1)

@@ -16,7 +16,7 @@ from torch import nn
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.methods import ia3_target_width
 from autopeft_service.domain.peft_config import IA3Config, IA3Target
-from workers.peft.arch import ArchitectureMapping, Projection, get_submodule, set_submodule
+from workers.peft.arch import ArchitectureMapping, get_submodule, replace_part, set_submodule
 from workers.peft.registry import injector
 
 
@@ -42,8 +42,7 @@ class IA3Scale(nn.Module):
         if self.out_slice is None:
             return out * self.ia3_scale
         start, end = self.out_slice
-        return torch.cat([out[..., :start], out[..., start:end] * self.ia3_scale,
-                          out[..., end:]], -1)
+        return replace_part(out, self.out_slice, out[..., start:end] * self.ia3_scale)
 
 
 class IA3InputScale(nn.Module):
@@ -76,10 +75,7 @@ def _wrap(layer: nn.Module, mapping: ArchitectureMapping, target: IA3Target,
         module: nn.Module = (IA3InputScale(base, width) if mapping.pre_norm
                              else IA3Scale(base, width))
     else:
-        projection: Projection = mapping.projection(target.value)
-        out_slice = ((projection.part * width, (projection.part + 1) * width)
-                     if projection.parts > 1 else None)
-        module = IA3Scale(base, width, out_slice)
+        module = IA3Scale(base, width, mapping.projection(target.value).out_slice(width))
     set_submodule(layer, path, module)
 
 

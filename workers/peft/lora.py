@@ -21,6 +21,7 @@ from workers.peft.arch import (
     Projection,
     get_submodule,
     linear_shape,
+    replace_part,
     set_submodule,
 )
 from workers.peft.registry import injector
@@ -32,17 +33,20 @@ class LoraLinear(nn.Module):
     Args:
         base: an ``nn.Linear``, a GPT-2 ``Conv1D``, or a wrapper of one.
         rank, scaling, dropout: the update's rank, scale alpha/r and input dropout.
-        part, parts: the update covers output slice ``part`` of ``parts`` equal slices
-            (a fused projection); ``parts=1``: the whole output.
+        out_slice: the update covers output ``[start, end)`` only (one part of a fused
+            projection); None: the whole output.
+
+    Raises:
+        TypeError: ``base`` is not a linear projection.
     """
 
     def __init__(self, base: nn.Module, rank: int, scaling: float, dropout: float = 0.0,
-                 part: int = 0, parts: int = 1) -> None:
+                 out_slice: tuple[int, int] | None = None) -> None:
         super().__init__()
         in_features, out_features = linear_shape(base)
         self.base = base
-        width = out_features // parts
-        self.out_slice = (part * width, (part + 1) * width) if parts > 1 else None
+        self.out_slice = out_slice
+        width = out_features if out_slice is None else out_slice[1] - out_slice[0]
         self.lora_A = nn.Parameter(torch.empty(rank, in_features))
         self.lora_B = nn.Parameter(torch.zeros(width, rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -56,7 +60,7 @@ class LoraLinear(nn.Module):
         if self.out_slice is None:
             return out + update
         start, end = self.out_slice
-        return torch.cat([out[..., :start], out[..., start:end] + update, out[..., end:]], -1)
+        return replace_part(out, self.out_slice, out[..., start:end] + update)
 
 
 def target_path(mapping: ArchitectureMapping, target: LoraTarget) -> str:
@@ -77,13 +81,12 @@ def inject(backbone: nn.Module, mapping: ArchitectureMapping, config: LoraConfig
             projection: Projection = mapping.projection(target.value)
             base = get_submodule(layer, projection.path)
             try:
-                linear_shape(base)
+                out_slice = projection.out_slice(linear_shape(base)[1] // projection.parts)
             except TypeError:
                 raise TypeError(f"LoRA target {projection.path} is {type(base).__name__}, "
                                 "not a linear projection") from None
             set_submodule(layer, projection.path, LoraLinear(
-                base, rank, config.scaling(rank), config.dropout, projection.part,
-                projection.parts))
+                base, rank, config.scaling(rank), config.dropout, out_slice))
 
 
 @injector("lora", order=20)

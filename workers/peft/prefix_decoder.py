@@ -29,29 +29,23 @@ from workers.peft.prefix import PrefixEncoder, extend_mask
 
 
 def causal_prefix_mask(mask: torch.Tensor | None, batch: int, length: int, prefix_length: int,
-                       device: torch.device, additive_dtype: torch.dtype | None
-                       ) -> torch.Tensor:
+                       device: torch.device) -> torch.Tensor:
     """The 4-D mask of a causal sequence behind ``prefix_length`` always-visible positions.
 
     Args:
         mask: the model's mask for the sequence alone, ``(B, 1, T, T)`` boolean (True:
             visible) or additive float; None when the model relies on ``is_causal``
-            (SDPA without padding).
+            (SDPA without padding): a boolean causal mask is built.
         batch, length: B and T.
         prefix_length: P.
         device: where to build a missing mask.
-        additive_dtype: build a missing mask as an additive float mask of this dtype (the
-            eager kernel adds the mask); None: boolean.
 
     Returns:
-        ``(B, 1, T, P + T)``.
+        ``(B, 1, T, P + T)``, boolean or additive as ``mask`` (boolean when it is None).
     """
     if mask is None:
         visible = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         mask = visible[None, None].expand(batch, 1, length, length)
-        if additive_dtype is not None:
-            mask = torch.zeros(mask.shape, dtype=additive_dtype, device=device).masked_fill(
-                ~mask, torch.finfo(additive_dtype).min)
     return extend_mask(mask, prefix_length)  # type: ignore[return-value]
 
 
@@ -84,9 +78,8 @@ class _PrefixDecoderAttention(nn.Module):
 
         key = torch.cat([to_heads(prefix_key), key], dim=2)
         value = torch.cat([to_heads(prefix_value), value], dim=2)
+        full = causal_prefix_mask(mask, batch, length, prefix_length, key.device)
         eager = self.base.config._attn_implementation == "eager"
-        full = causal_prefix_mask(mask, batch, length, prefix_length, key.device,
-                                  key.dtype if eager else None)
         if eager and full.dtype == torch.bool:  # the eager kernel adds its mask
             full = torch.zeros(full.shape, dtype=key.dtype, device=key.device).masked_fill(
                 ~full, torch.finfo(key.dtype).min)

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 
-class AdaptedSublayerOutput(nn.Module):
-    """Wraps a sublayer output module (dense, dropout, LayerNorm) and adds adapters."""
+class _AdapterHolder(nn.Module):
+    """Serial and parallel adapters around a wrapped module (``base``)."""
 
     def __init__(self, base: nn.Module) -> None:
         super().__init__()
@@ -39,17 +39,26 @@ class AdaptedSublayerOutput(nn.Module):
         self.parallel.append(adapter)
         self.parallel_scales.append(scale)
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        """Same contract as the wrapped module: (B, T, *) , (B, T, d) -> (B, T, d)."""
-        out = self.base.dropout(self.base.dense(hidden_states))
+    def adapt(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` with every serial adapter applied in turn, then every parallel adapter's
+        scaled reading of the sublayer input ``x`` added."""
         for adapter in self.serial:
             out = out + adapter(out)
         for adapter, scale in zip(self.parallel, self.parallel_scales, strict=True):
-            out = out + scale * adapter(input_tensor)
+            out = out + scale * adapter(x)
+        return out
+
+
+class AdaptedSublayerOutput(_AdapterHolder):
+    """Wraps a post-norm sublayer output module (dense, dropout, LayerNorm) and adds adapters."""
+
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+        """Same contract as the wrapped module: (B, T, *) , (B, T, d) -> (B, T, d)."""
+        out = self.adapt(self.base.dropout(self.base.dense(hidden_states)), input_tensor)
         return self.base.LayerNorm(out + input_tensor)
 
 
-class AdaptedPreNormSublayer(nn.Module):
+class AdaptedPreNormSublayer(_AdapterHolder):
     """Wraps a pre-norm sublayer (attention or MLP) and adds adapters to its output.
 
     The wrapped module is called with the same arguments; its first positional argument or
@@ -57,26 +66,13 @@ class AdaptedPreNormSublayer(nn.Module):
     (output, weights): the output is adapted and the rest passed through.
     """
 
-    def __init__(self, base: nn.Module) -> None:
-        super().__init__()
-        self.base = base
-        self.serial = nn.ModuleList()
-        self.parallel = nn.ModuleList()
-        self.parallel_scales: list[float] = []
-
-    add_serial = AdaptedSublayerOutput.add_serial
-    add_parallel = AdaptedSublayerOutput.add_parallel
-
     def forward(self, *args: object, **kwargs: object) -> object:
         """Same contract as the wrapped module."""
         x = args[0] if args else kwargs["hidden_states"]
         result = self.base(*args, **kwargs)
-        out = result[0] if isinstance(result, tuple) else result
-        for adapter in self.serial:
-            out = out + adapter(out)
-        for adapter, scale in zip(self.parallel, self.parallel_scales, strict=True):
-            out = out + scale * adapter(x)
-        return (out, *result[1:]) if isinstance(result, tuple) else out
+        if isinstance(result, tuple):
+            return (self.adapt(result[0], x), *result[1:])
+        return self.adapt(result, x)
 
 
 def adapted_output(layer: nn.Module, path: str,
