@@ -7,9 +7,10 @@ modules are built by this engine or by ``peft`` (``trial_speed.HuggingFacePeftRu
 and peft's LoRA matrices start from exactly this engine's values (``MatchedPeftRunner``: the
 same random draws in the same order, so that the head and the dropout draws after them are
 the same too): the two losses should then agree to float rounding. A third row runs this
-engine with gradient checkpointing. Every run is its own process (``--one``), so that its peak resident memory is its own; the runs are interleaved, each
-engine ``--repeats`` times, so that drift in machine load hits both alike. Results are
-written after every run and a rerun skips the runs already in ``--output`` (resumable).
+engine with gradient checkpointing. Every run is its own process (``--one``), so that its
+peak resident memory is its own; the runs are interleaved, each engine ``--repeats`` times,
+so that drift in machine load hits both alike. Results are written after every run and a
+rerun skips the runs already in ``--output`` (resumable).
 
 Reproduce:
     .venv/bin/python benchmarks/decoder_lora_speed.py --data-dir ../shared/data/glue

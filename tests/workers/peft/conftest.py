@@ -39,3 +39,16 @@ def batch(seed: int = 1) -> dict[str, torch.Tensor]:
     attention_mask = torch.ones(2, 9, dtype=torch.long)
     attention_mask[1, 6:] = 0
     return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def parameters_with_gradients(model: torch.nn.Module) -> set[str]:
+    """The names of ``model``'s trainable parameters after a backward pass, asserting that
+    each got a non-zero gradient and that no frozen one got any."""
+    trainable = set()
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            trainable.add(name)
+            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+        else:
+            assert parameter.grad is None, name
+    return trainable

@@ -10,6 +10,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from autopeft_service.domain import BackboneDims, ConfigError, ModelError, PeftConfig
 from autopeft_service.domain.param_count import count_parameters
+from tests.workers.peft.conftest import parameters_with_gradients
 from workers.peft import apply_peft, trainable_parameter_count
 from workers.task_model import TaskModel, pool
 
@@ -129,13 +130,7 @@ def test_gradients_reach_only_peft_parameters_and_head(model_type: str) -> None:
                 parameter.normal_(0, 0.1)
     model = TaskModel(backbone, dims.hidden_size, 2, "last", 0.0)
     torch.nn.functional.cross_entropy(model(**batch()), torch.tensor([0, 1])).backward()
-    trainable = set()
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            trainable.add(name)
-            assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
-        else:
-            assert parameter.grad is None, name
+    trainable = parameters_with_gradients(model)
     layers = "backbone.h.0." if model_type == "gpt2" else "backbone.layers.0."
     expected = {n for n, _ in model.named_parameters()
                 if n.startswith("head.") or any(m in n for m in PEFT_MARKERS)
@@ -244,3 +239,23 @@ def test_gpt2_lora_on_query_changes_only_queries() -> None:
         after = lora(x)
     assert not torch.allclose(after[..., :32], before[..., :32])
     torch.testing.assert_close(after[..., 32:], before[..., 32:])
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_pre_norm_adapters_follow_the_sublayer_and_read_its_normed_input(model_type: str
+                                                                         ) -> None:
+    """Serial: out + adapter(out) after the MLP; parallel: out + s * adapter(x), with x
+    what the MLP reads (the normed input), both before the residual add."""
+    backbone, _, dims = make_decoder(model_type)
+    apply_peft(backbone, PeftConfig.from_dict({"num_layers": L,
+                                               "serial_adapters": [{"sizes": [4, 0, 0]}],
+                                               "parallel_adapters": [{"sizes": [4, 0, 0],
+                                                                      "scale": 2.0}]}), dims)
+    wrapper = (backbone.h[0] if model_type == "gpt2" else backbone.layers[0]).mlp
+    with torch.no_grad():
+        for adapter in (*wrapper.serial, *wrapper.parallel):
+            adapter.up.weight.normal_(0, 0.1)
+        x = torch.randn(1, 5, 32)
+        out = wrapper.base(x)
+        expected = out + wrapper.serial[0](out) + 2.0 * wrapper.parallel[0](x)
+        torch.testing.assert_close(wrapper(x), expected)
