@@ -281,10 +281,12 @@ class Proposer(BackgroundLoop):
                                 + format_validation_error(error))
                 return 0
             counts = repo.trial_counts(session, study_id)
-            if sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
-                repo.finish_study_if_done(session, study_id)
-                return 0
+            # Before the budget check: a budget spent on trials that all failed alike ends
+            # the study failed with the reason, not completed.
             if self._stop_on_repeated_failure(session, study_id, spec, counts):
+                return 0
+            if sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
+                self._finish(session, study_id, counts)
                 return 0
             want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
@@ -359,6 +361,19 @@ class Proposer(BackgroundLoop):
         return dataclasses.replace(proposal, param_share=planned.share,
                                    expected_trainable=planned.trainable,
                                    expected_deployed=planned.deployed)
+
+    @staticmethod
+    def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:
+        """End a study whose budget is used up: ``completed`` when a trial completed or was
+        pruned, ``failed`` (with the most frequent reason) when every budgeted trial failed."""
+        if counts[TrialState.COMPLETED.value] or counts[TrialState.PRUNED.value] \
+                or not counts[TrialState.FAILED.value]:
+            repo.finish_study_if_done(session, study_id)
+            return
+        failed = counts[TrialState.FAILED.value]
+        reason = repo.repeated_failure(session, study_id, 1) or "no reason given"
+        repo.fail_study(session, study_id, f"all {failed} trials of the budget failed and none "
+                        f"completed; the most frequent reason: {reason}")
 
     @staticmethod
     def _stop_on_repeated_failure(session: Session, study_id: int, spec: StudySpec,

@@ -180,3 +180,62 @@ def test_a_backbone_no_worker_has_ends_the_study_with_the_reason(
     assert out["reason"].startswith("3 trials failed for the same reason and none completed")
     assert "/nonexistent/backbone" in out["reason"]
     assert out["counts"]["failed"] + out["counts"]["cancelled"] < 12  # budget not burnt
+
+
+def _fail_ready_trials(database: Database, reasons: list[str]) -> None:
+    """Lease and fail one trial per reason (one attempt each)."""
+    for reason in reasons:
+        with database.session() as session:
+            lease = repo.lease_trial(session, "w", 60)
+            assert lease is not None
+            repo.fail_trial(session, lease.trial_id, lease.token, reason, max_attempts=1)
+
+
+def _small_study(database: Database, name: str, total: int, stop_after: int) -> int:
+    spec = _spec(name).model_copy(update={"budget": _spec(name).budget.model_copy(update={
+        "total_trials": total, "initial_trials": total, "max_parallel": total,
+        "stop_after_failures": stop_after})})
+    with database.session() as session:
+        return repo.create_study(session, spec).id
+
+
+def test_a_budget_equal_to_stop_after_failures_ends_failed_with_the_reason(
+        database: Database) -> None:
+    """total_trials 3, stop_after_failures 3, all three failed alike: failed, not completed
+    (the budget check used to come first and complete it with no reason)."""
+    study = _small_study(database, "spent", total=3, stop_after=3)
+    proposer = Proposer(database)
+    proposer.step()
+    _fail_ready_trials(database, ["ModelError: no backbone at /nowhere"] * 3)
+    proposer.step()
+    row = _row(database, study)
+    assert row.state == "failed"
+    assert row.reason == ("3 trials failed for the same reason and none completed: "
+                          "ModelError: no backbone at /nowhere")
+
+
+def test_a_budget_spent_on_failures_of_different_reasons_ends_failed(
+        database: Database) -> None:
+    study = _small_study(database, "all-failed", total=2, stop_after=0)
+    proposer = Proposer(database)
+    proposer.step()
+    _fail_ready_trials(database, ["out of memory", "timeout after 10 s"])
+    proposer.step()
+    row = _row(database, study)
+    assert row.state == "failed"
+    assert row.reason.startswith("all 2 trials of the budget failed and none completed")
+
+
+def test_the_failure_count_and_the_reason_agree_when_a_study_fails(
+        database: Database) -> None:
+    failing = _study(database, "failing")
+    broken = {"failing": Broken(_spec("failing"), failures=100)}
+    proposer = _proposer(database, broken, retry_seconds=0.01, max_retry_seconds=0.01,
+                         max_failures=4)
+    for _ in range(4):
+        time.sleep(0.02)
+        proposer.step()
+    row = _row(database, failing)
+    assert row.state == "failed"
+    assert row.proposer_failures == 4
+    assert row.reason.startswith("the optimiser failed 4 times in a row")

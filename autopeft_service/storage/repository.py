@@ -214,11 +214,11 @@ def record_proposer_failure(session: Session, study_id: int, error: str, max_fai
     if study.state != StudyState.RUNNING.value:
         return study
     failures = (study.proposer_failures or 0) + 1
+    study.proposer_failures = failures  # the count and the reason always agree
     if failures >= max_failures:
         return fail_study(session, study_id,
                           f"the optimiser failed {failures} times in a row: {error}")
     delay = min(max_delay, first_delay * 2 ** (failures - 1))
-    study.proposer_failures = failures
     study.proposer_retry_at = database_now(session) + delay
     study.reason = (f"the optimiser failed {failures} time(s) in a row, next try in "
                     f"{delay:g} s: {error}")
