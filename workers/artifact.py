@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,30 @@ def save_artifact(directory: str | Path, model: TaskModel | CausalLMModel, backb
     return manifest
 
 
+def tokenize_texts(tokenizer: Any, texts: Sequence[str | Sequence[str]], *, max_length: int,
+                   task_type: TaskType | str) -> TokenizedSplit:
+    """Texts (a string, or a pair of strings for a sentence-pair task) tokenised as the
+    worker tokenises its data (same special tokens, pair layout, truncation, padding)."""
+    kind = TaskType(task_type)
+    examples = [Example(texts=(t,) if isinstance(t, str) else tuple(t),
+                        label=0.0 if kind is TaskType.REGRESSION else 0) for t in texts]
+    return tokenize_examples(tokenizer, examples, max_length=max_length, task_type=kind)
+
+
+def batched_outputs(data: TokenizedSplit, batch_size: int,
+                    forward: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """``forward`` over ``data`` in batches of ``batch_size`` rows (each trimmed to its
+    longest row, as the worker scores), concatenated on the CPU as float32: (N, outputs),
+    or an empty tensor for no rows. ``forward`` gets the batch without ``labels``."""
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, len(data), batch_size):
+            batch = data.batch(torch.arange(start, min(start + batch_size, len(data))))
+            batch.pop("labels")
+            chunks.append(forward(batch).float().cpu())
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
 @dataclass
 class Classifier:
     """A trained adapter on its backbone, ready to predict.
@@ -133,24 +157,14 @@ class Classifier:
 
     def tokenize(self, texts: Sequence[str | Sequence[str]]) -> TokenizedSplit:
         """Texts (a string, or a pair for a sentence-pair task) as the worker tokenises."""
-        kind = TaskType(self.manifest.task.task_type)
-        examples = [Example(texts=(t,) if isinstance(t, str) else tuple(t),
-                            label=0.0 if kind is TaskType.REGRESSION else 0) for t in texts]
-        return tokenize_examples(self.tokenizer, examples, max_length=self.manifest.max_length,
-                                 task_type=kind)
+        return tokenize_texts(self.tokenizer, texts, max_length=self.manifest.max_length,
+                              task_type=self.manifest.task.task_type)
 
-    @torch.no_grad()
     def outputs(self, data: TokenizedSplit) -> torch.Tensor:
         """Raw outputs, (N, classes) logits or (N,) values, batched as the worker scores."""
         self.model.eval()
-        size = self.manifest.settings.eval_batch_size
-        chunks = []
-        for start in range(0, len(data), size):
-            batch = data.batch(torch.arange(start, min(start + size, len(data))))
-            batch.pop("labels")
-            output = self.model(**{k: v.to(self.device) for k, v in batch.items()})
-            chunks.append(output.float().cpu())
-        logits = torch.cat(chunks) if chunks else torch.empty(0)
+        logits = batched_outputs(data, self.manifest.settings.eval_batch_size, lambda batch:
+                                 self.model(**{k: v.to(self.device) for k, v in batch.items()}))
         return logits.squeeze(-1) if self.is_regression else logits
 
     def logits(self, texts: Sequence[str | Sequence[str]]) -> torch.Tensor:

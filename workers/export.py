@@ -18,13 +18,19 @@ adapters (serial or parallel), BitFit, full fine-tuning, a configuration that mi
 The task head is not a peft module (peft's ``modules_to_save`` holds submodules of the base
 model, and the head sits on top of a pooled ``AutoModel`` output): it is written beside the
 adapter as ``autopeft_head.safetensors`` with ``autopeft_head.json`` (pooling, labels),
-and ``load_peft_export`` puts the three together.
+and ``load_peft_export`` puts the three together; its ``logits(texts)`` takes sentences (or
+sentence pairs) like the artefact's classifier, ``logits_from_ids`` token ids.
+
+``base_model_name_or_path`` names what peft can load: a packaged name (``minilm``) is
+written as its local folder, a hub id as it is (``loadable_base``).
 
 One difference to know for prefix tuning: peft runs a BERT-like encoder with the prefix as
 its key/value cache, so the model numbers token positions from the prefix length on. This
 engine's prefix does not shift token positions. ``load_peft_export`` passes position ids
 that undo the shift (``position_offset`` in ``autopeft_head.json``); calling the peft model
-without them gives slightly different outputs.
+without them gives slightly different outputs. peft's prefix tuning also drops
+``token_type_ids``: for sentence pairs ``PeftExport`` folds the segment embeddings into
+``inputs_embeds`` instead.
 
 Written here, not taken from a library: no library maps this engine's modules to peft's
 (the mapping is what this module is); peft's own config classes and file layout are used.
@@ -33,7 +39,7 @@ Written here, not taken from a library: no library maps this engine's modules to
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,9 @@ from autopeft_service.domain.artifact import (
 )
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.peft_config import IA3Target, LoraConfig, PeftConfig
+from workers.artifact import batched_outputs, tokenize_texts
+from workers.data import TaskType, TokenizedSplit
+from workers.models import resolve_model
 from workers.peft.arch import ARCHITECTURES, ArchitectureMapping
 from workers.peft.ia3 import target_path as ia3_output_path
 from workers.peft.lora import target_path as lora_target_path
@@ -199,6 +208,30 @@ def _prefix(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
     return peft_config, {"prompt_embeddings": embeddings}
 
 
+def check_output_folder(output: Path) -> None:
+    """Pass when ``output`` is absent or an empty folder.
+
+    Raises:
+        ArtifactError: it exists and is a file or a folder with something in it.
+    """
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ArtifactError(f"{output}: exists and is not an empty folder")
+
+
+def loadable_base(name: str) -> str:
+    """The backbone as an adapter's ``base_model_name_or_path`` must name it for peft to
+    load it: a packaged name (``minilm``, see ``workers.models.resolve_model``) becomes its
+    local folder, an existing folder its absolute path; anything else (a hub id, or a
+    folder no longer here) is kept as the artefact names it.
+
+    Raises:
+        ModelError: a packaged name whose package is not installed (the message says how).
+    """
+    resolved = resolve_model(name)
+    local = Path(resolved).expanduser()
+    return str(local.absolute()) if local.is_dir() else resolved
+
+
 def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
     """Write the artefact as a peft adapter folder (plus the head) into ``output``.
 
@@ -206,12 +239,16 @@ def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
         artifact: the artefact folder.
         output: the folder to write (created; must be empty or absent).
 
+    The adapter config's ``base_model_name_or_path`` is ``loadable_base`` of the
+    artefact's backbone: a folder or hub id peft can load (never a packaged alias).
+
     Returns:
         The names of the files written.
 
     Raises:
         ExportRefused: peft cannot express the configuration (the message names the part).
         ArtifactError: the artefact is incomplete or damaged, or ``output`` is not empty.
+        ModelError: the backbone is a packaged name whose package is not installed.
     """
     manifest = read_manifest(artifact)
     if manifest.backbone.dims.is_decoder:
@@ -222,12 +259,11 @@ def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
     if reason is not None:
         raise ExportRefused(reason)
     mapping = _mapping(manifest)
-    tensors = load_file(str(verify_weights(artifact, manifest)))
     target = Path(output)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ArtifactError(f"{target}: exists and is not an empty folder")
+    check_output_folder(target)
+    base = loadable_base(manifest.backbone.name)
+    tensors = load_file(str(verify_weights(artifact, manifest)))
     config = manifest.peft_config
-    base = manifest.backbone.name
     if config.lora:
         peft_config, weights = _lora(config.lora, tensors, mapping, base)
     elif config.ia3 is not None:
@@ -244,47 +280,92 @@ def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
     offset = config.prefix.lengths[0] if config.prefix is not None else 0
     (target / HEAD_CONFIG).write_text(json.dumps({
         "pooling": manifest.pooling, "max_length": manifest.max_length,
+        "eval_batch_size": manifest.settings.eval_batch_size,
         "task": manifest.task.model_dump(), "backbone": manifest.backbone.model_dump(),
         "position_offset": offset, "exported_from": manifest.model_dump(
             mode="json", include={"peft_config", "seed", "metrics"})}, indent=2) + "\n")
     return sorted(p.name for p in target.iterdir())
 
 
+#: Rows per forward pass when an older export's head config does not say.
+DEFAULT_BATCH_SIZE = 64
+
+
 @dataclass
 class PeftExport:
-    """A peft adapter (loaded by ``PeftModel.from_pretrained``) with the exported head."""
+    """A peft adapter (loaded by ``PeftModel.from_pretrained``) with the exported head and
+    the base model's tokenizer: ``logits(texts)`` gives what the artefact's classifier
+    (``workers.artifact.Classifier.logits``) gives for the same texts."""
 
     model: nn.Module
     head: nn.Linear
     pooling: str
     position_offset: int
+    tokenizer: Any
+    max_length: int
+    task_type: str
+    batch_size: int = DEFAULT_BATCH_SIZE
+
+    def tokenize(self, texts: Sequence[str | Sequence[str]]) -> TokenizedSplit:
+        """Sentences (or pairs for a two-sentence task) as the worker tokenised them."""
+        return tokenize_texts(self.tokenizer, texts, max_length=self.max_length,
+                              task_type=self.task_type)
+
+    def logits(self, texts: Sequence[str | Sequence[str]]) -> torch.Tensor:
+        """Raw outputs for sentences (a ``str`` each, or a pair of ``str`` for a
+        two-sentence task): (N, classes) logits, or (N,) values for regression."""
+        outputs = batched_outputs(self.tokenize(texts), self.batch_size,
+                                  lambda batch: self.logits_from_ids(**batch))
+        return outputs.squeeze(-1) if self.task_type == TaskType.REGRESSION.value else outputs
 
     @torch.no_grad()
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids and mask -> (B, outputs), as this engine's model computes them."""
-        kwargs: dict[str, Any] = {}
+    def logits_from_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids, mask and segment ids -> (B, outputs), as this engine's model
+        computes them (the head's raw outputs, regression not squeezed)."""
+        kwargs: dict[str, Any] = {"input_ids": input_ids}
         if self.position_offset:  # see the module notes: undo peft's prefix position shift
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             kwargs["position_ids"] = (positions - self.position_offset).expand_as(input_ids)
+            if token_type_ids is not None:  # peft drops them for prefix tuning
+                embedded = self._embed_segments(input_ids, token_type_ids)
+                if embedded is not None:
+                    kwargs.update(input_ids=None, inputs_embeds=embedded)
         elif token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask,
-                            **kwargs).last_hidden_state
+        hidden = self.model(attention_mask=attention_mask, **kwargs).last_hidden_state
         return self.head(pool(hidden, attention_mask, self.pooling))
+
+    def _embed_segments(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor
+                        ) -> torch.Tensor | None:
+        """Word embeddings with the segments' type embeddings folded in (less segment 0's,
+        which the model adds itself without ``token_type_ids``): peft's prefix tuning
+        ignores ``token_type_ids``, so a sentence pair's second segment would read as the
+        first. None when the model has no token type embeddings."""
+        embeddings = getattr(self.model.get_base_model(), "embeddings", None)
+        types = getattr(embeddings, "token_type_embeddings", None)
+        if not isinstance(types, nn.Embedding):
+            return None
+        words = self.model.get_input_embeddings()
+        return words(input_ids) + types(token_type_ids) - types(torch.zeros_like(token_type_ids))
 
 
 def load_peft_export(backbone: str | Path, folder: str | Path) -> PeftExport:
-    """An exported adapter on its backbone: ``AutoModel`` + ``PeftModel.from_pretrained``
-    + the head, in eval mode."""
+    """An exported adapter on its backbone (a folder, hub id or packaged name such as
+    ``minilm``): ``AutoModel`` + ``PeftModel.from_pretrained`` + the head + the backbone's
+    tokenizer, in eval mode."""
     from peft import PeftModel
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoTokenizer
 
     meta = json.loads((Path(folder) / HEAD_CONFIG).read_text())
-    base = AutoModel.from_pretrained(str(backbone), attn_implementation="sdpa")
+    location = loadable_base(str(backbone))
+    base = AutoModel.from_pretrained(location, attn_implementation="sdpa")
     model = PeftModel.from_pretrained(base, str(folder)).eval()
     head_state = load_file(str(Path(folder) / HEAD_FILE))
     head = nn.Linear(head_state["weight"].shape[1], head_state["weight"].shape[0])
     head.load_state_dict(head_state)
     return PeftExport(model=model, head=head.eval(), pooling=meta["pooling"],
-                      position_offset=int(meta["position_offset"]))
+                      position_offset=int(meta["position_offset"]),
+                      tokenizer=AutoTokenizer.from_pretrained(location),
+                      max_length=int(meta["max_length"]), task_type=meta["task"]["task_type"],
+                      batch_size=int(meta.get("eval_batch_size", DEFAULT_BATCH_SIZE)))
