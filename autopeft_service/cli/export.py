@@ -6,6 +6,9 @@
 head, for LoRA (any per-layer ranks), (IA)^3 and prefix tuning with one length
 (``workers.export``). A configuration peft cannot express is refused with one line naming
 the part, exit 2; so are a missing or damaged artefact and a non-empty output folder.
+
+The cheap checks (the folder, its manifest, the output folder) run before torch and peft
+are imported (seconds), so a mistyped path is answered at once.
 """
 
 from __future__ import annotations
@@ -30,12 +33,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
+def preflight(artifact: Path, output: Path) -> None:
+    """The checks that need no torch: ``artifact`` is a folder with a readable manifest,
+    ``output`` is absent or an empty folder (``workers.export.export_peft`` checks them
+    again, and everything else).
+
+    Raises:
+        ArtifactError: the first check that fails, naming the path.
+    """
+    from autopeft_service.domain.artifact import ArtifactError, read_manifest
+
+    if not artifact.is_dir():
+        raise ArtifactError(f"{artifact}: no such artefact folder")
+    read_manifest(artifact)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ArtifactError(f"{output}: exists and is not an empty folder")
+
+
 def run(args: argparse.Namespace) -> int:
     """Export, or one line and exit 2."""
     from autopeft_service.domain.errors import AutopeftError
-    from workers.export import export_peft
 
     try:
+        preflight(args.artifact, args.output)
+        from workers.export import export_peft  # torch, transformers: seconds
+
         files = export_peft(args.artifact, args.output)
     except AutopeftError as error:
         fail(f"export: {error}", USAGE_ERROR)
