@@ -5,6 +5,9 @@ prefix tuning; every configuration peft cannot express is refused naming the par
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from transformers import AutoModel
 
 from autopeft_service.cli.main import main as cli_main
 from autopeft_service.domain import PeftConfig, TrainingSettings
+import workers.models
 from workers.artifact import load_classifier
 from workers.data import TokenizedCache
 from workers.export import ExportRefused, export_peft, load_peft_export, refusal
@@ -32,7 +36,13 @@ EXPORTABLE = {
 }
 
 
-def _artifact(tmp_path: Path, model: Path, config: dict) -> Path:
+#: Sentences and sentence pairs of the synthetic task's vocabulary.
+TEXTS: list[str | tuple[str, str]] = ["a b c d e f g", "b", "c d e",
+                                      "f g a b c d e f g a b c d e f"]
+PAIRS: list[str | tuple[str, str]] = [("a b c", "d e"), ("f", "g a b c d e f g")]
+
+
+def _artifact(tmp_path: Path, model: Path | str, config: dict) -> Path:
     runner = TrialRunner(cache=TokenizedCache(tmp_path / "cache"))
     request = TrialRequest(model=model, task="synthetic", config=PeftConfig.from_dict(config),
                            settings=SETTINGS, seed=1)
@@ -50,15 +60,20 @@ def test_peft_loads_the_export_and_gives_this_engines_logits(name, tmp_path,
     assert {"adapter_config.json", "adapter_model.safetensors", "autopeft_head.json",
             "autopeft_head.safetensors"} <= set(files)
     classifier = load_classifier(tiny_bert_path, artifact)
-    texts = ["a b c d e f g", "b", "c d e", "f g a b c d e f g a b c d e f"]
+    texts = TEXTS
     batch = classifier.tokenize(texts).batch(torch.arange(len(texts)))
     batch.pop("labels")
     with torch.no_grad():
         ours = classifier.model(**batch)
     exported = load_peft_export(tiny_bert_path, out)
-    theirs = exported.logits(batch["input_ids"], batch["attention_mask"],
-                             batch.get("token_type_ids"))
+    theirs = exported.logits_from_ids(batch["input_ids"], batch["attention_mask"],
+                                      batch.get("token_type_ids"))
     assert (ours - theirs).abs().max().item() <= 1e-5
+    # sentences, and pairs (second segment's token types), tokenised by the export itself
+    for sentences in (TEXTS, PAIRS):
+        expected = classifier.logits(sentences)
+        assert expected.shape == (len(sentences), 2)
+        assert (exported.logits(sentences) - expected).abs().max().item() <= 1e-5
     # the adapter is not a no-op: the backbone alone, with the same head, differs
     with torch.no_grad():
         hidden = AutoModel.from_pretrained(tiny_bert_path)(
@@ -115,3 +130,73 @@ def test_the_cli_exports_or_refuses_in_one_line_with_exit_2(tmp_path, tiny_bert_
     assert exit_.value.code == 2
     with pytest.raises(ExportRefused):
         export_peft(mixed, tmp_path / "no")
+
+
+def test_a_packaged_backbone_name_is_exported_as_a_folder_peft_loads(
+        tmp_path, tiny_bert_path, monkeypatch) -> None:
+    """An artefact trained on ``minilm`` (a packaged name, here standing for the tiny BERT)
+    names its folder in adapter_config.json: peft loads the base from it alone."""
+    from peft import AutoPeftModelForFeatureExtraction
+
+    monkeypatch.setattr(workers.models, "minilm_folder", lambda: tiny_bert_path)
+    artifact = _artifact(tmp_path, "minilm", EXPORTABLE["lora"])
+    assert json.loads((artifact / "manifest.json").read_text())["backbone"]["name"] == "minilm"
+    out = tmp_path / "peft"
+    export_peft(artifact, out)
+    base = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base == str(tiny_bert_path) and Path(base).is_dir()
+    peft_model = AutoPeftModelForFeatureExtraction.from_pretrained(str(out))
+    assert peft_model.peft_config["default"].r == 4
+    classifier = load_classifier("minilm", artifact)
+    exported = load_peft_export("minilm", out)
+    assert (exported.logits(TEXTS) - classifier.logits(TEXTS)).abs().max().item() <= 1e-5
+
+
+def test_a_hub_id_is_kept_as_the_base(monkeypatch) -> None:
+    from workers.export import loadable_base
+
+    monkeypatch.chdir(Path(__file__).parent)  # no folder of that name here
+    assert loadable_base("sentence-transformers/all-MiniLM-L6-v2") \
+        == "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _cli_without_torch(args: list[str]) -> tuple[int, list[str], set[str], float]:
+    """``autopeft ARGS`` in a fresh interpreter: exit status, stderr lines other than
+    ``-X importtime``'s, the top-level modules it imported, seconds."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "autopeft_service.cli",
+                           *args], capture_output=True, text=True, timeout=60)
+    seconds = time.monotonic() - started
+    lines = done.stderr.splitlines()
+    imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines
+                if line.startswith("import time:")}
+    return done.returncode, [line for line in lines if not line.startswith("import time:")], \
+        imported, seconds
+
+
+@pytest.mark.parametrize("case", ["missing", "no manifest"])
+def test_the_cli_refuses_a_missing_artefact_at_once_without_torch(case, tmp_path) -> None:
+    folder = tmp_path / "missing"
+    if case == "no manifest":
+        folder.mkdir()
+    code, err, imported, seconds = _cli_without_torch(
+        ["export", str(folder), "--format", "peft", "-o", str(tmp_path / "X")])
+    assert code == 2 and len(err) == 1 and err[0].startswith("autopeft: error: export: ")
+    assert str(folder) in err[0]
+    assert {"torch", "peft", "transformers"}.isdisjoint(imported)
+    assert "autopeft_service" in imported  # importtime did see the imports
+    assert seconds < 3, f"took {seconds:.1f} s"
+    assert not (tmp_path / "X").exists()
+
+
+def test_the_cli_refuses_a_full_output_folder_without_torch(tmp_path, tiny_bert_path) -> None:
+    artifact = _artifact(tmp_path, tiny_bert_path, EXPORTABLE["ia3"])
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("mine")
+    code, err, imported, _seconds = _cli_without_torch(
+        ["export", str(artifact), "--format", "peft", "-o", str(full)])
+    assert code == 2 and err == [f"autopeft: error: export: {full}: exists and is not an "
+                                 "empty folder"]
+    assert "torch" not in imported
+    assert [p.name for p in full.iterdir()] == ["keep.txt"]
