@@ -6,6 +6,7 @@ loopback; nothing here is a stand-in.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -13,9 +14,15 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+#: Files of a demo folder (``.autopeft/demo-<time>/``), beside the workers' logs.
+DEMO_DATABASE = "autopeft.db"
+DEMO_ARTIFACTS = "artifacts"
+DEMO_TOKENS = "tokens.json"
 
 
 def free_port() -> int:
@@ -47,6 +54,78 @@ def wait_for_health(base_url: str, timeout: float = 60.0,
         time.sleep(0.1)
 
 
+def new_token() -> str:
+    """A random bearer token (hex, not urlsafe: a token starting with "-" reads as an
+    option on a command line)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True)
+class DemoFolder:
+    """One demo's folder: its SQLite database, artefact store and bearer tokens.
+
+    Attributes:
+        path: the folder (``.autopeft/demo-<time>/``).
+    """
+
+    path: Path
+
+    @property
+    def database(self) -> Path:
+        return self.path / DEMO_DATABASE
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.database}"
+
+    @property
+    def artifact_dir(self) -> Path:
+        return self.path / DEMO_ARTIFACTS
+
+    @property
+    def tokens_file(self) -> Path:
+        return self.path / DEMO_TOKENS
+
+    @classmethod
+    def find(cls, path: Path) -> DemoFolder:
+        """The demo at ``path``: a demo folder, or a folder of them (``.autopeft/``: the
+        newest, by its ``demo-<time>`` name).
+
+        Raises:
+            FileNotFoundError: no demo database at ``path`` nor in a ``demo-*`` folder in it.
+        """
+        path = path.expanduser().resolve()
+        if (path / DEMO_DATABASE).is_file():
+            return cls(path)
+        demos = sorted(child for child in path.glob("demo-*")
+                       if (child / DEMO_DATABASE).is_file()) if path.is_dir() else []
+        if not demos:
+            raise FileNotFoundError(f"{path} holds no demo (no {DEMO_DATABASE} in it or in a "
+                                    "demo-* folder in it)")
+        return cls(demos[-1])
+
+    def save_tokens(self, client_token: str, worker_token: str) -> None:
+        """Write the demo's tokens (readable by the owner only), for ``serve --demo``."""
+        self.tokens_file.write_text(json.dumps({"client_token": client_token,
+                                                "worker_token": worker_token}) + "\n")
+        self.tokens_file.chmod(0o600)
+
+    def tokens(self) -> tuple[str, str]:
+        """The demo's (client, worker) tokens; a demo older than ``tokens.json`` gets new
+        ones, saved so that every later ``serve --demo`` uses the same.
+
+        Raises:
+            ValueError: ``tokens.json`` is not the JSON object this class writes.
+        """
+        if not self.tokens_file.is_file():
+            self.save_tokens(new_token(), new_token())
+        try:
+            data = json.loads(self.tokens_file.read_text())
+            return str(data["client_token"]), str(data["worker_token"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{self.tokens_file} is not a tokens file: {error}") from error
+
+
 class LocalServer:
     """``autopeft serve`` as a child process that can be killed and started again.
 
@@ -64,9 +143,8 @@ class LocalServer:
                  processes: int = 1, **settings: str) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        # hex, not urlsafe: a token starting with "-" reads as an option on a command line
-        self.client_token = client_token or secrets.token_hex(16)
-        self.worker_token = worker_token or secrets.token_hex(16)
+        self.client_token = client_token or new_token()
+        self.worker_token = worker_token or new_token()
         if "artifact_dir" not in settings and database_url.startswith("sqlite:///"):
             # artefacts beside the database file, not in whatever the current folder is
             settings["artifact_dir"] = str(Path(database_url.removeprefix("sqlite:///")
@@ -89,6 +167,11 @@ class LocalServer:
             start_new_session=True)  # its own process group: kill() reaches every process
         wait_for_health(self.base_url, process=self.process)
         return self
+
+    @property
+    def running(self) -> bool:
+        """True while the started server process is alive."""
+        return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
         """SIGKILL to the server's whole process group (with ``processes`` > 1, uvicorn's

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
         "A study spec's task_options are capped at 64 KiB, so 1 MiB leaves room.")
     artifact_dir: str = Field(
         ".autopeft/artifacts", description="Folder of the uploaded adapter artefacts (the "
-        "local artefact store); a named volume in docker-compose.")
+        "local artefact store; ``autopeft serve --artifact-dir`` sets it and creates it at "
+        "start); a named volume in docker-compose.")
     max_artifact_bytes: int = Field(
         2 * 1024**3, ge=1024, description="Largest artefact upload accepted (HTTP 413 above). "
         "Full fine-tuning of a base-size encoder stores ~0.5 GB; adapters a few MB.")
