@@ -7,6 +7,12 @@ smaller fidelity: ``FIDELITY``), shows progress (trials done/total, best score, 
 size, ETA) and ends with the Pareto front as a table. The default task is the project's
 synthetic task, so it needs no data and no network; ``--task glue:sst2 --data-dir DIR``
 (or ``csv:DIR``/``jsonl:DIR`` with columns) runs the same demo on real data.
+
+When the server is up it prints the dashboard's URL (``http://127.0.0.1:PORT/ui``) and the
+client token. The folder keeps the database (``autopeft.db``), the trained adapters
+(``artifacts/``), the tokens (``tokens.json``) and the logs; ``--keep-serving`` keeps the
+server up after the search until Ctrl-C, and ``autopeft serve --demo FOLDER`` serves a
+finished demo again with the same tokens.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopeft_service.cli.parser import USAGE_ERROR, fail
+from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 from autopeft_service.cli.trial import add_task_arguments, task_options
 from autopeft_service.domain.errors import AutopeftError
 
@@ -81,6 +87,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path(".autopeft"),
                         help="where the demo's database and logs go (default .autopeft/)")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="after the search, keep the server (dashboard, adapter "
+                        "downloads) up until Ctrl-C")
     parser.set_defaults(handler=run)
 
 
@@ -140,9 +149,7 @@ def reference_score(task: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from autopeft_service.cli.studies import watch_study
-    from autopeft_service.client import AutopeftClient
-    from autopeft_service.local import LocalServer, LocalWorkers
+    from autopeft_service.local import DemoFolder, LocalServer, LocalWorkers
 
     if args.trials < 1 or args.workers < 1:
         fail("demo: --trials and --workers must be at least 1", USAGE_ERROR)
@@ -150,23 +157,24 @@ def run(args: argparse.Namespace) -> int:
     folder = model_folder(model)
     workdir = (args.workdir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    demo = DemoFolder(workdir)
     started = time.monotonic()
     print(f"autopeft demo: server and {args.workers} workers on this machine; database and "
           f"logs in {workdir}", flush=True)
-    server = LocalServer(f"sqlite:///{workdir / 'autopeft.db'}", log=workdir / "server.log",
-                         long_poll_seconds="5")
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    server = LocalServer(demo.database_url, log=workdir / "server.log", long_poll_seconds="5",
+                         artifact_dir=str(demo.artifact_dir))
+    demo.save_tokens(server.client_token, server.worker_token)  # for `serve --demo`
     workers = LocalWorkers(server, workdir)
     try:
         server.start()
-        with AutopeftClient(server.base_url, server.client_token) as client:
-            study = client.submit(demo_spec(args, model, folder))  # ConfigError: bad folder
-            for index in range(args.workers):
-                workers.start(f"worker-{index}", "--threads", str(threads))
-            all_exited = threading.Event()
-            threading.Thread(target=_watch_workers, args=(workers, all_exited),
-                             daemon=True).start()
-            final = watch_study(client, study["id"], interval=1.0, stop=all_exited)
+        announce(server)
+        final = _search(args, server, workers, model, folder)
+        print(f"demo finished in {(time.monotonic() - started) / 60:.1f} min: "
+              f"{final['counts']['completed']} trials completed, {final['counts']['failed']} "
+              f"failed. Database: {demo.database}", flush=True)
+        if args.keep_serving:
+            workers.stop()
+            keep_serving(server, workdir)
     except AutopeftError as error:
         fail(f"demo: {error}")
     except KeyboardInterrupt:
@@ -181,10 +189,59 @@ def run(args: argparse.Namespace) -> int:
     finally:
         workers.stop()
         server.stop()
-    minutes = (time.monotonic() - started) / 60
-    print(f"demo finished in {minutes:.1f} min: {final['counts']['completed']} trials "
-          f"completed, {final['counts']['failed']} failed. Database: {workdir / 'autopeft.db'}")
+    print(f"serve it again (dashboard, adapter downloads): autopeft serve --demo {workdir}")
     return 0 if final["counts"]["completed"] else 1
+
+
+def announce(server: Any) -> None:
+    """Print where the dashboard is, the client token, and the CLI's environment."""
+    print(f"dashboard: {server.base_url}/ui (client token {server.client_token})")
+    print(f"command line: export AUTOPEFT_SERVER={server.base_url} "
+          f"AUTOPEFT_TOKEN={server.client_token}", flush=True)
+
+
+def _search(args: argparse.Namespace, server: Any, workers: Any, model: str,
+            folder: Path) -> dict[str, Any]:
+    """Submit the demo's study, start the workers and follow the study to its end.
+
+    Returns:
+        The final study (the API's JSON).
+
+    Raises:
+        AutopeftError: the server refused the study (e.g. the folder's config.json).
+        KeyboardInterrupt: Ctrl-C, or every worker exited before the study ended.
+    """
+    from autopeft_service.cli.studies import watch_study
+    from autopeft_service.client import AutopeftClient
+
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    with AutopeftClient(server.base_url, server.client_token) as client:
+        study = client.submit(demo_spec(args, model, folder))  # ConfigError: bad folder
+        for index in range(args.workers):
+            workers.start(f"worker-{index}", "--threads", str(threads))
+        all_exited = threading.Event()
+        threading.Thread(target=_watch_workers, args=(workers, all_exited),
+                         daemon=True).start()
+        return watch_study(client, study["id"], interval=1.0, stop=all_exited)
+
+
+def keep_serving(server: Any, workdir: Path, interval: float = 0.5) -> None:
+    """Keep the server up (workers stopped) until Ctrl-C.
+
+    Raises:
+        SystemExit: 1, the server exited by itself (its log's last line says why).
+    """
+    print(f"serving the results until Ctrl-C: dashboard {server.base_url}/ui "
+          f"(client token {server.client_token})", flush=True)
+    try:
+        while server.running:
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print("\nstopped serving")
+        return
+    log = workdir / "server.log"
+    last = (log.read_text(errors="replace").strip().splitlines() or ["(empty log)"])[-1]
+    fail(f"demo: the server exited while serving: {last} (log: {log})", RUNTIME_ERROR)
 
 
 def _watch_workers(workers: Any, all_exited: threading.Event, interval: float = 1.0) -> None:

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
 
 import pytest
 
 from autopeft_service.cli.demo import demo_spec
-from autopeft_service.client import backbone_dims_of
+from autopeft_service.client import AutopeftClient, backbone_dims_of
 from autopeft_service.domain.spaces import FAMILIES
 from autopeft_service.domain.study import StudySpec, check_new_study
-from tests.cli.test_studies import autopeft
+from autopeft_service.local import DemoFolder
+from tests.cli.test_studies import ROOT, autopeft
 
 
 def _args(space: str, **overrides: object) -> argparse.Namespace:
@@ -51,6 +64,19 @@ def test_demo_runs_a_search_on_another_family(backbone: str, tiny_bert_path: Pat
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "3 trials completed" in done.stdout
     assert "lora[" in done.stdout  # the Pareto table names LoRA configurations
+    # the dashboard's URL and the client token, printed once the server is up, are those
+    # the demo saved for `serve --demo`
+    url, token = dashboard_of(done.stdout)
+    demo = DemoFolder.find(tmp_path)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/ui", url) and token == demo.tokens()[0]
+    assert f"autopeft serve --demo {demo.path}" in done.stdout
+
+
+def dashboard_of(output: str) -> tuple[str, str]:
+    """The (URL, client token) of the demo's ``dashboard: URL (client token T)`` line."""
+    match = re.search(r"^dashboard: (\S+) \(client token (\S+)\)$", output, re.MULTILINE)
+    assert match, output
+    return match.group(1), match.group(2)
 
 
 SMOLLM2_CONFIG = {  # SmolLM2-135M-Instruct's config.json as workers.models converts it
@@ -79,3 +105,109 @@ def test_the_smollm2_demo_searches_all_seven_projections_at_its_fidelity(
                                      "search_space": {"kind": "lora"}})
     check_new_study(bare)
     assert bare.backbone_dims == SMOLLM2_DIMS and bare.space.num_layers == 30
+
+
+class Lines:
+    """A child process's stdout read line by line on a thread, with deadlines."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.seen: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line.rstrip("\n"))
+        self._queue.put(None)
+
+    def until(self, pattern: str, timeout: float) -> re.Match[str]:
+        """Read until a line matches ``pattern``; fails at the end of output or timeout."""
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._queue.get(timeout=max(0.01, end - time.monotonic()))
+            except queue.Empty:
+                line = None
+            if line is None:
+                pytest.fail(f"no line matching {pattern!r}; output:\n" + "\n".join(self.seen))
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    def rest(self, timeout: float = 30) -> str:
+        """Everything printed from here to the end of output."""
+        lines = []
+        end = time.monotonic() + timeout
+        while (line := self._queue.get(timeout=max(0.01, end - time.monotonic()))) is not None:
+            lines.append(line)
+        self.seen += lines
+        return "\n".join(lines)
+
+
+@contextmanager
+def spawn(*args: str) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
+    """``autopeft ARGS`` as a child process (output and errors read by ``Lines``), killed
+    at the end if still running."""
+    env = {**os.environ, "COLUMNS": "200"}
+    for name in ("AUTOPEFT_SERVER", "AUTOPEFT_TOKEN", "AUTOPEFT_DATABASE_URL",
+                 "AUTOPEFT_CLIENT_TOKENS", "AUTOPEFT_WORKER_TOKENS", "AUTOPEFT_ARTIFACT_DIR"):
+        env.pop(name, None)
+    process = subprocess.Popen([sys.executable, "-m", "autopeft_service.cli", *args],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        yield process, Lines(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(30)
+
+
+def _studies(url: str, token: str) -> list[dict]:
+    with AutopeftClient(url, token) as client:
+        return client.list_studies()
+
+
+def test_a_finished_demo_keeps_serving_and_serves_again(tiny_bert_path: Path,
+                                                        tmp_path: Path) -> None:
+    """``--keep-serving``: the dashboard and API stay up after the search until Ctrl-C;
+    ``serve --demo`` then serves the same studies, adapters and token again."""
+    with spawn("demo", "--space", "lora", "--model", str(tiny_bert_path), "--trials", "2",
+               "--initial-trials", "2", "--workers", "1", "--optimizer", "sobol",
+               "--epochs", "0.25", "--max-train-examples", "64", "--max-length", "24",
+               "--workdir", str(tmp_path), "--keep-serving") as (demo, lines):
+        url, token = lines.until(r"^dashboard: (\S+) \(client token (\S+)\)$",
+                                 timeout=60).groups()
+        lines.until(r"^demo finished in .*: 2 trials completed", timeout=240)
+        again = lines.until(r"^serving the results until Ctrl-C: dashboard (\S+) "
+                            r"\(client token (\S+)\)$", timeout=60)
+        assert again.groups() == (url, token)
+        base = url.removesuffix("/ui")
+        assert httpx.get(url, follow_redirects=True).status_code == 200  # the dashboard
+        (study,) = _studies(base, token)  # still served after the search
+        assert study["state"] == "completed"
+        time.sleep(1.0)
+        assert demo.poll() is None  # ... and still up
+        demo.send_signal(signal.SIGINT)
+        rest = lines.rest()
+        assert demo.wait(30) == 0, rest
+    assert "stopped serving" in rest and "Traceback" not in rest
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/v1/health", timeout=2)
+
+    # served again from the folder of demos (the newest), with the same client token
+    with spawn("serve", "--demo", str(tmp_path), "--port", "0") as (serve, lines):
+        address, served_token = lines.until(
+            r"^autopeft serve: listening on (\S+), dashboard .*, client token (\S+)$",
+            timeout=60).groups()
+        assert served_token == token
+        served = f"http://{address}"
+        assert [s["id"] for s in _studies(served, token)] == [study["id"]]
+        with AutopeftClient(served, token) as client:
+            trial = next(t for t in client.trials(study["id"]) if t["state"] == "completed")
+            manifest = client.download_artifact(study["id"], trial["number"],
+                                                tmp_path / "adapter")
+        assert manifest.peft_config.describe() == trial["config_description"]
