@@ -7,6 +7,8 @@ whole train split instead and scores dev only.
 ``TrialRunner`` keeps the pristine backbone and the tokenised data in memory, so the next
 trial of the same backbone and task only rebuilds the PEFT modules and the head.
 Same seed, same data and same hardware give the same result.
+Progress for people (phases, steps, examples scored) goes to a ``TrialObserver``
+(``workers.progress``); the runner itself draws and logs nothing.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from workers.data import (
     subsample,
 )
 from workers.peft import apply_peft, trainable_parameter_count
+from workers.progress import Phase, TrialObserver
 from workers.task_model import CausalLMModel, TaskModel
 
 
@@ -98,6 +101,8 @@ class TrialStopped(Exception):
 
 
 ProgressCallback = Callable[[TrialProgress], bool]
+#: Called with the examples of a split scored so far (see ``TrialRunner._eval_batches``).
+ScoredCallback = Callable[[int], None]
 #: Called with each rung score as it is taken; return False to stop the trial there.
 RungCallback = Callable[[RungScore], bool]
 
@@ -179,7 +184,8 @@ class TrialRunner:
             progress_every: int = 10, artifact_dir: str | Path | None = None,
             trial_info: dict[str, object] | None = None,
             early_stopping: EarlyStopping | None = None,
-            on_rung: RungCallback | None = None) -> TrialResult:
+            on_rung: RungCallback | None = None,
+            observer: TrialObserver | None = None) -> TrialResult:
         """Train and score one configuration.
 
         Args:
@@ -194,6 +200,10 @@ class TrialRunner:
             artifact_dir: when given, the trained adapter and head are written there as an
                 artefact (``workers.artifact``; the folder is replaced whole).
             trial_info: study and trial ids for the artefact's manifest.
+            observer: told each phase as it starts (``workers.progress.Phase``, in order),
+                then every training step and every scored batch (rung scoring is part of
+                training), and ``done`` at the end; for display only (it cannot stop the
+                trial).
 
         Returns:
             The trial's result (with ``request.hold_out`` False: ``held_out`` empty and
@@ -205,8 +215,11 @@ class TrialRunner:
             TrialStopped: ``progress`` asked to stop.
         """
         settings = request.settings
+        watch = observer if observer is not None else TrialObserver()
         load_start = time.perf_counter()
+        watch.phase(Phase.LOADING_DATA)
         self.task(request)  # bad task arguments fail before the model is loaded
+        watch.phase(Phase.LOADING_MODEL)
         backbone = self.backbone(request.model)
         if request.expected_dims is not None and backbone.dims != request.expected_dims:
             raise ModelError(
@@ -214,7 +227,9 @@ class TrialRunner:
                 f"backbone this worker loaded from {request.model} has "
                 f"{backbone.dims.model_dump()}: the parameter share would not be the "
                 "server's; fix the study's backbone_dims or the worker's model folder")
+        watch.phase(Phase.TOKENISING)
         data = self._prepare(request, backbone)
+        watch.phase(Phase.BUILDING)
         counts = count_parameters(request.config, backbone.dims)  # ConfigError: e.g. BitFit
         torch.manual_seed(request.seed)                          # on a bias-less backbone
         encoder = self.build_encoder(backbone, request.config)
@@ -236,13 +251,15 @@ class TrialRunner:
         train_start = time.perf_counter()
         steps, examples_seen, final_loss = self._train(
             model, data.fit, settings, request.seed, is_regression, progress, progress_every,
-            memory, rungs)
+            memory, rungs, watch)
         train_seconds = time.perf_counter() - train_start - rungs.seconds
 
         eval_start = time.perf_counter()
         held_out = ({} if data.held_out is None else
-                    self._evaluate(model, data.held_out, data.task, settings, is_regression))
-        dev = self._evaluate(model, data.dev, data.task, settings, is_regression)
+                    self._score(model, data.held_out, data.task, settings, is_regression,
+                                Phase.SCORING_HELD_OUT, watch))
+        dev = self._score(model, data.dev, data.task, settings, is_regression,
+                          Phase.SCORING_DEV, watch)
         eval_seconds = time.perf_counter() - eval_start
         memory.sample()
 
@@ -261,8 +278,10 @@ class TrialRunner:
             seed=request.seed, config_description=request.config.describe(),
             rungs=rungs.scores, rung_eval_seconds=rungs.seconds)
         if artifact_dir is not None:
+            watch.phase(Phase.SAVING)
             save_artifact(artifact_dir, model, backbone, request.config, data.task, settings,
                           result, trial_info)
+        watch.done()
         return result
 
     @staticmethod
@@ -286,8 +305,12 @@ class TrialRunner:
     def _train(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, settings: TrainingSettings,
                seed: int, is_regression: bool, progress: ProgressCallback | None,
                progress_every: int, memory: _PeakMemory,
-               rungs: _RungScorer | None = None) -> tuple[int, int, float]:
-        """Train in place; return (steps, examples seen, last loss)."""
+               rungs: _RungScorer | None = None,
+               observer: TrialObserver | None = None) -> tuple[int, int, float]:
+        """Train in place; return (steps, examples seen, last loss).
+
+        ``observer`` gets the training phase with its total steps, then every step.
+        """
         parameters = [p for p in model.parameters() if p.requires_grad]
         if not parameters:  # a causal-LM task has no new head: only PEFT modules train
             raise ConfigError("nothing to train: the configuration has no PEFT module and a "
@@ -300,6 +323,8 @@ class TrialRunner:
             optimizer, int(settings.warmup_ratio * total_steps), total_steps)
         generator = torch.Generator().manual_seed(seed)
         loss_fn: nn.Module = nn.MSELoss() if is_regression else nn.CrossEntropyLoss()
+        watch = observer if observer is not None else TrialObserver()
+        watch.phase(Phase.TRAINING, total_steps)
         model.train()
         step, seen, loss_value = 0, 0, float("nan")
         while step < total_steps:
@@ -325,6 +350,7 @@ class TrialRunner:
                 scheduler.step()
                 step += 1
                 memory.sample()
+                watch.advance(step, loss_value)
                 if progress is not None and (step % progress_every == 0 or step == total_steps):
                     if not progress(TrialProgress(step, total_steps, loss_value)):
                         raise TrialStopped(f"stopped at step {step} of {total_steps}")
@@ -332,21 +358,32 @@ class TrialRunner:
                     raise TrialStopped(f"stopped at rung (step {step} of {total_steps})")
         return step, seen, loss_value
 
+    def _score(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, task: TaskData,
+               settings: TrainingSettings, is_regression: bool, phase: Phase,
+               observer: TrialObserver) -> dict[str, float]:
+        """``_evaluate`` as the scoring ``phase``: ``observer`` gets the phase with the
+        split's size, then the examples scored after every batch."""
+        observer.phase(phase, len(data))
+        return self._evaluate(model, data, task, settings, is_regression, observer.advance)
+
     def _evaluate(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, task: TaskData,
-                  settings: TrainingSettings, is_regression: bool) -> dict[str, float]:
+                  settings: TrainingSettings, is_regression: bool,
+                  on_scored: ScoredCallback | None = None) -> dict[str, float]:
+        """The task's metrics of ``model`` on ``data``; ``on_scored`` as in ``_eval_batches``."""
         if isinstance(model, CausalLMModel):
-            return self.language_model_metrics(model, data, settings)
-        predictions = self.predict(model, data, settings, is_regression)
+            return self.language_model_metrics(model, data, settings, on_scored)
+        predictions = self.predict(model, data, settings, is_regression, on_scored)
         return compute_metrics(task.metrics, predictions.numpy(), data.labels.numpy())
 
     @torch.no_grad()
     def predict(self, model: TaskModel, data: TokenizedSplit, settings: TrainingSettings,
-                is_regression: bool) -> torch.Tensor:
+                is_regression: bool, on_scored: ScoredCallback | None = None) -> torch.Tensor:
         """Class indices (or values) of ``model`` on ``data``, in batches of
-        ``settings.eval_batch_size`` (what scoring uses; ``workers.artifact`` does the same)."""
+        ``settings.eval_batch_size`` (what scoring uses; ``workers.artifact`` does the same);
+        ``on_scored`` as in ``_eval_batches``."""
         model.eval()
         predictions = []
-        for batch in self._eval_batches(data, settings):
+        for batch in self._eval_batches(data, settings, on_scored):
             batch.pop("labels")
             output = model(**batch).float().cpu()
             predictions.append(output.squeeze(-1) if is_regression else output.argmax(-1))
@@ -355,12 +392,14 @@ class TrialRunner:
 
     @torch.no_grad()
     def language_model_metrics(self, model: CausalLMModel, data: TokenizedSplit,
-                               settings: TrainingSettings) -> dict[str, float]:
+                               settings: TrainingSettings,
+                               on_scored: ScoredCallback | None = None) -> dict[str, float]:
         """Mean log-likelihood per response token over ``data`` (every token weighs the
-        same) and the perplexity, exp(-log-likelihood)."""
+        same) and the perplexity, exp(-log-likelihood); ``on_scored`` as in
+        ``_eval_batches``."""
         model.eval()
         total, tokens = 0.0, 0
-        for batch in self._eval_batches(data, settings):
+        for batch in self._eval_batches(data, settings, on_scored):
             log_likelihoods = model.token_log_likelihoods(**batch)
             total += float(log_likelihoods.double().sum())
             tokens += log_likelihoods.numel()
@@ -370,12 +409,26 @@ class TrialRunner:
         log_likelihood = total / tokens
         return {"log_likelihood": log_likelihood, "perplexity": math.exp(-log_likelihood)}
 
-    def _eval_batches(self, data: TokenizedSplit, settings: TrainingSettings
+    def _eval_batches(self, data: TokenizedSplit, settings: TrainingSettings,
+                      on_scored: ScoredCallback | None = None
                       ) -> Iterator[dict[str, torch.Tensor]]:
-        """``data`` in order, in batches of ``settings.eval_batch_size``, on the device."""
+        """``data`` in order, in batches of ``settings.eval_batch_size``, on the device.
+
+        Args:
+            data: the split to score.
+            settings: gives the batch size.
+            on_scored: called once the caller is done with a batch (when it asks for the
+                next one, or the loop ends) with the examples scored so far; the last call
+                gets ``len(data)``.
+
+        Returns:
+            An iterator of device batches (labels included).
+        """
         for start in range(0, len(data), settings.eval_batch_size):
-            yield self._to_device(data.batch(torch.arange(
-                start, min(start + settings.eval_batch_size, len(data)))))
+            end = min(start + settings.eval_batch_size, len(data))
+            yield self._to_device(data.batch(torch.arange(start, end)))
+            if on_scored is not None:
+                on_scored(end)
 
     def _to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}

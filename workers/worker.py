@@ -18,6 +18,9 @@ Fault handling:
     belongs to that step): "stop" ends the trial there, pruned, and nothing
     more is reported. A score the server did not acknowledge (it was unreachable) goes
     again with every later heartbeat: the server takes it once per lease and rung;
+  * progress for people: each trial's phases, steps and examples scored (with an ETA) are
+    logged at INFO, one line per phase and at most one per ``PROGRESS_LOG_SECONDS``
+    (``workers.progress.LineProgress``); the heartbeats carry step and loss to the server;
   * artefacts (``uploads``): written by the runner, uploaded after the result was
     accepted, kept on disk and retried while the server cannot take them
     (``workers.uploads``); the result never waits on an upload.
@@ -43,10 +46,27 @@ from workers.client import (
     ServerUnavailable,
     default_worker_name,
 )
+from workers.progress import LineProgress
 from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
 from workers.uploads import PendingUploads
 
 log = logging.getLogger(__name__)
+
+#: Least seconds between two logged progress lines of one trial phase.
+PROGRESS_LOG_SECONDS = 30.0
+
+
+def progress_logger(trial_id: int) -> LineProgress:
+    """The observer that logs one trial's progress at INFO (``trial <id>: ...`` lines).
+
+    Args:
+        trial_id: the leased trial's id, prefixed to every line.
+
+    Returns:
+        A ``LineProgress`` writing through this module's logger.
+    """
+    return LineProgress(lambda line: log.info("%s", line), PROGRESS_LOG_SECONDS,
+                        prefix=f"trial {trial_id}")
 
 
 @dataclass
@@ -180,6 +200,7 @@ class Worker:
         delivered = False
         try:
             result = self.runner.run(request, progress=control.on_progress, progress_every=1,
+                                     observer=progress_logger(lease.trial_id),
                                      **rungs, **artifact)
         except TrialStopped:
             if control.stop_step is not None:
