@@ -1,6 +1,9 @@
 """``autopeft trial``: run one real fine-tuning trial and print its result as JSON.
 
-Imports the worker engine lazily: the server process never loads transformers.
+The JSON result alone goes to stdout; progress (phase, steps, examples scored, ETA) goes
+to stderr: live bars on a terminal, a few plain lines otherwise, nothing with ``--quiet``
+(``workers.progress``). Imports the worker engine lazily: the server process never loads
+transformers.
 """
 
 from __future__ import annotations
@@ -26,11 +29,45 @@ def _flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-#: CLI flags that override TrainingSettings fields (flag name == field name).
-SETTING_FLAGS: dict[str, Any] = {
-    "epochs": float, "batch_size": int, "learning_rate": float, "max_length": int,
-    "max_train_examples": int, "max_dev_examples": int, "held_out_fraction": float,
-    "pooling": str, "gradient_checkpointing": _flag,
+def _default(name: str) -> str:
+    """The ``TrainingSettings`` default of field ``name`` as help text shows it."""
+    value = TrainingSettings.model_fields[name].default
+    if value is None:
+        return "no cap"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _help(name: str, text: str) -> str:
+    """``text`` followed by the field's default (``%`` escaped for argparse)."""
+    return f"{text} (default: {_default(name)})".replace("%", "%%")
+
+
+#: CLI flags that override TrainingSettings fields (flag name == field name):
+#: name -> (argparse type, metavar, help).
+SETTING_FLAGS: dict[str, tuple[Any, str, str]] = {
+    "epochs": (float, "E", _help("epochs", "passes over the training split")),
+    "batch_size": (int, "B", _help("batch_size", "examples per training step")),
+    "learning_rate": (float, "LR", _help("learning_rate", "AdamW learning rate")),
+    "max_length": (int, "N", _help("max_length", "tokens per example (longer ones are "
+                                   "truncated)")),
+    "max_train_examples": (int, "N", _help(
+        "max_train_examples", "train on at most N examples (a fixed random subsample of the "
+        "train split minus the held-out part)")),
+    "max_held_out_examples": (int, "N", _help(
+        "max_held_out_examples", "score at most N held-out examples (the search objective's "
+        "split, held out of train)")),
+    "max_dev_examples": (int, "N", _help(
+        "max_dev_examples", "score at most N dev examples (a fixed random subsample; "
+        "reported, never selected on)")),
+    "held_out_fraction": (float, "F", _help(
+        "held_out_fraction", "share of the train split held out for the objective (then "
+        "capped at max-held-out-examples)")),
+    "pooling": (str, "{auto,mean,cls,last}", _help(
+        "pooling", "sentence vector for the head: mean, cls (first token), last (last real "
+        "token), auto (last on a decoder, mean on an encoder)")),
+    "gradient_checkpointing": (_flag, "BOOL", _help(
+        "gradient_checkpointing", "true: recompute activations in the backward pass (less "
+        "memory, about a third more compute)")),
 }
 
 
@@ -69,8 +106,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="write the trained adapter and head as an artefact folder")
-    for name, kind in SETTING_FLAGS.items():
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
+    for name, (kind, metavar, help_text) in SETTING_FLAGS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind,
+                            metavar=metavar, help=help_text)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress on stderr (stdout is the JSON result either way)")
     parser.set_defaults(handler=run)
 
 
@@ -102,18 +142,22 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the trial with progress on stderr; print the result as JSON on stdout."""
     try:
         config = PeftConfig.from_dict(read_json_file(args.config, "--config"))
         settings = settings_from_args(args)
     except ConfigError as error:
         fail(str(error), USAGE_ERROR)
+    from workers.progress import stderr_observer
     from workers.trial import TrialRequest, TrialRunner  # lazy: loads torch/transformers
 
     quiet_libraries()
     request = TrialRequest(model=args.model, task=args.task, config=config, settings=settings,
                            seed=args.seed, data_dir=args.data_dir, task_options=task_options(args))
     try:
-        result = TrialRunner(device=args.device).run(request, artifact_dir=args.save)
+        with stderr_observer(quiet=args.quiet) as observer:
+            result = TrialRunner(device=args.device).run(request, artifact_dir=args.save,
+                                                         observer=observer)
     except TrialError as error:
         fail(f"trial failed: {error}")
     except AutopeftError as error:
