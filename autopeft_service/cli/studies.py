@@ -183,6 +183,22 @@ def _console():  # type: ignore[no-untyped-def]
     return Console(highlight=False)
 
 
+#: Widest the studies table's name and task columns grow on a wide terminal.
+NAME_WIDTH, TASK_WIDTH = 40, 16
+
+
+def _clipped(text: str):  # type: ignore[no-untyped-def]
+    """A cell that stays on one line, cut with an ellipsis when its column is narrower.
+
+    The column itself stays wrappable (``no_wrap`` off) so that rich narrows it, and not the
+    short columns beside it, when the table is wider than the terminal; the cell's own
+    ``no_wrap`` then truncates instead of folding the text over several lines.
+    """
+    from rich.text import Text
+
+    return Text(text, no_wrap=True, overflow="ellipsis")
+
+
 def _score(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -235,13 +251,13 @@ def _pareto_table(pareto: dict[str, Any], title: str):  # type: ignore[no-untype
     table = Table(title=Text(title, style="bold"), caption=(
         f"hypervolume {pareto['hypervolume']:.4f} (reference: score "
         f"{reference.get('score', 0):g}, share {reference.get('param_share', 0):g} %)"))
-    table.add_column("#", justify="right")
-    table.add_column("configuration", overflow="fold")
-    table.add_column(f"held-out {_metric(trials)}", justify="right")
-    table.add_column("dev", justify="right")
-    table.add_column("params %", justify="right")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("configuration", overflow="ellipsis")  # the one column that narrows
+    table.add_column(f"held-out {_metric(trials)}", justify="right", no_wrap=True)
+    table.add_column("dev", justify="right", no_wrap=True)
+    table.add_column("params %", justify="right", no_wrap=True)
     for trial in trials:
-        table.add_row(str(trial["number"]), Text(trial["config_description"]),
+        table.add_row(str(trial["number"]), _clipped(trial["config_description"]),
                       _score(trial["objective"]), _score(trial["dev_score"]),
                       _share(trial["param_share"]))
     return table
@@ -429,7 +445,6 @@ def _download(client: Any, args: argparse.Namespace) -> int:
 def _studies(client: Any, args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
-    from rich.text import Text
 
     from autopeft_service.client import ended_trials
 
@@ -440,19 +455,21 @@ def _studies(client: Any, args: argparse.Namespace) -> int:
     if not studies:
         print("no studies yet (start one with: autopeft submit SPEC.yaml)")
         return 0
-    table = Table(title=f"{len(studies)} studies", box=box.SIMPLE_HEAD, show_edge=False)
+    # two spaces between columns, none at the edges: the name keeps what 80 columns leave
+    table = Table(title=f"{len(studies)} studies", box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True, pad_edge=False)
     table.add_column("id", justify="right", no_wrap=True)
-    table.add_column("name", overflow="fold")
+    table.add_column("name", overflow="ellipsis", max_width=NAME_WIDTH)
     table.add_column("state", no_wrap=True)
-    table.add_column("task", overflow="fold")
+    table.add_column("task", overflow="ellipsis", max_width=TASK_WIDTH)
     table.add_column("done", justify="right", no_wrap=True)
     table.add_column("best", justify="right", no_wrap=True)
     table.add_column("Pareto", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)
     for study in studies:
         best = study.get("best")
-        table.add_row(str(study["id"]), Text(study["name"]), study["state"],
-                      Text(study["spec"]["task"]),
+        table.add_row(str(study["id"]), _clipped(study["name"]), study["state"],
+                      _clipped(study["spec"]["task"]),
                       f"{ended_trials(study)}/{study['total_trials']}",
                       _score(best["objective"]) if best else "-", str(study["pareto_size"]),
                       datetime.fromtimestamp(study["created_at"]).strftime("%m-%d %H:%M"))

@@ -37,7 +37,7 @@ def autopeft(*args: str, env: dict[str, str] | None = None,
     base = {k: v for k, v in os.environ.items()
             if k not in ("AUTOPEFT_SERVER", "AUTOPEFT_TOKEN", "TTY_INTERACTIVE",
                          "TTY_COMPATIBLE", "FORCE_COLOR")}
-    base.update(COLUMNS="200", **(env or {}))
+    base.update({"COLUMNS": "200", **(env or {})})
     return subprocess.run([sys.executable, "-m", "autopeft_service.cli", *args], cwd=ROOT,
                           env=base, capture_output=True, text=True, timeout=timeout,
                           check=False)
@@ -242,3 +242,58 @@ def test_progress_line_counts_trials_stopped_early() -> None:
     line = _progress_line({"counts": counts, "total_trials": 10, "best": {"objective": 0.9},
                            "pareto_size": 2})
     assert line.startswith("7/10 trials done, 2 running, 1 queued, 4 stopped early")
+
+
+LONG_NAME = ("sst2 on MiniLM-L6, the autopeft family, 200 trials at 1,000 training sentences "
+             "of 32 tokens, three seeds")
+
+
+def _table_rows(output: str) -> list[str]:
+    """The body rows of a rich table printed without edges (below the header's rule)."""
+    lines = output.splitlines()
+    rule = next(i for i, line in enumerate(lines) if line.strip().startswith("─"))
+    return [line for line in lines[rule + 1:] if line.strip()]
+
+
+def test_studies_fit_80_columns_one_line_a_study(server: ServerThread) -> None:
+    """A long name was folded over six lines; now it is cut with an ellipsis."""
+    with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
+        study_id = client.submit(small_spec(name=LONG_NAME))["id"]
+        client.cancel(study_id)
+        count = len(client.list_studies())
+    listed = autopeft("studies", *at(server), env={"COLUMNS": "80"})
+    assert listed.returncode == 0, listed.stderr
+    assert max(len(line) for line in listed.stdout.splitlines()) <= 80, listed.stdout
+    rows = _table_rows(listed.stdout)
+    assert len(rows) == count, listed.stdout  # no study spans two lines
+    (row,) = [r for r in rows if r.split()[0] == str(study_id)]
+    assert LONG_NAME[:15] in row and "…" in row and "cancelled" in row, row
+    # a wide terminal shows up to NAME_WIDTH characters of it
+    from autopeft_service.cli.studies import NAME_WIDTH
+
+    wide = autopeft("studies", *at(server), env={"COLUMNS": "400"}).stdout
+    assert f"{LONG_NAME[:NAME_WIDTH - 1]}…" in wide
+
+
+def test_the_pareto_table_fits_80_columns() -> None:
+    from rich.console import Console
+
+    from autopeft_service.cli.studies import _pareto_table
+
+    long = ("serial@ffn[18/25/35/44/53x5] + prefix[14/18/26/35/45/54x6] + "
+            "lora[7/9/13/17/22/27x6:query,value] + bitfit[4 layers]")
+    pareto = {"hypervolume": 1.5, "reference_point": {"score": 0.5, "param_share": 10.0},
+              "trials": [{"number": n, "config_description": d, "objective": 0.9,
+                          "dev_score": 0.85, "param_share": 0.123,
+                          "result": {"metric": "accuracy"}}
+                         for n, d in ((12, long), (3, "lora[8x6:query,value]"))]}
+    console = Console(width=80, record=True, highlight=False)
+    console.print(_pareto_table(pareto, "study 1: Pareto front, 2 trials"))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    assert len(rows) == 2, text  # one line a trial
+    assert rows[0].startswith("│ 12 │ serial@ffn[18/25/35/44/53x5] +") and "…" in rows[0]
+    assert rows[0].endswith(" 0.9000 │ 0.8500 │    0.123 │")  # numbers whole
+    assert "held-out accuracy" in text
+    assert "lora[8x6:query,value]" in rows[1]
