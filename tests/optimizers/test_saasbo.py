@@ -301,7 +301,7 @@ def test_fast_single_candidate_values_equal_botorch_qlognehvi() -> None:
 
 
 def test_factory_builds_saasbo_and_rejects_bad_settings() -> None:
-    base = {"name": "s", "backbone": "b", "task": "t", "backbone_dims": DIMS.model_dump(),
+    base = {"name": "s", "backbone": "b", "task": "synthetic", "backbone_dims": DIMS.model_dump(),
             "search_space": {"kind": "autopeft"},
             "budget": {"total_trials": 40, "initial_trials": 10},
             "reference_point": {"score": 0.5, "param_share": 3.0}}

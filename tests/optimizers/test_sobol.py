@@ -50,7 +50,7 @@ def test_exhausted_space_raises() -> None:
 
 
 def test_factory_rejects_unknown_names_and_settings() -> None:
-    base = {"name": "s", "backbone": "b", "task": "t",
+    base = {"name": "s", "backbone": "b", "task": "synthetic",
             "search_space": {"num_layers": 6, "hidden_size": 384}}
     assert make_optimizer(StudySpec.model_validate({**base, "optimizer": {"name": "sobol"}})
                           ).name == "sobol"

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autopeft_service.domain.errors import DataError
+from autopeft_service.domain.task_name import canonical_glue_name
 from workers.data.task import Example, TaskData, TaskType
 
 __all__ = ["GLUE_TASKS", "GlueTaskSpec", "glue_task_names", "load_glue", "resolve_glue_task"]
@@ -91,21 +92,7 @@ GLUE_TASKS: dict[str, GlueTaskSpec] = {
 }
 """Canonical GLUE task name -> its storage and scoring spec."""
 
-# Extra spellings, compared after lower-casing and removing "-", "_" and spaces.
-_ALIASES = {
-    "mnlim": "mnli",
-    "mnlimatched": "mnli",
-    "mnlimm": "mnli-mm",
-    "mnlimismatched": "mnli-mm",
-    "sst": "sst2",
-    "sts": "stsb",
-}
-
 STSB_RANGE = (0.0, 5.0)
-
-
-def _normalise(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch not in "-_ ")
 
 
 def glue_task_names() -> tuple[str, ...]:
@@ -128,14 +115,7 @@ def resolve_glue_task(task: str) -> GlueTaskSpec:
     Raises:
         DataError: If the name is not a GLUE task; the message lists the known ones.
     """
-    key = _normalise(task)
-    by_key = {_normalise(name): name for name in GLUE_TASKS}
-    canonical = by_key.get(key) or _ALIASES.get(key)
-    if canonical is None:
-        raise DataError(
-            f"unknown GLUE task {task!r}; known tasks: {', '.join(glue_task_names())}"
-        )
-    return GLUE_TASKS[canonical]
+    return GLUE_TASKS[canonical_glue_name(task)]
 
 
 def _task_dir(spec: GlueTaskSpec, data_dir: Path) -> Path:

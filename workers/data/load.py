@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from autopeft_service.domain.errors import DataError
+from autopeft_service.domain.task_name import TASK_FORMS, parse_hub_name, parse_task
 from workers.data.files import load_files
 from workers.data.glue import load_glue
 from workers.data.hub import load_hub
@@ -40,46 +41,6 @@ from workers.data.synthetic_lm import load_synthetic_lm
 from workers.data.task import TaskData
 
 __all__ = ["TASK_FORMS", "load_task", "parse_hub_name"]
-
-TASK_FORMS = (
-    "glue:<name>",
-    "synthetic",
-    "csv:<dir>",
-    "jsonl:<dir>",
-    "hf:<name>",
-    "hf:<name>/<config>",
-    "lm:<dir>",
-    "synthetic-lm",
-)
-
-
-def parse_hub_name(spec: str) -> tuple[str, str | None]:
-    """Split the part after ``hf:`` into dataset name and configuration.
-
-    Args:
-        spec: ``name``, ``name/config``, ``owner/name/config`` or ``owner/name:config``.
-
-    Returns:
-        ``(name, config)``; ``config`` is ``None`` when absent or empty.
-
-    Raises:
-        DataError: If the name is empty or has more than three ``/``-separated parts.
-    """
-    if ":" in spec:
-        name, _, config = spec.partition(":")
-    else:
-        parts = spec.split("/")
-        if len(parts) > 3:
-            raise DataError(
-                f"task 'hf:{spec}': expected hf:<name>, hf:<name>/<config> or "
-                "hf:<owner>/<name>/<config>"
-            )
-        name, config = ("/".join(parts[:-1]), parts[-1]) if len(parts) > 1 else (spec, "")
-    name, config = name.strip(), config.strip()
-    if not name or "" in name.split("/"):
-        raise DataError(f"task 'hf:{spec}': the dataset name is empty")
-    return name, config or None
-
 
 def _reject_column_options(task: str, **options: object) -> None:
     given = [name for name, value in options.items() if value is not None]
@@ -114,18 +75,17 @@ def load_task(
         DataError: On an unknown form (the message lists the forms), a missing data
             directory, or any problem of the underlying loader.
     """
+    parsed = parse_task(task)  # DataError: unknown form, GLUE name or bad hub name
     text = task.strip()
-    prefix, sep, rest = text.partition(":")
-    prefix = prefix.lower()
     columns = {"text_columns": text_columns, "label_column": label_column,
                "task_type": task_type}
-    if text.lower() == "synthetic":
+    if parsed.kind == "synthetic":
         _reject_column_options(text, **columns)
         return load_synthetic()
-    if text.lower() == "synthetic-lm":
+    if parsed.kind == "synthetic-lm":
         _reject_column_options(text, **columns)
         return load_synthetic_lm()
-    if sep and prefix == "glue":
+    if parsed.kind == "glue":
         _reject_column_options(text, **columns)
         glue_dir = data_dir if data_dir is not None else os.environ.get("AUTOPEFT_GLUE_DIR")
         if not glue_dir:
@@ -133,20 +93,17 @@ def load_task(
                 f"task {text!r}: give data_dir (the folder holding the GLUE task folders) "
                 "or set AUTOPEFT_GLUE_DIR"
             )
-        return load_glue(rest.strip(), glue_dir)
-    if sep and prefix in ("csv", "jsonl", "lm"):
-        if not rest.strip():
-            raise DataError(f"task {text!r}: give the directory, e.g. {prefix}:path/to/dir")
-        folder = Path(rest.strip()).expanduser()
+        return load_glue(parsed.argument, glue_dir)
+    if parsed.kind in ("csv", "jsonl", "lm"):
+        folder = Path(parsed.argument).expanduser()
         if not folder.is_absolute() and data_dir is not None:
             folder = Path(data_dir).expanduser() / folder
-        if prefix == "lm":
+        if parsed.kind == "lm":
             _reject_column_options(text, **columns)
             return load_lm(folder)
-        return load_files(folder, prefix, text_columns=text_columns,  # type: ignore[arg-type]
+        return load_files(folder, parsed.kind, text_columns=text_columns,
                           label_column=label_column, task_type=task_type)
-    if sep and prefix == "hf":
-        name, config = parse_hub_name(rest)
-        return load_hub(name, config, text_columns=text_columns, label_column=label_column,
-                        task_type=task_type)
-    raise DataError(f"unknown task {task!r}; use one of: {', '.join(TASK_FORMS)}")
+    name, config = parse_hub_name(parsed.argument)
+    return load_hub(name, config, text_columns=text_columns, label_column=label_column,
+                    task_type=task_type)
+
