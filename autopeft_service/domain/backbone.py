@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from autopeft_service.domain.errors import ConfigError
 
@@ -46,18 +46,19 @@ class BackboneDims(BaseModel):
             default an encoder's ``7 * hidden + ffn``; 0 where the layers have no biases.
     """
 
+    # Bounds far above any real model's, so that no size overflows the counts downstream.
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    num_layers: int = Field(gt=0)
-    hidden_size: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    ffn_size: int = Field(gt=0)
-    total_parameters: int = Field(gt=0)
+    num_layers: StrictInt = Field(gt=0, le=4096)
+    hidden_size: StrictInt = Field(gt=0, le=65_536)
+    num_heads: StrictInt = Field(gt=0, le=65_536)
+    ffn_size: StrictInt = Field(gt=0, le=1_048_576)
+    total_parameters: StrictInt = Field(gt=0, le=10**14)
     model_type: str = Field("bert", min_length=1, max_length=50)
-    num_kv_heads: int = Field(0, ge=0, description="0: as many as num_heads.")
-    head_dim: int = Field(0, ge=0, description="0: hidden_size // num_heads.")
-    gated_ffn: bool = False
-    layer_bias_parameters: int = Field(-1, ge=-1, description="-1: 7 * hidden + ffn.")
+    num_kv_heads: StrictInt = Field(0, ge=0, le=65_536, description="0: as many as num_heads.")
+    head_dim: StrictInt = Field(0, ge=0, le=65_536, description="0: hidden_size // num_heads.")
+    gated_ffn: StrictBool = False
+    layer_bias_parameters: StrictInt = Field(-1, ge=-1, le=10**12, description="-1: 7 * hidden + ffn.")
 
     @model_validator(mode="before")
     @classmethod

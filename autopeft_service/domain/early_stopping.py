@@ -34,7 +34,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.validation import FieldError
 
@@ -56,13 +56,13 @@ class EarlyStopping(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rule: EarlyStoppingRule = Field("none", description="none (default) or moasha.")
-    rungs: tuple[float, ...] = Field(
+    rungs: tuple[StrictFloat, ...] = Field(
         (), max_length=MAX_RUNGS, description="Fractions of each trial's training steps at "
         "which it is scored, strictly increasing, each in (0, 1). With rule moasha and none "
         "given: one rung at 1/eta (measured: earlier rungs predict the end poorly).")
-    eta: float = Field(3.0, ge=1.5, le=100, description="Reduction factor: at each rung about "
+    eta: StrictFloat = Field(3.0, ge=1.5, le=100, description="Reduction factor: at each rung about "
                        "1/eta of the trials that reached it go on.")
-    rung_examples: int = Field(
+    rung_examples: StrictInt = Field(
         500, ge=1, le=MAX_RUNG_EXAMPLES, description="Held-out examples scored at a rung (the "
         "first ones of the held-out split, the same for every trial): caps the cost of rung "
         "evaluation.")

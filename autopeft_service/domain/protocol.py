@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, field_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.early_stopping import MAX_RUNGS, EarlyStopping
@@ -28,7 +28,7 @@ class _Body(StorableInput):
 
 class LeaseRequest(_Body):
     worker: str = Field(min_length=1, max_length=200, description="Worker name (host:gpu).")
-    wait_seconds: float | None = Field(
+    wait_seconds: StrictFloat | None = Field(
         None, ge=0, le=60, description="Long-poll at most this long (the server caps it).")
 
 
@@ -87,5 +87,5 @@ class ResultIn(_Body):
 class FailureIn(_Body):
     token: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=10_000)
-    retry: bool = Field(True, description="False: the configuration itself is bad.")
-    preempted: bool = Field(False, description="Worker stopped: requeue without an attempt.")
+    retry: StrictBool = Field(True, description="False: the configuration itself is bad.")
+    preempted: StrictBool = Field(False, description="Worker stopped: requeue without an attempt.")

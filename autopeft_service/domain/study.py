@@ -5,10 +5,19 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.early_stopping import EarlyStopping
+from autopeft_service.domain.errors import DataError
 from autopeft_service.domain.peft_config import LoraTarget
 from autopeft_service.domain.spaces import (
     MAX_SIZE,
@@ -17,6 +26,7 @@ from autopeft_service.domain.spaces import (
     default_sizes,
 )
 from autopeft_service.domain.spaces.unified import unified_sizes
+from autopeft_service.domain.task_name import parse_task
 from autopeft_service.domain.trial import MAX_SEED, TrainingSettings
 from autopeft_service.domain.validation import FieldError, StorableInput, bounded_json
 
@@ -65,14 +75,14 @@ class _Spec(BaseModel):
 class Budget(_Spec):
     """How many trials, how many of them quasi-random, how many at once."""
 
-    total_trials: int = Field(20, ge=1, le=100_000, description="Trials the study runs in all.")
-    initial_trials: int = Field(
+    total_trials: StrictInt = Field(20, ge=1, le=100_000, description="Trials the study runs in all.")
+    initial_trials: StrictInt = Field(
         8, ge=1, le=100_000, description="Quasi-random (Sobol) trials before the model is used.")
-    max_parallel: int = Field(
+    max_parallel: StrictInt = Field(
         4, ge=1, le=10_000, description="Trials kept ready or running at once.")
-    max_attempts: int = Field(
+    max_attempts: StrictInt = Field(
         3, ge=1, le=100, description="Leases a trial gets before it is marked failed.")
-    stop_after_failures: int = Field(
+    stop_after_failures: StrictInt = Field(
         3, ge=0, le=100_000, description="End the study (state failed, with the reason) once "
         "this many trials failed for one same reason while none completed: a backbone or data "
         "that no worker can load fails every trial alike. 0: never.")
@@ -83,7 +93,7 @@ class OptimizerSpec(_Spec):
 
     name: str = Field("saasbo", min_length=1, max_length=40,
                       description="saasbo (default), sobol or random.")
-    seed: int = Field(0, ge=0, le=MAX_SEED,
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED,
                       description="Seed of the quasi-random sequence and the model.")
     settings: dict[str, Any] = Field(
         default_factory=dict, description="Optimiser-specific settings "
@@ -98,8 +108,8 @@ class OptimizerSpec(_Spec):
 class ReferencePoint(_Spec):
     """Hypervolume reference: the worst score and largest share still worth anything."""
 
-    score: float = Field(0.0, ge=-1e9, le=1e9, description="Score floor (e.g. 0 for accuracy).")
-    param_share: float = Field(
+    score: StrictFloat = Field(0.0, ge=-1e9, le=1e9, description="Score floor (e.g. 0 for accuracy).")
+    param_share: StrictFloat = Field(
         10.0, gt=0, le=1e6, description="Share ceiling, percent of the backbone's parameters.")
 
 
@@ -107,8 +117,12 @@ class ReferencePoint(_Spec):
 ParamShareCount = Literal["deployed", "trainable"]
 
 
+def _valid_hidden_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_SIZE
+
+
 def _hidden_size(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_SIZE:
+    if not _valid_hidden_size(value):
         raise FieldError("search_space.hidden_size", f"must be an integer from 1 to {MAX_SIZE}, "
                          f"got {value!r}")
     return value
@@ -129,6 +143,8 @@ def _space_shorthands(space: Any, dims: Any) -> Any:
     hidden = space.pop("hidden_size", None)
     if hidden is None and dims_map is not None and kind in ("autopeft", "unified"):
         hidden = dims_map.get("hidden_size")
+        if not _valid_hidden_size(hidden):
+            hidden = None  # BackboneDims reports it, at backbone_dims.hidden_size
     if hidden is not None and kind in ("autopeft", "unified"):
         hidden = _hidden_size(hidden)
         names = (("serial_adapter_sizes", "parallel_adapter_sizes", "prefix_lengths")
@@ -189,7 +205,7 @@ class StudySpec(_Spec, StorableInput):
     early_stopping: EarlyStopping = Field(
         default_factory=EarlyStopping, description="Rungs at which trials are scored early, "
         "and the rule that stops those that cannot reach the front (default: none).")
-    seed: int = Field(0, ge=0, le=MAX_SEED,
+    seed: StrictInt = Field(0, ge=0, le=MAX_SEED,
                       description="Training seed of every trial (fair comparison).")
     kind: Literal["autopeft"] = "autopeft"
 
@@ -210,6 +226,24 @@ class StudySpec(_Spec, StorableInput):
     def space(self) -> SearchSpaceBase:
         """The search space (the contract of ``domain.spaces``)."""
         return self.search_space
+
+    @field_validator("name", "backbone")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank (only spaces)")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        """The task string's form and GLUE name are checked here, so that a misspelt task is
+        refused at submit rather than failed by every worker (folders are the workers')."""
+        try:
+            parse_task(value)
+        except DataError as error:
+            raise ValueError(str(error)) from None
+        return value
 
     @field_validator("task_options")
     @classmethod

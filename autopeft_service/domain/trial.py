@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from autopeft_service.domain.early_stopping import MAX_RUNGS
 from autopeft_service.domain.validation import parse_model
@@ -32,29 +32,29 @@ class TrainingSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    epochs: float = Field(1.0, gt=0, le=100, description="Passes over the training split.")
-    batch_size: int = Field(32, gt=0, le=4096)
-    eval_batch_size: int = Field(128, gt=0, le=8192)
-    learning_rate: float = Field(1e-3, gt=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0, lt=1)
-    warmup_ratio: float = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
-    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
-    max_length: int = Field(128, ge=8, le=4096, description="Tokens per example (truncation).")
+    epochs: StrictFloat = Field(1.0, gt=0, le=100, description="Passes over the training split.")
+    batch_size: StrictInt = Field(32, gt=0, le=4096)
+    eval_batch_size: StrictInt = Field(128, gt=0, le=8192)
+    learning_rate: StrictFloat = Field(1e-3, gt=0, lt=1)
+    weight_decay: StrictFloat = Field(0.0, ge=0, lt=1)
+    warmup_ratio: StrictFloat = Field(0.06, ge=0, lt=1, description="Linear warm-up share of steps.")
+    max_grad_norm: StrictFloat = Field(1.0, gt=0, le=1e6)
+    max_length: StrictInt = Field(128, ge=8, le=4096, description="Tokens per example (truncation).")
     pooling: Pooling = Field(
         "auto", description="Sentence vector for the head: mean, cls (first token), last (last "
         "real token) or auto (last on a decoder, mean on an encoder).")
-    gradient_checkpointing: bool = Field(
+    gradient_checkpointing: StrictBool = Field(
         False, description="Recompute layer activations in the backward pass instead of "
         "keeping them: less memory, about a third more compute.")
-    head_dropout: float = Field(0.1, ge=0, lt=1)
-    held_out_fraction: float = Field(
+    head_dropout: StrictFloat = Field(0.1, ge=0, lt=1)
+    held_out_fraction: StrictFloat = Field(
         0.1, gt=0, lt=1, description="Share of train held out as the search objective's split.")
-    max_held_out_examples: int | None = Field(1000, gt=0, le=MAX_EXAMPLES)
-    max_train_examples: int | None = Field(
+    max_held_out_examples: StrictInt | None = Field(1000, gt=0, le=MAX_EXAMPLES)
+    max_train_examples: StrictInt | None = Field(
         None, gt=0, le=MAX_EXAMPLES,
         description="Subsample the remaining train split to this many examples.")
-    max_dev_examples: int | None = Field(None, gt=0, le=MAX_EXAMPLES)
-    data_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the held-out split and subsampling "
+    max_dev_examples: StrictInt | None = Field(None, gt=0, le=MAX_EXAMPLES)
+    data_seed: StrictInt = Field(0, ge=0, le=MAX_SEED, description="Seed of the held-out split and subsampling "
                            "(fixed across trials so all trials score on the same split).")
 
     @classmethod
@@ -68,12 +68,12 @@ class RungScore(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    rung: int = Field(ge=0, lt=MAX_RUNGS, description="Index into early_stopping.rungs.")
-    step: int = Field(ge=1, le=10**12, description="Training step the score was taken at.")
-    score: float = Field(ge=-1e9, le=1e9, description="The objective metric on the rung's "
+    rung: StrictInt = Field(ge=0, lt=MAX_RUNGS, description="Index into early_stopping.rungs.")
+    step: StrictInt = Field(ge=1, le=10**12, description="Training step the score was taken at.")
+    score: StrictFloat = Field(ge=-1e9, le=1e9, description="The objective metric on the rung's "
                          "held-out examples.")
-    examples: int = Field(ge=0, le=10**12, description="Held-out examples scored.")
-    eval_seconds: float = Field(0.0, ge=0, le=1e9, description="Seconds the scoring took.")
+    examples: StrictInt = Field(ge=0, le=10**12, description="Held-out examples scored.")
+    eval_seconds: StrictFloat = Field(0.0, ge=0, le=1e9, description="Seconds the scoring took.")
 
 
 class TrialResult(BaseModel):
@@ -91,30 +91,30 @@ class TrialResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     metric: str = Field(min_length=1, max_length=100)
-    objective: float = Field(ge=-1e9, le=1e9)
-    held_out: dict[str, float] = Field(max_length=64)
-    dev: dict[str, float] = Field(max_length=64)
-    dev_score: float = Field(ge=-1e9, le=1e9)
-    trainable_parameters: int = Field(ge=0, le=10**15)
-    trainable_percent: float = Field(ge=0, le=1e6)
-    deployed_parameters: int = Field(ge=0, le=10**15)
-    deployed_percent: float | None = Field(
+    objective: StrictFloat = Field(ge=-1e9, le=1e9)
+    held_out: dict[str, StrictFloat] = Field(max_length=64)
+    dev: dict[str, StrictFloat] = Field(max_length=64)
+    dev_score: StrictFloat = Field(ge=-1e9, le=1e9)
+    trainable_parameters: StrictInt = Field(ge=0, le=10**15)
+    trainable_percent: StrictFloat = Field(ge=0, le=1e6)
+    deployed_parameters: StrictInt = Field(ge=0, le=10**15)
+    deployed_percent: StrictFloat | None = Field(
         None, ge=0, le=1e6, description="Deployed parameters in percent of the backbone (the "
         "default share objective); absent from results of older workers.")
-    head_parameters: int = Field(ge=0, le=10**15)
-    train_seconds: float = Field(ge=0, le=1e9)
-    eval_seconds: float = Field(ge=0, le=1e9)
-    load_seconds: float = Field(ge=0, le=1e9)
-    steps: int = Field(ge=0, le=10**12)
-    train_examples: int = Field(ge=0, le=10**12)
-    examples_per_second: float = Field(ge=0, le=1e12)
-    final_loss: float = Field(ge=-1e12, le=1e12)
-    peak_memory_mb: float = Field(ge=0, le=1e12)
+    head_parameters: StrictInt = Field(ge=0, le=10**15)
+    train_seconds: StrictFloat = Field(ge=0, le=1e9)
+    eval_seconds: StrictFloat = Field(ge=0, le=1e9)
+    load_seconds: StrictFloat = Field(ge=0, le=1e9)
+    steps: StrictInt = Field(ge=0, le=10**12)
+    train_examples: StrictInt = Field(ge=0, le=10**12)
+    examples_per_second: StrictFloat = Field(ge=0, le=1e12)
+    final_loss: StrictFloat = Field(ge=-1e12, le=1e12)
+    peak_memory_mb: StrictFloat = Field(ge=0, le=1e12)
     device: str = Field(max_length=100)
-    seed: int = Field(ge=0, le=MAX_SEED)
+    seed: StrictInt = Field(ge=0, le=MAX_SEED)
     config_description: str = Field(max_length=10_000)
     rungs: list[RungScore] = Field(
         default_factory=list, max_length=MAX_RUNGS,
         description="Scores at the study's rungs (none when it names no rungs).")
-    rung_eval_seconds: float = Field(
+    rung_eval_seconds: StrictFloat = Field(
         0.0, ge=0, le=1e9, description="Seconds spent scoring rungs (not in train_seconds).")

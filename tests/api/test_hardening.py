@@ -346,3 +346,93 @@ def test_a_lease_carries_a_bounded_body(http: httpx.Client) -> None:
     lease = _lease(http)
     assert lease["task_options"]["blob"] == blob
     assert len(json.dumps(lease).encode()) < 80 * 1024
+
+
+# ------------------------------------------------- second pass: strict types and locations
+
+
+@pytest.mark.parametrize("field, value", [
+    ("budget.total_trials", "5"), ("budget.total_trials", True), ("budget.total_trials", 5.0),
+    ("budget.max_parallel", "2"), ("seed", True), ("optimizer.seed", "1"),
+    ("training.epochs", "1"), ("training.gradient_checkpointing", "yes"),
+    ("training.batch_size", 8.0), ("reference_point.score", False),
+    ("early_stopping.rung_examples", "64"),
+])
+def test_numbers_and_booleans_in_a_spec_are_not_coerced(http: httpx.Client, field: str,
+                                                        value: Any) -> None:
+    spec = study_spec()
+    parent, _, leaf = field.rpartition(".")
+    target = spec.setdefault(parent, {}) if parent else spec
+    target[leaf] = value
+    response = http.post("/v1/studies", headers=CLIENT, json=spec)
+    assert response.status_code == 422, response.text
+    assert f"body.{field}" in _locs(response), response.text
+
+
+@pytest.mark.parametrize("value", [0, 10**30, True, "384"])
+def test_a_bad_backbone_hidden_size_is_reported_at_backbone_dims(http: httpx.Client,
+                                                                 value: Any) -> None:
+    dims = {**MINILM_DIMS.model_dump(), "hidden_size": value}
+    spec = study_spec(backbone_dims=dims, search_space={"kind": "autopeft"})
+    response = http.post("/v1/studies", headers=CLIENT, json=spec)
+    assert response.status_code == 422, response.text
+    locs = _locs(response)
+    assert "body.backbone_dims.hidden_size" in locs, response.text
+    assert "body.search_space.hidden_size" not in locs, response.text
+
+
+@pytest.mark.parametrize("name", ["   ", "\t \n"])
+def test_a_blank_name_gets_422(http: httpx.Client, name: str) -> None:
+    response = http.post("/v1/studies", headers=CLIENT, json=study_spec(name=name))
+    assert response.status_code == 422, response.text
+    assert "body.name" in _locs(response)
+
+
+@pytest.mark.parametrize("task, reason", [
+    ("synthetc", "unknown task"), ("glue:sst3", "unknown GLUE task"),
+    ("csv:", "give the directory"), ("hf:a/b/c/d", "expected hf:"), ("hf:", "name is empty"),
+])
+def test_an_unknown_task_is_refused_at_submit(http: httpx.Client, task: str,
+                                              reason: str) -> None:
+    response = http.post("/v1/studies", headers=CLIENT, json=study_spec(task=task))
+    assert response.status_code == 422, response.text
+    assert "body.task" in _locs(response)
+    assert reason in response.text
+    assert http.get("/v1/studies", headers=CLIENT).json()["total"] == 0
+
+
+@pytest.mark.parametrize("task", ["glue:SST-2", "glue:rte", "csv:data/x", "jsonl:/d",
+                                  "hf:nyu-mll/glue:rte", "lm:examples/lm", "synthetic-lm"])
+def test_well_formed_tasks_are_accepted(http: httpx.Client, task: str) -> None:
+    create_study(http, task=task)
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"worker": "w", "wait_seconds": True}, "body.wait_seconds"),
+    ({"worker": "w", "wait_seconds": "1"}, "body.wait_seconds"),
+])
+def test_lease_numbers_are_not_coerced(http: httpx.Client, body: dict[str, Any],
+                                       field: str) -> None:
+    response = http.post("/v1/leases", headers=WORKER, json=body)
+    assert response.status_code == 422, response.text
+    assert field in _locs(response)
+
+
+@pytest.mark.parametrize("field, value", [("steps", "3"), ("objective", True),
+                                          ("trainable_parameters", 10.0), ("seed", False)])
+def test_result_numbers_are_not_coerced(http: httpx.Client, field: str, value: Any) -> None:
+    create_study(http)
+    lease = _lease(http)
+    response = http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER,
+                         json={"token": lease["token"], "result": _result(lease, **{field: value})})
+    assert response.status_code == 422, response.text
+    assert f"body.result.{field}" in _locs(response)
+
+
+def test_failure_flags_are_not_coerced(http: httpx.Client) -> None:
+    create_study(http)
+    lease = _lease(http)
+    response = http.post(f"/v1/trials/{lease['trial_id']}/failure", headers=WORKER,
+                         json={"token": lease["token"], "reason": "x", "retry": "false"})
+    assert response.status_code == 422, response.text
+    assert "body.retry" in _locs(response)

@@ -161,8 +161,11 @@ def test_failures_requeue_until_max_attempts_then_fail(http: httpx.Client) -> No
                     headers=WORKER).json()
     assert out["state"] == "failed" and out["failure_reason"] == \
         "loss became nan"
-    got = _wait_for_state(http, study["id"], "completed")
+    # The whole budget failed: the study ends failed with the reason, not completed.
+    got = _wait_for_state(http, study["id"], "failed")
     assert got["counts"]["failed"] == 1
+    assert got["reason"] == ("all 1 trials of the budget failed and none completed; the most "
+                             "frequent reason: loss became nan")
 
 
 def test_preempted_trial_is_requeued_without_using_an_attempt(http: httpx.Client) -> None:

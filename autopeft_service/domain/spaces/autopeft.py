@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
@@ -68,13 +68,13 @@ class AutoPeftSpace(SearchSpaceBase):
     """
 
     kind: Literal["autopeft"] = "autopeft"
-    num_layers: int = Field(gt=0, le=MAX_LAYERS)
-    serial_adapter_sizes: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
-    parallel_adapter_sizes: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
-    prefix_lengths: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES)
-    parallel_adapter_scale: float = Field(4.0, gt=0, le=1000)
-    prefix_reparameterize: bool = True
-    prefix_mlp_width: int = Field(800, gt=0, le=MAX_SIZE)
+    num_layers: StrictInt = Field(gt=0, le=MAX_LAYERS)
+    serial_adapter_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    parallel_adapter_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    prefix_lengths: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    parallel_adapter_scale: StrictFloat = Field(4.0, gt=0, le=1000)
+    prefix_reparameterize: StrictBool = True
+    prefix_mlp_width: StrictInt = Field(800, gt=0, le=MAX_SIZE)
 
     @model_validator(mode="after")
     def _check_choices(self) -> Self:

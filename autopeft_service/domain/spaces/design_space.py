@@ -46,7 +46,7 @@ import math
 from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
@@ -135,8 +135,8 @@ class DesignSpace(SearchSpaceBase):
     dimension_field: ClassVar[str] = "max_groups"
     injective: ClassVar[bool] = False
     backbone: BackboneDims
-    max_groups: int = Field(4, ge=1, le=8, description="Largest G searched.")
-    budgets: tuple[float, ...] = Field(DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
+    max_groups: StrictInt = Field(4, ge=1, le=8, description="Largest G searched.")
+    budgets: tuple[StrictFloat, ...] = Field(DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
                                        description="Budget choices, percent of the backbone.")
 
     @model_validator(mode="after")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
@@ -66,14 +66,14 @@ class LoraSpace(SearchSpaceBase):
 
     kind: Literal["lora"] = "lora"
     dimension_field: ClassVar[str] = "granularity"
-    num_layers: int = Field(gt=0, le=MAX_LAYERS)
+    num_layers: StrictInt = Field(gt=0, le=MAX_LAYERS)
     granularity: Literal["all", "groups", "layer"] = Field(
         "all", description="One rank for all layers, per group of layers, or per layer.")
-    num_groups: int = Field(3, ge=1, le=MAX_LAYERS,
+    num_groups: StrictInt = Field(3, ge=1, le=MAX_LAYERS,
                             description="Groups of consecutive layers (granularity groups).")
-    ranks: tuple[int, ...] = Field(DEFAULT_RANKS, min_length=1, max_length=MAX_CHOICES,
+    ranks: tuple[StrictInt, ...] = Field(DEFAULT_RANKS, min_length=1, max_length=MAX_CHOICES,
                                    description="Rank choices; 0 = LoRA absent there.")
-    alpha_per_rank: tuple[float, ...] = Field(DEFAULT_ALPHA_PER_RANK, min_length=1,
+    alpha_per_rank: tuple[StrictFloat, ...] = Field(DEFAULT_ALPHA_PER_RANK, min_length=1,
                                               max_length=MAX_CHOICES,
                                               description="Choices of the scale alpha / r.")
     targets: tuple[LoraTarget, ...] = Field(

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
@@ -87,16 +87,16 @@ class UnifiedSpace(SearchSpaceBase):
     """Function, size and scale at the attention and FFN positions, plus per-layer flags."""
 
     kind: Literal["unified"] = "unified"
-    num_layers: int = Field(gt=0, le=MAX_LAYERS)
-    attention_sizes: tuple[int, ...] = Field(
+    num_layers: StrictInt = Field(gt=0, le=MAX_LAYERS)
+    attention_sizes: tuple[StrictInt, ...] = Field(
         min_length=1, max_length=MAX_CHOICES,
         description="Rank, bottleneck or prefix length choices at attention.")
-    ffn_sizes: tuple[int, ...] = Field(min_length=1, max_length=MAX_CHOICES,
+    ffn_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES,
                                        description="Rank or bottleneck choices at the FFN.")
-    scales: tuple[float, ...] = Field((1.0, 2.0, 4.0), min_length=1, max_length=MAX_CHOICES,
+    scales: tuple[StrictFloat, ...] = Field((1.0, 2.0, 4.0), min_length=1, max_length=MAX_CHOICES,
                                       description="Scale choices of the parallel forms.")
-    prefix_reparameterize: bool = True
-    prefix_mlp_width: int = Field(800, gt=0, le=MAX_SIZE)
+    prefix_reparameterize: StrictBool = True
+    prefix_mlp_width: StrictInt = Field(800, gt=0, le=MAX_SIZE)
 
     @model_validator(mode="after")
     def _check_choices(self) -> Self:
