@@ -197,9 +197,15 @@ class WorkerOut(BaseModel):
     name: str
     first_seen: float
     last_seen: float = Field(description="Last lease or heartbeat (server clock, epoch s).")
-    leases: int = Field(description="Leases granted to this worker so far.")
+    leases: int = Field(description="Leases granted to this worker so far, all studies "
+                        "together.")
+    study_trials: int | None = Field(
+        None, description="With ?study_id=: how many of that study's trials this worker "
+        "leased (a trial leased again counts for its latest holder only); null without "
+        "study_id.")
     alive: bool = Field(description="Seen within the server's worker_alive_seconds.")
-    trials: list[WorkerTrial] = Field(description="Trials it holds a lease on now.")
+    trials: list[WorkerTrial] = Field(description="Trials it holds a lease on now, of every "
+                                      "study (study_id names each one's).")
 
 
 class WorkerList(BaseModel):

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from autopeft_service.api.schemas import (
@@ -153,20 +154,35 @@ def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:
                 for index, (row, volume) in enumerate(zip(rows, volumes, strict=True))])
 
 
-def workers_out(session: Session, alive_seconds: float, study_id: int | None = None
-                ) -> WorkerList:
-    """Every worker with the trials it holds leases on now; with ``study_id``, only the
-    workers that hold or held a lease on that study's trials."""
-    now = database_now(session)
-    leased = repo.leased_trials(session, study_id)
+def _held_trials(session: Session) -> dict[str, list[WorkerTrial]]:
+    """Each worker's leased trials now, of every study (by study and number)."""
     held: dict[str, list[WorkerTrial]] = {}
-    for row in leased:
+    for row in repo.leased_trials(session):
         held.setdefault(row.worker or "", []).append(WorkerTrial(
             study_id=row.study_id, trial_id=row.id, number=row.number,
             leased_at=row.leased_at, lease_deadline=row.lease_deadline))
-    names = None if study_id is None else repo.worker_names_of_study(session, study_id)
+    return held
+
+
+def _study_trials_by_worker(session: Session, study_id: int) -> dict[str, int]:
+    """How many of the study's trials each worker leased (its latest lease holder)."""
+    rows = session.execute(select(TrialRow.worker, func.count())
+                           .where(TrialRow.study_id == study_id, TrialRow.worker.is_not(None))
+                           .group_by(TrialRow.worker))
+    return {str(name): int(count) for name, count in rows}
+
+
+def workers_out(session: Session, alive_seconds: float, study_id: int | None = None
+                ) -> WorkerList:
+    """Every worker with the trials it holds leases on now (of every study, so a worker
+    busy elsewhere is never shown idle); with ``study_id``, only the workers that hold or
+    held a lease on that study's trials, each with its count of them (``study_trials``)."""
+    now = database_now(session)
+    held = _held_trials(session)
+    counts = None if study_id is None else _study_trials_by_worker(session, study_id)
     items = [WorkerOut(name=w.name, first_seen=w.first_seen, last_seen=w.last_seen,
                        leases=w.leases, alive=now - w.last_seen <= alive_seconds,
+                       study_trials=None if counts is None else counts[w.name],
                        trials=held.get(w.name, []))
-             for w in repo.list_workers(session) if names is None or w.name in names]
+             for w in repo.list_workers(session) if counts is None or w.name in counts]
     return WorkerList(now=now, alive_seconds=alive_seconds, items=items)

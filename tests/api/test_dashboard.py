@@ -116,3 +116,28 @@ def test_the_pages_are_served_without_a_token_with_a_strict_policy(
         assert http.get("/ui/missing.js").status_code == 404
         for token in (CLIENT_TOKEN, WORKER_TOKEN):
             assert token not in page.text
+
+
+def test_a_study_lists_its_workers_with_their_leases_elsewhere_and_its_own_count(
+        server: ServerThread) -> None:
+    """A worker that ran this study's trials and now holds another study's is listed
+    with that lease (not idle), and with how many of *this* study's trials it leased."""
+    budget = {"total_trials": 3, "initial_trials": 3, "max_parallel": 3, "max_attempts": 2}
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        first = create_study(http, name="first", budget=budget)
+        for worker in ("busy", "busy", "other"):
+            report_result(http, take_lease(http, worker), 0.7)
+        second = create_study(http, name="second", budget=budget)
+        for worker in ("other", "other"):
+            report_result(http, take_lease(http, worker), 0.6)
+        elsewhere = take_lease(http, "busy")
+        assert elsewhere["study_id"] == second["id"]
+        listed = http.get(f"/v1/workers?study_id={first['id']}", headers=CLIENT).json()
+        everyone = http.get("/v1/workers", headers=CLIENT).json()
+    workers = {w["name"]: w for w in listed["items"]}
+    assert {name: (w["study_trials"], w["leases"]) for name, w in workers.items()} \
+        == {"busy": (2, 3), "other": (1, 3)}
+    assert [(t["study_id"], t["number"]) for t in workers["busy"]["trials"]] \
+        == [(second["id"], elsewhere["number"])]
+    assert workers["other"]["trials"] == []
+    assert [w["study_trials"] for w in everyone["items"]] == [None, None]

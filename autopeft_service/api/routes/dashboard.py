@@ -32,6 +32,7 @@ def get_hypervolume_history(study_id: StudyId, session: SessionDep) -> Hypervolu
 def list_workers(session: SessionDep, services: ServicesDep,
                  study_id: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
                  ) -> WorkerList:
-    """Workers by last contact (a lease or a heartbeat), with the trials they hold now;
-    ``study_id`` keeps those that ran that study's trials."""
+    """Workers by last contact (a lease or a heartbeat), with the trials they hold now (of
+    every study); ``study_id`` keeps those that ran that study's trials and counts them
+    (``study_trials``)."""
     return workers_out(session, services.settings.worker_alive_seconds, study_id)
