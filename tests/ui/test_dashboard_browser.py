@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
-from tests.api.conftest import CLIENT, report_result, study_spec, take_lease
+from tests.api.conftest import CLIENT, WORKER, report_result, study_spec, take_lease
 from tests.ui.conftest import PrefixProxy
 
 #: The page polls every 2 s; a change must show within 5 s (the issue's bound).
@@ -163,3 +163,141 @@ def test_a_screenshot_of_the_study_page_renders(page: Any, server: ServerThread,
     shot = tmp_path / "study.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
+
+
+def heartbeat(http: httpx.Client, lease: dict[str, Any], progress: dict[str, Any]) -> None:
+    """A worker's heartbeat with training progress on ``lease``; asserts 200."""
+    response = http.post(f"/v1/trials/{lease['trial_id']}/heartbeat", headers=WORKER,
+                         json={"token": lease["token"], "progress": progress})
+    assert response.status_code == 200, response.text
+
+
+def ran_seconds(text: str) -> float:
+    """The trial table's "ran" cell (``fmt.seconds``: "4.2 s", "12 s", "3 min 5 s")."""
+    minutes = float(text.split(" min")[0]) if " min" in text else 0.0
+    return 60 * minutes + float(text.split(" min ")[-1].removesuffix(" s"))
+
+
+def test_a_running_trial_shows_its_step_loss_and_time_since_its_lease(
+        page: Any, server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = submit(http, trials=2)
+        held = take_lease(http, worker="gpu-3")
+        heartbeat(http, held, {"step": 30, "total_steps": 120, "loss": 0.43217})
+        sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+        row = f"#trials tr[data-trial='{held['number']}']"
+        page.wait_for_selector(f"{row} td.progress:has-text('step 30/120')")
+        assert page.inner_text(f"{row} td.progress").strip() == "step 30/120 · loss 0.4322"
+        assert page.get_attribute(f"{row} td.progress progress", "value") == "0.250"
+        first = ran_seconds(page.inner_text(f"{row} td.ran"))
+        assert 0 <= first < 60
+        # the next heartbeat shows without a reload, and the elapsed time moves on
+        heartbeat(http, held, {"step": 90, "total_steps": 120, "loss": 0.25})
+        page.wait_for_selector(f"{row} td.progress:has-text('step 90/120 · loss 0.25')",
+                               timeout=LIVE_MS)
+        page.wait_for_function(
+            f"s => parseFloat(document.querySelector(\"{row} td.ran\").textContent) > s",
+            arg=first, timeout=LIVE_MS)
+        # a finished trial's progress is history: its ran time is lease to report
+        report_result(http, held, 0.8)
+        page.wait_for_selector(f"{row} .badge.completed", timeout=LIVE_MS)
+        assert page.inner_text(f"{row} td.progress").strip() == "-"
+        (trial,) = [t for t in http.get(f"/v1/studies/{study['id']}/trials",
+                                        headers=CLIENT).json()["items"]
+                    if t["id"] == held["trial_id"]]
+        assert ran_seconds(page.inner_text(f"{row} td.ran")) == pytest.approx(
+            trial["finished_at"] - trial["leased_at"], abs=0.06)
+
+
+def _two_studies(http: httpx.Client) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Study ``first`` whose three trials ``busy`` (2) and ``other`` (1) ran, and study
+    ``second`` where ``busy`` ran three and holds a fourth now (returned)."""
+    budget = {"total_trials": 3, "initial_trials": 3, "max_parallel": 3, "max_attempts": 2}
+    first = submit(http, trials=3, name="first")
+    for worker in ("busy", "busy", "other"):
+        report_result(http, take_lease(http, worker), 0.7)
+    second = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        name="second", budget={**budget, "total_trials": 4, "initial_trials": 4,
+                               "max_parallel": 4})).json()
+    for _ in range(3):
+        report_result(http, take_lease(http, "busy"), 0.6)
+    running = take_lease(http, "busy")
+    assert running["study_id"] == second["id"]
+    return first, second, running
+
+
+def test_a_worker_running_another_studys_trial_is_not_shown_idle(
+        page: Any, server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        first, second, running = _two_studies(http)
+    sign_in(page, server.base_url, route=f"#/studies/{first['id']}")
+    busy = "#workers tr[data-worker='busy']"
+    page.wait_for_selector(busy)
+    assert page.inner_text(f"{busy} td.current") \
+        == f"#{running['number']} (study {second['id']})"
+    assert page.inner_text("#workers tr[data-worker='other'] td.current") == "idle"
+
+
+def test_a_worker_the_trial_table_shows_running_is_not_idle_in_an_older_answer(
+        page: Any, server: ServerThread) -> None:
+    """The workers answer and the trial list are read a moment apart: a workers answer
+    read just before the lease (simulated: its trials emptied) must not draw the worker
+    idle beside a table that shows it running the trial."""
+    import json
+
+    def before_the_lease(route: Any) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for worker in body["items"]:
+            worker["trials"] = []
+        route.fulfill(response=answer, body=json.dumps(body))
+
+    page.route("**/v1/workers?*", before_the_lease)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = submit(http, trials=2)
+        held = take_lease(http, worker="gpu-5")
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    page.wait_for_selector(f"#trials tr[data-trial='{held['number']}'] .badge.leased")
+    page.wait_for_selector("#workers tr[data-worker='gpu-5']")
+    assert page.inner_text("#workers tr[data-worker='gpu-5'] td.current") \
+        == f"#{held['number']}"
+
+
+def test_worker_rows_count_this_studys_trials_and_label_the_total(
+        page: Any, server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        first, second, _running = _two_studies(http)
+    counts = "el => [el.querySelector('td.study-trials').textContent, " \
+             "el.querySelector('td.leases').textContent]"
+    sign_in(page, server.base_url, route=f"#/studies/{first['id']}")
+    page.wait_for_selector("#workers tr[data-worker='other']")
+    assert page.inner_text("#workers thead").strip().split("\t")[-2:] \
+        == ["trials here", "leases (all studies)"]
+    assert page.eval_on_selector("#workers tr[data-worker='busy']", counts) == ["2", "6"]
+    assert page.eval_on_selector("#workers tr[data-worker='other']", counts) == ["1", "1"]
+    page.evaluate(f"location.hash = '#/studies/{second['id']}'")
+    page.wait_for_selector("#study-name:has-text('second')")
+    page.wait_for_function("document.querySelectorAll('#workers tbody tr').length === 1")
+    assert page.eval_on_selector("#workers tr[data-worker='busy']", counts) == ["4", "6"]
+
+
+def test_a_refresh_asked_during_a_poll_waits_for_it(page: Any, server: ServerThread) -> None:
+    """Polls never overlap (the cancel button asks for one at any time): an older poll's
+    answers could land after a newer one's and draw the older state over it."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = submit(http, trials=2)
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    page.wait_for_selector("#pareto path.pending")
+    page.evaluate("""() => {
+      const original = window.fetch;
+      Object.assign(window, {inFlight: 0, mostInFlight: 0, polls: 0});
+      window.fetch = async (url, options) => {
+        if (!String(url).endsWith("/pareto")) return original(url, options);
+        window.polls += 1;
+        window.mostInFlight = Math.max(window.mostInFlight, ++window.inFlight);
+        try { return await original(url, options); } finally { window.inFlight -= 1; }
+      };
+    }""")
+    page.evaluate("poll(); poll(); poll();")
+    page.wait_for_function("() => window.polls >= 3", timeout=LIVE_MS)
+    assert page.evaluate("window.mostInFlight") == 1

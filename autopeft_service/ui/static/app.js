@@ -15,6 +15,9 @@ const state = {
   trials: [],           // the study page's trials (every page)
   sort: {key: "number", dir: 1},
   generation: 0,        // bumps on navigation: late answers of the old view are dropped
+  polling: null,        // the poll in flight (a promise), or null: one poll at a time
+  pollAgain: false,     // a poll was asked for while one was in flight: run one after it
+  clock: null,          // {server, local}: the server's clock (epoch s) read at local ms
 };
 
 // ----------------------------------------------------------------------------- helpers
@@ -62,6 +65,36 @@ const fmt = {
   },
   time: (epoch) => new Date(epoch * 1000).toLocaleString(),
 };
+
+/** The server's clock now (epoch s), from the last answer that carried it: leases are
+ * stamped by the server, so elapsed times are read against its clock, not this machine's. */
+function serverNow() {
+  if (!state.clock) return Date.now() / 1000;
+  return state.clock.server + (Date.now() - state.clock.local) / 1000;
+}
+
+/** A running trial's last heartbeat progress in words: the phase when the worker names
+ * one, "step 30/120", "loss 0.4321"; "-" when it sent none. */
+function progressText(progress) {
+  if (!progress || typeof progress !== "object") return "-";
+  const number = (v) => typeof v === "number" && isFinite(v);
+  const parts = [];
+  if (typeof progress.phase === "string" && progress.phase) parts.push(progress.phase);
+  if (number(progress.step)) {
+    parts.push(number(progress.total_steps) ? `step ${progress.step}/${progress.total_steps}`
+      : `step ${progress.step}`);
+  }
+  if (number(progress.loss)) parts.push(`loss ${Number(progress.loss.toPrecision(4))}`);
+  return parts.length ? parts.join(" · ") : "-";
+}
+
+/** The share of a running trial's steps done (0..1), or null when unknown. */
+function progressShare(progress) {
+  if (!progress || typeof progress !== "object") return null;
+  const {step, total_steps: total} = progress;
+  return typeof step === "number" && typeof total === "number" && total > 0
+    ? Math.min(step / total, 1) : null;
+}
 
 function done(study) {
   const c = study.counts;
@@ -159,7 +192,26 @@ function stopPolling() {
   state.timer = null;
 }
 
-async function poll() {
+/** Refresh the view now, one poll at a time: asked while one is in flight (the cancel
+ * button, a navigation), it runs once more after it. Overlapping polls answer out of
+ * order: the older one's answers, drawn last, would show a state already gone (a worker
+ * idle whose trial is leased) until the next poll. */
+function poll() {
+  if (state.polling) {
+    state.pollAgain = true;
+    return state.polling;
+  }
+  state.polling = pollOnce().finally(() => {
+    state.polling = null;
+    if (state.pollAgain) {
+      state.pollAgain = false;
+      poll();
+    }
+  });
+  return state.polling;
+}
+
+async function pollOnce() {
   stopPolling();
   const generation = state.generation;
   try {
@@ -224,11 +276,11 @@ async function refreshStudy(id, generation) {
     api(`studies/${id}`), api(`studies/${id}/pareto`), api(`studies/${id}/hypervolume`),
     allTrials(id), api(`workers?study_id=${id}`)]);
   if (generation !== state.generation) return;
+  state.clock = {server: workers.body.now, local: Date.now()};
   if (study.changed) renderStudyHead(study.body);
-  if (trials.changed) {
-    state.trials = trials.items;
-    renderTrials();
-  }
+  if (trials.changed) state.trials = trials.items;
+  // running trials' elapsed times move on between answers: redraw while any runs
+  if (trials.changed || state.trials.some((t) => t.state === "leased")) renderTrials();
   if (trials.changed || pareto.changed) renderPareto(pareto.body, state.trials);
   if (history.changed) renderHypervolume(history.body);
   renderWorkers(workers.body);
@@ -418,27 +470,58 @@ function renderHypervolume(history) {
   }
 }
 
+/** The trials ``worker`` holds: its leases in the workers answer (every study), and any
+ * trial the trial table shows it running (the two answers are read a moment apart: a
+ * worker is never drawn idle beside a table that shows it running a trial). */
+function heldTrials(worker) {
+  const held = worker.trials.map((t) => ({study: t.study_id, id: t.trial_id, number: t.number}));
+  const ids = new Set(held.map((t) => t.id));
+  for (const trial of state.trials) {
+    if (trial.state === "leased" && trial.worker === worker.name && !ids.has(trial.id)) {
+      held.push({study: state.route.id, id: trial.id, number: trial.number});
+    }
+  }
+  return held.sort((a, b) => a.study - b.study || a.number - b.number);
+}
+
 function renderWorkers(list) {
-  const rows = list.items.map((worker) => el("tr", {"data-worker": worker.name},
-    el("td", {}, worker.name),
-    el("td", {}, el("span", {class: worker.alive ? "dot alive" : "dot gone"}),
-      worker.alive ? " alive" : " silent"),
-    el("td", {}, `${fmt.seconds(list.now - worker.last_seen)} ago`),
-    el("td", {}, worker.trials.length
-      ? worker.trials.map((t) => `#${t.number}${t.study_id === state.route.id ? "" : ` (study ${t.study_id})`}`).join(", ")
-      : "idle"),
-    el("td", {class: "num"}, worker.leases)));
+  const rows = list.items.map((worker) => {
+    const held = heldTrials(worker);
+    return el("tr", {"data-worker": worker.name},
+      el("td", {}, worker.name),
+      el("td", {}, el("span", {class: worker.alive ? "dot alive" : "dot gone"}),
+        worker.alive ? " alive" : " silent"),
+      el("td", {}, `${fmt.seconds(list.now - worker.last_seen)} ago`),
+      el("td", {class: "current"}, held.length
+        ? held.map((t) => `#${t.number}${t.study === state.route.id ? "" : ` (study ${t.study})`}`).join(", ")
+        : "idle"),
+      el("td", {class: "num study-trials"}, worker.study_trials ?? "-"),
+      el("td", {class: "num leases"}, worker.leases));
+  });
   $("#workers tbody").replaceChildren(...rows);
   $("#workers-empty").hidden = rows.length > 0;
 }
 
 // ---- trial table: sortable, filterable
 
+/** A trial with the table's derived columns: queued and ran times (a running trial's
+ * ran time is its time since its lease, on the server's clock), and its progress. */
 function trialRow(trial) {
+  const running = trial.state === "leased";
   const wait = trial.leased_at !== null ? trial.leased_at - trial.created_at : null;
-  const end = trial.finished_at !== null ? trial.finished_at : null;
-  const duration = trial.leased_at !== null && end !== null ? end - trial.leased_at : null;
-  return {...trial, wait, duration, config: trial.config_description};
+  const end = trial.finished_at !== null ? trial.finished_at : running ? serverNow() : null;
+  const duration = trial.leased_at !== null && end !== null
+    ? Math.max(end - trial.leased_at, 0) : null;
+  return {...trial, wait, duration, config: trial.config_description,
+    progress_share: running ? progressShare(trial.progress) : null,
+    progress_text: running ? progressText(trial.progress) : "-"};
+}
+
+function progressCell(t) {
+  const bar = t.progress_share === null ? null
+    : el("progress", {max: 1, value: t.progress_share.toFixed(3)});
+  return el("td", {class: "progress"}, bar, bar ? " " : null,
+    el("span", {class: "progress-text"}, t.progress_text));
 }
 
 function renderTrials() {
@@ -448,7 +531,7 @@ function renderTrials() {
   const rows = state.trials.map(trialRow)
     .filter((t) => !only || t.state === only)
     .filter((t) => !text || [t.number, t.state, t.generator, t.worker, t.config,
-      fmt.score(t.objective), fmt.score(t.dev_score), t.failure_reason]
+      fmt.score(t.objective), fmt.score(t.dev_score), t.failure_reason, t.progress_text]
       .some((v) => v !== null && v !== undefined && String(v).toLowerCase().includes(text)))
     .sort((a, b) => {
       const [u, v] = [a[key], b[key]];
@@ -464,7 +547,10 @@ function renderTrials() {
     el("td", {}, t.generator),
     el("td", {}, t.worker || "-"),
     el("td", {class: "num"}, fmt.seconds(t.wait)),
-    el("td", {class: "num"}, fmt.seconds(t.duration)),
+    el("td", {class: t.state === "leased" ? "num ran running" : "num ran",
+      title: t.state === "leased" ? "running: time since its lease" : null},
+    fmt.seconds(t.duration)),
+    progressCell(t),
     el("td", {class: "num score"}, fmt.score(t.objective)),
     el("td", {class: "num"}, fmt.score(t.dev_score)),
     el("td", {class: "num"}, fmt.share(t.param_share)),
