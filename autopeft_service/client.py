@@ -52,6 +52,24 @@ FINAL_STUDY_STATES = tuple(state.value for state in _FINAL_STATES)
 _ENDED_TRIAL_STATES = ("completed", "failed", "pruned")
 
 
+def check_server_url(url: str) -> str:
+    """A server URL without its trailing slash, checked before any request.
+
+    Raises:
+        ConfigError: not an http(s) URL with a host and a port from 1 to 65535 (httpx would
+            raise its own InvalidURL, a traceback in a command).
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as error:
+        raise ConfigError(f"--server: {url!r} is not a URL ({error})") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"--server: {url!r} is not an http:// or https:// URL with a host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise ConfigError(f"--server: {url!r}: the port must be from 1 to 65535")
+    return url.rstrip("/")
+
+
 class ClientError(AutopeftError):
     """The server refused a request, or could not be reached. The message is one line.
 
@@ -177,7 +195,7 @@ class AutopeftClient:
 
     def __init__(self, base_url: str = DEFAULT_SERVER, token: str = "", timeout: float = 30.0,
                  page_size: int = 500) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = check_server_url(base_url)
         self.timeout = timeout
         self.page_size = page_size
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout,

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from autopeft_service.client import check_server_url
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import (
     FailureIn,
@@ -71,7 +72,7 @@ class ServerClient:
         self.timeout = timeout
         self.max_backoff = max_backoff
         self.stop = stop or threading.Event()
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
+        self._http = httpx.Client(base_url=check_server_url(base_url), timeout=timeout,
                                   headers={"Authorization": f"Bearer {token}"})
 
     def close(self) -> None:

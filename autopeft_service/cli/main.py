@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from autopeft_service.cli import demo, export, launch, retrain, serve, studies, trial, worker
-from autopeft_service.cli.parser import OneLineParser
+from autopeft_service.cli.parser import RUNTIME_ERROR, OneLineParser, fail
 
 
 def build_parser() -> OneLineParser:
@@ -25,6 +26,19 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` and run the chosen sub-command; returns its exit status."""
+    """Parse ``argv`` and run the chosen sub-command; returns its exit status.
+
+    Every error a user can cause is caught where it arises and said in one line with its
+    flag. This last net keeps a bug's traceback off the terminal too: one line naming the
+    error, exit 1, and the traceback only with ``AUTOPEFT_DEBUG=1``.
+    """
     args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    try:
+        return int(args.handler(args) or 0)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except Exception as error:  # noqa: BLE001 - the last net; see the docstring
+        if os.environ.get("AUTOPEFT_DEBUG"):
+            raise
+        fail(f"{args.command}: unexpected {type(error).__name__}: {error} (this is a bug; "
+             "AUTOPEFT_DEBUG=1 shows the traceback)", RUNTIME_ERROR)

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autopeft_service.cli.parser import USAGE_ERROR, fail
-from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
+from autopeft_service.cli.parser import USAGE_ERROR, fail, seed_value
+from autopeft_service.domain.errors import AutopeftError, ConfigError, DataError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
 
@@ -101,7 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_task_arguments(parser)
     parser.add_argument("--config", required=True, type=Path, help="PeftConfig JSON file")
     parser.add_argument("--settings", type=Path, help="TrainingSettings JSON file")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0, help="training seed (default 0)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, help="also write the JSON result here")
     parser.add_argument("--save", type=Path, metavar="DIR",
@@ -141,22 +141,65 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
     return TrainingSettings.from_dict(values)
 
 
+def check_before_loading(args: argparse.Namespace, config: PeftConfig) -> None:
+    """What can be checked in a moment, before the seconds of loading torch, the model and
+    the data: the task string, the data folder, the device name, and the configuration
+    against the backbone's dimensions where they are known without loading it (a packaged
+    model, or a folder's config.json).
+
+    Raises:
+        ConfigError, DataError: the argument at fault, named.
+    """
+    from autopeft_service.domain.backbone import BackboneDims, packaged_dims
+    from autopeft_service.domain.param_count import count_parameters
+    from autopeft_service.domain.task_name import parse_task
+    from workers.device import check_device_name
+
+    try:
+        parse_task(args.task)
+    except DataError as error:
+        raise ConfigError(f"--task: {error}") from None
+    if args.data_dir is not None and not args.data_dir.is_dir():
+        raise ConfigError(f"--data-dir: {args.data_dir} is not a folder")
+    check_device_name(args.device)
+    dims = packaged_dims(args.model)
+    folder = Path(args.model).expanduser()
+    written_as_path = args.model.startswith(("/", "./", "../", "~")) or folder.is_absolute()
+    if dims is None and written_as_path and not (folder / "config.json").is_file():
+        raise ConfigError(f"--model: {args.model} is not a model folder (no config.json)")
+    config_json = folder / "config.json"
+    if dims is None and config_json.is_file():
+        dims = BackboneDims.from_hf_config(read_json_file(config_json, "--model"))
+    if dims is not None:
+        try:
+            count_parameters(config, dims)
+        except ConfigError as error:
+            raise ConfigError(f"--config: {error} (--model {args.model})") from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the trial with progress on stderr; print the result as JSON on stdout."""
     try:
         config = PeftConfig.from_dict(read_json_file(args.config, "--config"))
         settings = settings_from_args(args)
-    except ConfigError as error:
+        check_before_loading(args, config)
+    except AutopeftError as error:
         fail(str(error), USAGE_ERROR)
+    from workers.device import check_device
     from workers.progress import stderr_observer
     from workers.trial import TrialRequest, TrialRunner  # lazy: loads torch/transformers
+
+    try:
+        device = check_device(args.device)
+    except ConfigError as error:
+        fail(str(error), USAGE_ERROR)
 
     quiet_libraries()
     request = TrialRequest(model=args.model, task=args.task, config=config, settings=settings,
                            seed=args.seed, data_dir=args.data_dir, task_options=task_options(args))
     try:
         with stderr_observer(quiet=args.quiet) as observer:
-            result = TrialRunner(device=args.device).run(request, artifact_dir=args.save,
+            result = TrialRunner(device=device).run(request, artifact_dir=args.save,
                                                          observer=observer)
     except TrialError as error:
         fail(f"trial failed: {error}")

@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from autopeft_service.cli.parser import non_negative_float, positive_float, positive_int
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("worker", help="train trials leased from a server")
@@ -14,15 +16,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="server URL (default: AUTOPEFT_SERVER)")
     parser.add_argument("--token", default=os.environ.get("AUTOPEFT_WORKER_TOKEN"),
                         help="worker token (default: AUTOPEFT_WORKER_TOKEN)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda, cuda:N, mps or xpu; checked before the first lease")
     parser.add_argument("--name", help="worker name (default: host:device)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
-    parser.add_argument("--max-trials", type=int, help="exit after this many trials")
-    parser.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument("--max-trials", type=positive_int, help="exit after this many trials")
+    parser.add_argument("--exit-when-idle", type=positive_float, metavar="SECONDS",
                         help="exit when no trial came for this long")
-    parser.add_argument("--trial-timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--trial-timeout", type=positive_float, metavar="SECONDS",
                         help="stop and fail a trial that trains longer than this")
-    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--connect-timeout", type=non_negative_float, default=60.0, metavar="SECONDS",
                         help="at start, wait this long for the server to answer (default 60); "
                         "later outages are waited out without limit")
     parser.add_argument("--artifact-dir", metavar="DIR",
@@ -40,10 +43,16 @@ def run(args: argparse.Namespace) -> int:
     """Check the server, then lease and train until stopped. Exit 1 with one line when
     the server cannot be reached within ``--connect-timeout`` or refuses the token."""
     from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
+    from autopeft_service.domain.errors import ConfigError
+    from workers.device import check_device_name
 
     if not args.server or not args.token:
         fail("worker: --server and --token are required (or AUTOPEFT_SERVER and "
              "AUTOPEFT_WORKER_TOKEN)", USAGE_ERROR)
+    try:
+        check_device_name(args.device)  # cheap: before connecting
+    except ConfigError as error:
+        fail(f"worker: {error}", USAGE_ERROR)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from workers.client import (
@@ -55,11 +64,17 @@ def run(args: argparse.Namespace) -> int:
     )
 
     name = args.name or default_worker_name(args.device)
-    with ServerClient(args.server, args.token, name) as client:
+    try:
+        client = ServerClient(args.server, args.token, name)
+    except ConfigError as error:
+        fail(f"worker: {error}", USAGE_ERROR)
+    with client:
         try:
             # Before torch is imported (seconds): a wrong address is said at once.
             client.wait_until_reachable(args.connect_timeout)
             stats = _work(client, args)
+        except ConfigError as error:  # the device is missing here: no trial is leased
+            fail(f"worker: {error}", USAGE_ERROR)
         except Interrupted:
             return 130
         except ServerUnavailable as error:
@@ -79,16 +94,18 @@ def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-
     import torch
 
     from autopeft_service.cli.trial import quiet_libraries
+    from workers.device import check_device
     from workers.trial import TrialRunner
     from workers.uploads import PendingUploads
     from workers.worker import Worker
 
+    device = check_device(args.device)  # ConfigError before the first lease
     quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
     uploads = None if args.no_artifacts else PendingUploads(
         _artifact_dir(args, client.worker), client)  # type: ignore[attr-defined]
-    worker = Worker(client, TrialRunner(device=args.device),  # type: ignore[arg-type]
+    worker = Worker(client, TrialRunner(device=device),  # type: ignore[arg-type]
                     trial_timeout=args.trial_timeout, uploads=uploads)
     worker.install_signal_handlers()
     return worker.run(max_trials=args.max_trials, idle_exit=args.exit_when_idle)

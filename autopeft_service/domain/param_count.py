@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.methods import (
     adapter_parameters,
     lora_target_shape,
@@ -62,11 +63,12 @@ def count_parameters(config: PeftConfig, dims: BackboneDims) -> ParameterCount:
         The exact counts, excluding the task head.
 
     Raises:
-        ValueError: ``config.num_layers`` differs from ``dims.num_layers``.
+        ConfigError: ``config.num_layers`` differs from ``dims.num_layers``, or a method
+            cannot apply to the backbone (BitFit without biases).
     """
     if config.num_layers != dims.num_layers:
-        raise ValueError(f"config is for {config.num_layers} layers, backbone has "
-                         f"{dims.num_layers}")
+        raise ConfigError(f"num_layers: config is for {config.num_layers} layers, backbone "
+                          f"has {dims.num_layers}")
     counts = method_counts(config, dims)
     if config.full_finetuning:
         counts["full_finetuning"] = (dims.total_parameters, dims.total_parameters)
