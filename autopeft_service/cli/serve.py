@@ -30,6 +30,10 @@ FLAGS: dict[str, str] = {"host": "--host", "port": "--port", "database_url": "--
                          "artifact_dir": "--artifact-dir"}
 #: SQLAlchemy backends the store supports.
 DATABASES = ("sqlite", "postgresql")
+#: Connections the listening socket queues.
+BACKLOG = 2048
+#: uvicorn's exit status when the app failed to start (e.g. its lifespan startup).
+STARTUP_FAILURE = 3
 #: Hosts that mean "every interface": the dashboard URL printed names this machine instead.
 WILDCARD_HOSTS = ("0.0.0.0", "::")
 
@@ -65,23 +69,31 @@ def run(args: argparse.Namespace) -> int:
     overrides = flag_overrides(args)
     settings = load_settings(overrides)
     database = checked_database_url(settings.database_url, overrides.origin("database_url"))
-    port = checked_address(settings.host, settings.port, overrides)
+    listener = listening_socket(settings.host, settings.port, overrides)
+    port = int(listener.getsockname()[1])
     if port != settings.port:  # --port 0: the free port found is the one announced and used
         overrides.set("port", port, overrides.origin("port"))
         settings = settings.model_copy(update={"port": port})
-    prepare_artifact_dir(settings.artifact_dir, overrides.origin("artifact_dir"))
-    logging.basicConfig(level=args.log_level.upper())
-    migrate(settings.database_url, database, overrides.origin("database_url"))
-    token = settings.client_tokens[0] if args.demo is not None else None
-    print(start_line(settings, database, args.processes, token), flush=True)
-    # Workers keep one connection for leases, heartbeats and reports: keep it open longer
-    # than uvicorn's 5 s default so that a long-poll or a heartbeat period does not race a
-    # server-side close (seen as read errors under load).
-    options = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
-               "timeout_graceful_shutdown": 5, "timeout_keep_alive": 75, "backlog": 2048}
-    if args.processes == 1:
-        uvicorn.run(create_app(settings), **options)
-        return 0
+    with listener:
+        prepare_artifact_dir(settings.artifact_dir, overrides.origin("artifact_dir"))
+        logging.basicConfig(level=args.log_level.upper())
+        migrate(settings.database_url, database, overrides.origin("database_url"))
+        token = settings.client_tokens[0] if args.demo is not None else None
+        app = create_app(settings) if args.processes == 1 else None
+        if app is None:
+            # uvicorn binds the port again in the parent of its processes (a moment after
+            # this line); with one process the port listens already when the line shows
+            listener.close()
+        print(start_line(settings, database, args.processes, token), flush=True)
+        # Workers keep one connection for leases, heartbeats and reports: keep it open
+        # longer than uvicorn's 5 s default so that a long-poll or a heartbeat period does
+        # not race a server-side close (seen as read errors under load).
+        options = {"host": settings.host, "port": settings.port, "log_level": args.log_level,
+                   "timeout_graceful_shutdown": 5, "timeout_keep_alive": 75, "backlog": BACKLOG}
+        if app is not None:
+            server = uvicorn.Server(uvicorn.Config(app, **options))
+            server.run(sockets=[listener])
+            return 0 if server.started else STARTUP_FAILURE
     # Several processes: uvicorn imports the app in each; they read their settings from
     # the environment, so the command-line overrides travel there, and so does the shared
     # directory in which prometheus-client sums their histograms (GET /metrics).
@@ -200,11 +212,12 @@ def checked_database_url(url: str, origin: str) -> str:
     return masked
 
 
-def checked_address(host: str, port: int, overrides: Overrides) -> int:
-    """Check that the server can listen on ``host:port`` by binding it for a moment.
+def listening_socket(host: str, port: int, overrides: Overrides) -> socket.socket:
+    """Bind ``host:port`` and listen, so that connections wait in the backlog from the start
+    line on (one process serves from this socket; several let uvicorn bind again).
 
     Returns:
-        ``port``, or for port 0 the free port the system gave (the server then uses it).
+        The listening socket; for port 0 bound to a free port the system chose.
 
     Raises:
         SystemExit: 2, the host does not resolve or is not this machine's, or the port is
@@ -220,17 +233,19 @@ def checked_address(host: str, port: int, overrides: Overrides) -> int:
     except (socket.gaierror, UnicodeError) as error:
         fail(f"{host_flag}: cannot resolve {host!r}: {getattr(error, 'strerror', error)}",
              USAGE_ERROR)
-    with socket.socket(family, kind, protocol) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            probe.bind(address)
-        except OSError as error:
-            flag = host_flag if error.errno == errno.EADDRNOTAVAIL else port_flag
-            hint = (" (another server there? choose another --port)"
-                    if error.errno == errno.EADDRINUSE else "")
-            fail(f"{flag}: cannot listen on {_authority(host, port)}: {error.strerror}{hint}",
-                 USAGE_ERROR)
-        return int(probe.getsockname()[1])
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        listener.bind(address)
+        listener.listen(BACKLOG)
+    except OSError as error:
+        listener.close()
+        flag = host_flag if error.errno == errno.EADDRNOTAVAIL else port_flag
+        hint = (" (another server there? choose another --port)"
+                if error.errno == errno.EADDRINUSE else "")
+        fail(f"{flag}: cannot listen on {_authority(host, port)}: {error.strerror}{hint}",
+             USAGE_ERROR)
+    return listener
 
 
 def prepare_artifact_dir(path: str, origin: str) -> None:

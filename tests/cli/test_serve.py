@@ -17,7 +17,7 @@ import pytest
 from autopeft_service.cli.main import main
 from autopeft_service.cli.serve import checked_database_url, start_line
 from autopeft_service.core.config import Settings
-from autopeft_service.local import DemoFolder, wait_for_health
+from autopeft_service.local import DemoFolder
 from tests.cli.test_studies import ROOT, assert_one_line_error, autopeft
 
 START_LINE = (r"^autopeft serve: listening on 127\.0\.0\.1:(\d+), dashboard "
@@ -151,7 +151,7 @@ def _serve(*argv: str) -> tuple[subprocess.Popen[str], re.Match[str]]:
 
 def test_serve_prints_its_start_line(tmp_path: Path) -> None:
     """On a free port (``--port 0``), a SQLite file and ``--artifact-dir``: the line is
-    printed once the database is migrated, and the address it names answers."""
+    printed once the database is migrated and the port listens, at the address it names."""
     database, artifacts = tmp_path / "db" / "autopeft.db", tmp_path / "artefacts"
     process, match = _serve("--port", "0", "--database-url", f"sqlite:///{database}",
                             "--artifact-dir", str(artifacts))
@@ -160,7 +160,8 @@ def test_serve_prints_its_start_line(tmp_path: Path) -> None:
         assert port == dashboard_port and port != "0" and rest == ""
         assert shown == f"sqlite:///{database}" and shown_artifacts == str(artifacts)
         assert database.is_file() and artifacts.is_dir()  # migrated and created at start
-        wait_for_health(f"http://127.0.0.1:{port}", timeout=30, process=process)
+        # listening when the line shows: no wait for the first request
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=30).status_code == 200
         dashboard = httpx.get(f"http://127.0.0.1:{port}/ui", follow_redirects=True)
         assert dashboard.status_code == 200
     finally:
