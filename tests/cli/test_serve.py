@@ -110,7 +110,11 @@ def test_demo_flag_errors(clean_env: Path, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_an_unreachable_database_is_one_line_without_its_password(
-        clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        clean_env: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    monkeypatch.setattr(logging, "basicConfig", lambda **_: None)  # no handler left behind
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
