@@ -10,9 +10,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio.to_thread
-from fastapi import FastAPI, Request, status
+from fastapi import FastAPI, Request, Response, status
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from autopeft_service.api.middleware import (
     BodySizeLimit,
@@ -94,6 +97,22 @@ def _warn_about_tokens(settings: Settings) -> None:
                         "get 401", role, role.upper(), role)
 
 
+def allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """The methods the OpenAPI document lists for ``path`` (for ``Allow``).
+
+    Read from the document rather than the router: FastAPI keeps one route per method
+    inside included routers, which it does not expose.
+    """
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return sorted(method.upper() for method in operations
+                          if method.upper() in _METHODS)
+    return []
+
+
+_METHODS = frozenset({"GET", "PUT", "POST", "DELETE", "OPTIONS", "HEAD", "PATCH", "TRACE"})
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app. The database schema must already be at Alembic's head
     (``autopeft serve`` runs the migration first; this never calls ``create_all``)."""
@@ -125,6 +144,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(dashboard.router)
     ui.mount(app)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == status.HTTP_405_METHOD_NOT_ALLOWED:
+            # FastAPI makes one route per method, and Starlette's 405 names only the methods
+            # of the first route whose path matched: name every route's on this path.
+            error.headers = {**(error.headers or {}),
+                             "Allow": ", ".join(allowed_methods(app, request.url.path))}
+        return await http_exception_handler(request, error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:

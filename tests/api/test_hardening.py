@@ -436,3 +436,23 @@ def test_failure_flags_are_not_coerced(http: httpx.Client) -> None:
                          json={"token": lease["token"], "reason": "x", "retry": "false"})
     assert response.status_code == 422, response.text
     assert "body.retry" in _locs(response)
+
+
+# ------------------------------------------------------------------ second pass: OpenAPI
+
+
+@pytest.mark.parametrize("path, methods", [
+    ("/v1/studies", "GET, POST"), ("/v1/trials/1/artifact", "GET, PUT"),
+    ("/v1/studies/1", "GET"), ("/v1/leases", "POST"),
+])
+def test_a_method_not_allowed_names_every_method_of_the_path(http: httpx.Client, path: str,
+                                                             methods: str) -> None:
+    for method in ("OPTIONS", "DELETE", "PATCH"):
+        response = http.request(method, path, headers=CLIENT)
+        assert response.status_code == 405, (method, response.text)
+        assert response.headers["allow"] == methods, (method, response.headers)
+
+
+def test_the_artifact_download_documents_503(http: httpx.Client) -> None:
+    document = http.get("/openapi.json").json()
+    assert "503" in document["paths"]["/v1/trials/{trial_id}/artifact"]["get"]["responses"]

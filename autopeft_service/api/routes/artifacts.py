@@ -170,7 +170,7 @@ def _stored(services: Services, trial_id: int) -> tuple[Path, str, int]:
 
 
 @router.get("/trials/{trial_id}/artifact", dependencies=[ClientAuth], tags=["artifacts"],
-            responses={**error_responses(401, 403, 404), 200: {
+            responses={**error_responses(401, 403, 404, 503), 200: {
                 "description": "The packed artefact (a zip).",
                 "content": {"application/zip": {"schema": {"type": "string",
                                                            "format": "binary"}}}}})
