@@ -73,8 +73,20 @@ def _try_lease(services: Services, worker: str, first: bool = True) -> dict[str,
     return out
 
 
+def _lease_links() -> dict[str, Any]:
+    """OpenAPI links from a lease to the calls its worker makes next (clients and
+    schemathesis's stateful phase follow them): trial id from the answer, token in the body."""
+    operations = {"Heartbeat": "heartbeat", "ReportResult": "report_result",
+                  "ReportFailure": "report_failure"}
+    return {name: {"operationId": f"{operation}_v1_trials__trial_id__{operation.split('_')[-1]}"
+                                  "_post",
+                   "parameters": {"trial_id": "$response.body#/trial_id"},
+                   "description": f"{name} for the leased trial (token: $response.body#/token)"}
+            for name, operation in operations.items()}
+
+
 @router.post("/leases", response_model=LeaseOut,
-             responses={200: {"model": LeaseOut},
+             responses={200: {"model": LeaseOut, "links": _lease_links()},
                         204: {"description": "nothing ready; retry after Retry-After"}})
 async def lease(body: LeaseRequest, services: ServicesDep) -> Response:
     """Lease the oldest ready trial, long-polling while none is ready. The time to the
