@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
+from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail, seed_value
 from autopeft_service.cli.trial import add_task_arguments, task_options
 from autopeft_service.domain.errors import AutopeftError
 
@@ -84,7 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="default: by model (minilm 2000, smollm2 512)")
     parser.add_argument("--max-length", type=int, help="default: by model (64, 48)")
     parser.add_argument("--batch-size", type=int, help="default: by model (32, 16)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_value, default=0, help="search and training seed")
     parser.add_argument("--workdir", type=Path, default=Path(".autopeft"),
                         help="where the demo's database and logs go (default .autopeft/)")
     parser.add_argument("--keep-serving", action="store_true",
@@ -155,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         fail("demo: --trials and --workers must be at least 1", USAGE_ERROR)
     model = args.model
     folder = model_folder(model)
+    spec = checked_spec(args, model, folder)  # a bad flag is said before anything starts
     workdir = (args.workdir / f"demo-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     demo = DemoFolder(workdir)
@@ -168,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.start()
         announce(server)
-        final = _search(args, server, workers, model, folder)
+        final = _search(args, server, workers, spec)
         print(f"demo finished in {(time.monotonic() - started) / 60:.1f} min: "
               f"{final['counts']['completed']} trials completed, {final['counts']['failed']} "
               f"failed. Database: {demo.database}", flush=True)
@@ -200,8 +201,27 @@ def announce(server: Any) -> None:
           f"AUTOPEFT_TOKEN={server.client_token}", flush=True)
 
 
-def _search(args: argparse.Namespace, server: Any, workers: Any, model: str,
-            folder: Path) -> dict[str, Any]:
+def checked_spec(args: argparse.Namespace, model: str, folder: Path) -> dict[str, Any]:
+    """The demo's study spec, validated here as the server would (task name, training
+    settings, seed, budget), so that a bad flag is one line and exit 2 in a moment instead
+    of a failure after the server and workers started.
+
+    Exits:
+        2 with one line naming the flag's field when the spec is invalid.
+    """
+    from autopeft_service.domain.study import StudySpec
+    from autopeft_service.domain.validation import parse_model
+
+    try:
+        spec = demo_spec(args, model, folder)
+        parse_model(StudySpec, spec)
+    except AutopeftError as error:
+        fail(f"demo: {error}", USAGE_ERROR)
+    return spec
+
+
+def _search(args: argparse.Namespace, server: Any, workers: Any,
+            spec: dict[str, Any]) -> dict[str, Any]:
     """Submit the demo's study, start the workers and follow the study to its end.
 
     Returns:
@@ -216,7 +236,7 @@ def _search(args: argparse.Namespace, server: Any, workers: Any, model: str,
 
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     with AutopeftClient(server.base_url, server.client_token) as client:
-        study = client.submit(demo_spec(args, model, folder))  # ConfigError: bad folder
+        study = client.submit(spec)
         for index in range(args.workers):
             workers.start(f"worker-{index}", "--threads", str(threads))
         all_exited = threading.Event()

@@ -50,6 +50,10 @@ CASES: list[tuple[list[str], str]] = [
     (["demo", "--trials", "0"], "--trials"),
     (["demo", "--space", "nope"], "invalid choice: 'nope'"),
     (["demo", "--model", "/nonexistent/model"], "not a model folder"),
+    (["demo", "--task", "glue:sst3"], "unknown GLUE task 'sst3'"),
+    (["demo", "--epochs", "-1"], "training.epochs"),
+    (["demo", "--learning-rate", "5"], "training.learning_rate"),
+    (["demo", "--seed", "-3"], "--seed: must be from 0"),
     # serve
     (["serve", "--port", "99999"], "--port"),
     (["serve", "--port", "abc"], "--port"),
