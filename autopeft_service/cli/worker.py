@@ -34,8 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "worker-artifacts/NAME)")
     parser.add_argument("--no-artifacts", action="store_true",
                         help="do not save or upload trained adapters (results only)")
-    parser.add_argument("--log-level", default="warning",
-                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"],
+                        help="info (default): each trial's phases and progress, at most "
+                        "a line per 30 s; warning: problems only")
     parser.set_defaults(handler=run)
 
 
@@ -55,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         fail(f"worker: {error}", USAGE_ERROR)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_level != "debug":  # httpx logs every request at INFO: a line per heartbeat
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     from workers.client import (
         Interrupted,
         ProtocolError,

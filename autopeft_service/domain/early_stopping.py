@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
 
@@ -56,7 +56,7 @@ class EarlyStopping(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     rule: EarlyStoppingRule = Field("none", description="none (default) or moasha.")
-    rungs: tuple[StrictFloat, ...] = Field(
+    rungs: tuple[Annotated[StrictFloat, Field(gt=0, lt=1)], ...] = Field(
         (), max_length=MAX_RUNGS, description="Fractions of each trial's training steps at "
         "which it is scored, strictly increasing, each in (0, 1). With rule moasha and none "
         "given: one rung at 1/eta (measured: earlier rungs predict the end poorly).")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
@@ -92,8 +92,8 @@ class TrialResult(BaseModel):
 
     metric: str = Field(min_length=1, max_length=100)
     objective: StrictFloat = Field(ge=-1e9, le=1e9)
-    held_out: dict[str, StrictFloat] = Field(max_length=64)
-    dev: dict[str, StrictFloat] = Field(max_length=64)
+    held_out: dict[str, Annotated[StrictFloat, Field(ge=-1e9, le=1e9)]] = Field(max_length=64)
+    dev: dict[str, Annotated[StrictFloat, Field(ge=-1e9, le=1e9)]] = Field(max_length=64)
     dev_score: StrictFloat = Field(ge=-1e9, le=1e9)
     trainable_parameters: StrictInt = Field(ge=0, le=10**15)
     trainable_percent: StrictFloat = Field(ge=0, le=1e6)

@@ -97,3 +97,24 @@ def test_every_response_is_documented(api_schema: Any, mode: schemathesis.Genera
                 raw.get("parameters") or raw.get("requestBody")):
             continue  # nothing to make invalid (GET /v1/health)
         assert _exercise(operation, mode) > 0, operation.label
+
+
+def test_the_study_spec_is_fuzzable(api_schema: Any) -> None:
+    """schemathesis's fuzzing builds study specs from the document: each search space names
+    its ``kind`` (required in the document, so the union's variants are disjoint) and every
+    number is bounded, so generated bodies reach the server's own checks."""
+    operation = api_schema["/v1/studies"]["POST"]
+    bodies: list[dict[str, Any]] = []
+
+    @given(case=operation.as_strategy(generation_mode=schemathesis.GenerationMode.POSITIVE))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    def run(case: schemathesis.Case) -> None:
+        bodies.append(case.body)
+        case.call_and_validate(headers=CLIENT, checks=CHECKS)
+
+    run()
+    assert len(bodies) >= EXAMPLES // 2
+    kinds = [body["search_space"]["kind"] for body in bodies]
+    assert set(kinds) <= {"autopeft", "unified", "design_space", "lora"}
+    assert len(set(kinds)) >= 2, kinds

@@ -38,6 +38,7 @@ from autopeft_service.domain.spaces.base import (
     ParamValue,
     SearchParameter,
     SearchSpaceBase,
+    SizeChoice,
     check_choices,
     flag_parameters,
     layer_parameter,
@@ -69,9 +70,9 @@ class AutoPeftSpace(SearchSpaceBase):
 
     kind: Literal["autopeft"] = "autopeft"
     num_layers: StrictInt = Field(gt=0, le=MAX_LAYERS)
-    serial_adapter_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
-    parallel_adapter_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
-    prefix_lengths: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    serial_adapter_sizes: tuple[SizeChoice, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    parallel_adapter_sizes: tuple[SizeChoice, ...] = Field(min_length=1, max_length=MAX_CHOICES)
+    prefix_lengths: tuple[SizeChoice, ...] = Field(min_length=1, max_length=MAX_CHOICES)
     parallel_adapter_scale: StrictFloat = Field(4.0, gt=0, le=1000)
     prefix_reparameterize: StrictBool = True
     prefix_mlp_width: StrictInt = Field(800, gt=0, le=MAX_SIZE)

@@ -30,9 +30,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
@@ -51,6 +51,11 @@ MAX_LAYERS = 256
 MAX_SIZE = 65_536
 #: Most choices one parameter may list.
 MAX_CHOICES = 64
+
+
+#: One size choice (a bottleneck, prefix length or LoRA rank; 0 = off where a family allows
+#: it): bounded in the type, so the OpenAPI document states the bound too.
+SizeChoice = Annotated[StrictInt, Field(ge=0, le=MAX_SIZE)]
 
 
 class ParameterKind(StrEnum):
@@ -99,6 +104,16 @@ def point_key(point: Point) -> tuple[tuple[str, ParamValue], ...]:
                         for name, value in point.items()))
 
 
+def _kind_required(schema: dict[str, Any]) -> None:
+    """The documents require ``kind``, so the union's variants are disjoint and a schema-
+    driven fuzzer (schemathesis) can build each one. The server itself still reads a
+    missing ``kind`` as ``autopeft`` (specs stored before there were families)."""
+    if "kind" in schema.get("properties", {}):
+        required = schema.setdefault("required", [])
+        if "kind" not in required:
+            required.insert(0, "kind")
+
+
 class SearchSpaceBase(BaseModel):
     """A family of PEFT configurations searched by the optimisers (module docstring).
 
@@ -107,7 +122,8 @@ class SearchSpaceBase(BaseModel):
     effect.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False,
+                              json_schema_extra=_kind_required)
 
     kind: str
     #: The field that sets how many parameters the space has (named when a space is too

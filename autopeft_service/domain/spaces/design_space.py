@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
@@ -136,7 +136,8 @@ class DesignSpace(SearchSpaceBase):
     injective: ClassVar[bool] = False
     backbone: BackboneDims
     max_groups: StrictInt = Field(4, ge=1, le=8, description="Largest G searched.")
-    budgets: tuple[StrictFloat, ...] = Field(DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
+    budgets: tuple[Annotated[StrictFloat, Field(ge=1e-4, le=100)], ...] = Field(
+        DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
                                        description="Budget choices, percent of the backbone.")
 
     @model_validator(mode="after")

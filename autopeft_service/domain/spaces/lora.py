@@ -21,7 +21,7 @@ LoRA r = 8 on query and value (alpha 16) is a point at every granularity.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
@@ -35,6 +35,7 @@ from autopeft_service.domain.spaces.base import (
     ParamValue,
     SearchParameter,
     SearchSpaceBase,
+    SizeChoice,
     check_choices,
 )
 from autopeft_service.domain.validation import FieldError
@@ -71,9 +72,10 @@ class LoraSpace(SearchSpaceBase):
         "all", description="One rank for all layers, per group of layers, or per layer.")
     num_groups: StrictInt = Field(3, ge=1, le=MAX_LAYERS,
                             description="Groups of consecutive layers (granularity groups).")
-    ranks: tuple[StrictInt, ...] = Field(DEFAULT_RANKS, min_length=1, max_length=MAX_CHOICES,
+    ranks: tuple[SizeChoice, ...] = Field(DEFAULT_RANKS, min_length=1, max_length=MAX_CHOICES,
                                    description="Rank choices; 0 = LoRA absent there.")
-    alpha_per_rank: tuple[StrictFloat, ...] = Field(DEFAULT_ALPHA_PER_RANK, min_length=1,
+    alpha_per_rank: tuple[Annotated[StrictFloat, Field(ge=1e-3, le=1e4)], ...] = Field(
+        DEFAULT_ALPHA_PER_RANK, min_length=1,
                                               max_length=MAX_CHOICES,
                                               description="Choices of the scale alpha / r.")
     targets: tuple[LoraTarget, ...] = Field(

@@ -30,7 +30,7 @@ width 800 in training, ReLU adapters, parallel adapters zero-initialised.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
@@ -53,6 +53,7 @@ from autopeft_service.domain.spaces.base import (
     ParamValue,
     SearchParameter,
     SearchSpaceBase,
+    SizeChoice,
     check_choices,
     flag_parameters,
     layer_parameter,
@@ -88,12 +89,13 @@ class UnifiedSpace(SearchSpaceBase):
 
     kind: Literal["unified"] = "unified"
     num_layers: StrictInt = Field(gt=0, le=MAX_LAYERS)
-    attention_sizes: tuple[StrictInt, ...] = Field(
+    attention_sizes: tuple[SizeChoice, ...] = Field(
         min_length=1, max_length=MAX_CHOICES,
         description="Rank, bottleneck or prefix length choices at attention.")
-    ffn_sizes: tuple[StrictInt, ...] = Field(min_length=1, max_length=MAX_CHOICES,
+    ffn_sizes: tuple[SizeChoice, ...] = Field(min_length=1, max_length=MAX_CHOICES,
                                        description="Rank or bottleneck choices at the FFN.")
-    scales: tuple[StrictFloat, ...] = Field((1.0, 2.0, 4.0), min_length=1, max_length=MAX_CHOICES,
+    scales: tuple[Annotated[StrictFloat, Field(ge=1e-3, le=1000)], ...] = Field(
+        (1.0, 2.0, 4.0), min_length=1, max_length=MAX_CHOICES,
                                       description="Scale choices of the parallel forms.")
     prefix_reparameterize: StrictBool = True
     prefix_mlp_width: StrictInt = Field(800, gt=0, le=MAX_SIZE)
