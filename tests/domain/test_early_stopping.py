@@ -134,8 +134,11 @@ def test_section_defaults_and_validation() -> None:
     assert moasha.rungs == pytest.approx((1 / 3,)) and moasha.stops
     assert EarlyStopping(rule="moasha", eta=4).rungs == pytest.approx((0.25,))
     assert EarlyStopping(rule="none", rungs=(0.5,)).rungs == (0.5,)
+    # a fraction outside (0, 1) is refused by the type (at rungs.N of the section), an
+    # order that does not increase by the section's check (at early_stopping.rungs.N)
     for rungs, field in (((0.5, 0.4), "early_stopping.rungs.1"),
-                         ((0.0,), "early_stopping.rungs.0"), ((1.0,), "early_stopping.rungs.0")):
+                         ((0.0,), "rungs.0: Input should be greater than 0"),
+                         ((1.0,), "rungs.0: Input should be less than 1")):
         with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
             parse_model(EarlyStopping, {"rule": "moasha", "rungs": list(rungs)})
     with pytest.raises(ConfigError, match="eta"):
