@@ -21,7 +21,7 @@ from autopeft_service.domain.peft_config import (
     PrefixConfig,
     SerialAdapterConfig,
 )
-from autopeft_service.domain.search_space import AutoPeftSpace, SearchParameter, SearchSpace
+from autopeft_service.domain.spaces import AutoPeftSpace, SearchParameter, SearchSpace
 
 __all__ = [
     "AutoPeftSpace", "AutopeftError", "BackboneDims", "BitFitConfig", "ConfigError", "DataError",

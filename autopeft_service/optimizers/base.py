@@ -1,4 +1,4 @@
-"""The optimiser protocol: ``suggest(n, completed, pending)`` and nothing else.
+"""The optimiser protocol: ``suggest(n, history)`` and nothing else.
 
 No HTTP or SQL inside an optimiser (Vizier's habit): the proposer reads the database and
 hands an optimiser plain data; the optimiser returns points. An optimiser holds no state

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.errors import AutopeftError
-from autopeft_service.domain.search_space import point_key
+from autopeft_service.domain.spaces import point_key
 from autopeft_service.domain.study import (
     BUDGET_STATES,
     PENDING_STATES,
