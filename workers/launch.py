@@ -195,13 +195,14 @@ class WorkerTask:
 
     argv: tuple[str, ...]
     name: str
+    #: runs ``autopeft ARGV`` in this process (``autopeft_service.cli.worker.main``; given
+    #: by the caller, so that this module never imports the command line)
+    entry: Callable[[list[str]], int | None]
 
     def __call__(self) -> int:
-        from autopeft_service.cli.main import main
-
         route_stop_signals()
         try:
-            status: Any = main(list(self.argv))
+            status: Any = self.entry(list(self.argv))
         except SystemExit as exit_:
             status = exit_.code
         except _StoppedBeforeStart:
@@ -302,9 +303,10 @@ def make_executor(plan: LaunchPlan) -> Any:
     return executor
 
 
-def submit(plan: LaunchPlan) -> list[LaunchedWorker]:
+def submit(plan: LaunchPlan, entry: Callable[[list[str]], int | None]
+           ) -> list[LaunchedWorker]:
     """Submit the plan's workers: one SLURM array (one task per worker), or one local
-    process each.
+    process each; each runs ``entry(argv)``, the ``autopeft worker`` command.
 
     Raises:
         LaunchError: the plan is invalid or SLURM is not available here.
@@ -315,7 +317,7 @@ def submit(plan: LaunchPlan) -> list[LaunchedWorker]:
     plan.folder.mkdir(parents=True, exist_ok=True)
     os.chmod(plan.folder, 0o700)  # the pickles hold the worker token
     executor = make_executor(plan)
-    tasks = [WorkerTask(tuple(plan.worker_argv(i)), plan.worker_name(i))
+    tasks = [WorkerTask(tuple(plan.worker_argv(i)), plan.worker_name(i), entry)
              for i in range(plan.workers)]
     with executor.batch():
         jobs = [executor.submit(task) for task in tasks]

@@ -132,6 +132,7 @@ def _check_server(url: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the input and the server, submit, print the job and its workers."""
+    from autopeft_service.cli import worker
     from workers.launch import LaunchError, LaunchPlan, parse_slurm_option, parse_time, stop, submit
     from workers.launch import wait as wait_for
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_check:
         _check_server(plan.server)
     try:
-        launched = submit(plan)
+        launched = submit(plan, worker.main)
     except LaunchError as error:
         fail(f"launch slurm: {error}", RUNTIME_ERROR)
     except Exception as error:  # noqa: BLE001 - sbatch's refusal, as one line
@@ -165,8 +166,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"launched {len(launched)} worker{'s' if len(launched) != 1 else ''}: "
           f"{where}{'s' if len(ids) > 1 else ''} {' '.join(ids)} (folder {plan.folder})",
           flush=True)
-    for worker in launched:
-        print(f"{worker.name}\tjob {worker.job_id}\tlog {worker.stdout}", flush=True)
+    for launched_worker in launched:
+        print(f"{launched_worker.name}\tjob {launched_worker.job_id}\t"
+              f"log {launched_worker.stdout}", flush=True)
     if not args.wait:
         return 0
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from autopeft_service.cli.parser import non_negative_float, positive_float, positive_int
@@ -39,6 +40,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="info (default): each trial's phases and progress, at most "
                         "a line per 30 s; warning: problems only")
     parser.set_defaults(handler=run)
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``autopeft worker ...`` in this process (``argv`` starts with ``worker``): what a
+    task launched by ``autopeft launch slurm`` runs. Exits like the command (SystemExit)."""
+    from autopeft_service.cli.parser import OneLineParser
+
+    parser = OneLineParser(prog="autopeft")
+    add_parser(parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser))
+    args = parser.parse_args(list(argv))
+    return int(args.handler(args) or 0)
 
 
 def run(args: argparse.Namespace) -> int:
