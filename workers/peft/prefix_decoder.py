@@ -25,7 +25,7 @@ from transformers.models.gpt2.modeling_gpt2 import eager_attention_forward as gp
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from transformers.models.llama.modeling_llama import eager_attention_forward as llama_eager
 
-from workers.peft.prefix import PrefixEncoder, extend_mask
+from workers.peft.prefix_parts import PrefixEncoder, extend_mask
 
 
 def causal_prefix_mask(mask: torch.Tensor | None, batch: int, length: int, prefix_length: int,
