@@ -247,7 +247,7 @@ class PeftConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_layers(self) -> Self:
-        from autopeft_service.domain.methods import METHODS
+        from autopeft_service.domain.methods import methods
 
         for kind, adapters in (("serial_adapters", self.serial_adapters),
                                ("parallel_adapters", self.parallel_adapters)):
@@ -262,8 +262,8 @@ class PeftConfig(_Frozen):
                 raise FieldError(f"lora.{i}.targets", "a projection takes one LoRA, "
                                  f"{sorted(t.value for t in repeated)} repeat")
             seen_targets |= set(lora.targets)
-        for method in METHODS:
-            for path, values in method.per_layer(getattr(self, method.field)):
+        for method in methods():
+            for path, values in method.per_layer(method.value(self)):
                 if len(values) != self.num_layers:
                     raise FieldError(f"{method.field}.{path}",
                                      f"has {len(values)} entries, expected one per layer "
@@ -276,9 +276,9 @@ class PeftConfig(_Frozen):
     @property
     def has_modules(self) -> bool:
         """True when at least one method is present in at least one layer."""
-        from autopeft_service.domain.methods import METHODS
+        from autopeft_service.domain.methods import methods
 
-        return any(method.present(getattr(self, method.field)) for method in METHODS)
+        return any(method.is_present(self) for method in methods())
 
     @property
     def is_head_only(self) -> bool:
@@ -287,12 +287,11 @@ class PeftConfig(_Frozen):
 
     def describe(self) -> str:
         """A short human-readable summary, e.g. ``serial@ffn[64x6] + lora[8x6:query,value]``."""
-        from autopeft_service.domain.methods import METHODS
+        from autopeft_service.domain.methods import methods
 
         if self.full_finetuning:
             return "full fine-tuning"
-        parts = [part for method in METHODS
-                 for part in method.describe(getattr(self, method.field))]
+        parts = [part for method in methods() for part in method.describe(method.value(self))]
         return " + ".join(parts) if parts else "head only"
 
     def to_json(self) -> str:

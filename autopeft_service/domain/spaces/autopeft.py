@@ -23,6 +23,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.methods import check_family
 from autopeft_service.domain.peft_config import (
     ParallelAdapterConfig,
     PeftConfig,
@@ -151,14 +152,14 @@ class AutoPeftSpace(SearchSpaceBase):
         """The point whose ``decode`` is ``config``.
 
         Raises:
-            ConfigError: ``config`` is outside this space (another method, per-layer sizes
-                that differ, or modules that do not share the same layers).
+            ConfigError: ``config`` is outside this space (a method whose descriptor does
+                not list the autopeft family, per-layer sizes that differ, or modules that
+                do not share the same layers).
         """
         if config.num_layers != self.num_layers:
             raise ConfigError(f"num_layers: config has {config.num_layers}, space has "
                               f"{self.num_layers}")
-        if config.lora or config.bitfit or config.ia3 or config.full_finetuning:
-            raise ConfigError("config uses a method outside the autopeft space")
+        check_family(config, self.kind)
         if any(a.position is not Position.FFN for a in
                (*config.serial_adapters, *config.parallel_adapters)):
             raise ConfigError("adapters of the autopeft space sit at the FFN")

@@ -50,7 +50,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
-from autopeft_service.domain.methods import lora_target_shape
+from autopeft_service.domain.methods import check_family, lora_target_shape
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import (
     BitFitConfig,
@@ -284,11 +284,13 @@ class DesignSpace(SearchSpaceBase):
         ``encode(decode(encode(c))) == encode(c)``.
 
         Raises:
-            ConfigError: no point of the space decodes to ``config``.
+            ConfigError: ``config`` holds a method whose descriptor does not list the
+                design_space family, or no point of the space decodes to it.
         """
         if config.num_layers != self.num_layers:
             raise ConfigError(f"num_layers: config has {config.num_layers}, space has "
                               f"{self.num_layers}")
+        check_family(config, self.kind)
         for groups in range(1, self.max_groups + 1):
             for pattern in (PATTERNS if groups > 1 else PATTERNS[:1]):
                 ranges = group_layers(self.num_layers, groups, pattern)

@@ -27,6 +27,7 @@ from pydantic import Field, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.methods import check_family
 from autopeft_service.domain.peft_config import LoraConfig, LoraTarget, PeftConfig
 from autopeft_service.domain.spaces.base import (
     MAX_CHOICES,
@@ -153,17 +154,16 @@ class LoraSpace(SearchSpaceBase):
         """The point whose ``decode`` is ``config``.
 
         Raises:
-            ConfigError: another method than LoRA, LoRA modules with different ranks on
-                different targets, ranks that vary inside a group, or a rank or scale that is
-                not among the choices.
+            ConfigError: a method whose descriptor does not list the lora family, LoRA
+                modules with different ranks on different targets, ranks that vary inside a
+                group, or a rank or scale that is not among the choices.
         """
         if config.num_layers != self.num_layers:
             raise ConfigError(f"num_layers: config has {config.num_layers}, space has "
                               f"{self.num_layers}")
+        check_family(config, self.kind)
         modules = [lora for lora in config.lora if any(lora.ranks)]
-        if len(modules) != 1 or config.has_modules is False or (
-                config.serial_adapters or config.parallel_adapters or config.prefix
-                or config.bitfit or config.ia3 or config.full_finetuning):
+        if len(modules) != 1:
             raise ConfigError("config is not one LoRA module: the lora space holds exactly that")
         lora = modules[0]
         point: dict[str, ParamValue] = {}

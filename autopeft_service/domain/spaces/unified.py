@@ -36,6 +36,7 @@ from pydantic import Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.methods import check_family
 from autopeft_service.domain.peft_config import (
     LoraConfig,
     LoraTarget,
@@ -190,17 +191,15 @@ class UnifiedSpace(SearchSpaceBase):
         """The point whose ``decode`` is ``config``.
 
         Raises:
-            ConfigError: ``config`` is outside this space: a method it has no function for
-                (BitFit, (IA)^3, full fine-tuning), two methods at one position, sizes that
-                differ across layers, methods on different layers, or a size or scale that
-                is not among the choices.
+            ConfigError: ``config`` is outside this space: a method whose descriptor does
+                not list the unified family (BitFit, (IA)^3), full fine-tuning, two methods
+                at one position, sizes that differ across layers, methods on different
+                layers, or a size or scale that is not among the choices.
         """
         if config.num_layers != self.num_layers:
             raise ConfigError(f"num_layers: config has {config.num_layers}, space has "
                               f"{self.num_layers}")
-        if config.bitfit or config.ia3 or config.full_finetuning:
-            raise ConfigError("config uses a method outside the unified space (BitFit, "
-                              "(IA)^3 or full fine-tuning)")
+        check_family(config, self.kind)
         at: dict[Position, list[tuple[str, tuple[int, ...], float, int]]] = {
             position: [] for position in Position}
         for a in config.serial_adapters:
