@@ -1,6 +1,11 @@
 """Export an adapter artefact to a HuggingFace ``peft`` adapter folder, and load one back.
 
-peft can express three of this engine's methods on their own:
+Whether a configuration exports is decided by the method registry
+(``domain.methods.export_refusal``): each ``MethodDescriptor.export`` is its peft form
+(``PeftForm``: peft's type name and the condition a configuration must meet) or the reason
+peft cannot hold it. This module holds the tensor conversion per peft form
+(``CONVERTERS``); a method whose form has no converter here is refused by name too, so no
+present method is ever left out of an export. Today three methods have a form:
 
 * LoRA, with a rank (and scale) per layer and projection: ``rank_pattern`` and
   ``alpha_pattern`` keyed by each adapted module's full name (``target_modules`` is the
@@ -11,9 +16,11 @@ peft can express three of this engine's methods on their own:
 * prefix tuning with one length in every layer: the folded prefix (the reparameterising
   MLP applied once) as peft's ``prompt_embeddings`` with ``prefix_projection=False``.
 
-Everything else is refused with one line naming the part (``ExportRefused``): bottleneck
-adapters (serial or parallel), BitFit, full fine-tuning, a configuration that mixes methods
-(peft holds one method per adapter), per-layer prefix lengths, and a head-only artefact.
+Everything else is refused with one line naming the part (``ExportRefused``): a method
+whose descriptor declares no peft form (bottleneck adapters, serial or parallel; BitFit; any
+new method until it declares one), full fine-tuning, a configuration that mixes methods
+(peft holds one method per adapter), a configuration its form's condition refuses
+(per-layer prefix lengths), and a head-only artefact.
 
 The task head is not a peft module (peft's ``modules_to_save`` holds submodules of the base
 model, and the head sits on top of a pooled ``AutoModel`` output): it is written beside the
@@ -39,7 +46,7 @@ Written here, not taken from a library: no library maps this engine's modules to
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +62,8 @@ from autopeft_service.domain.artifact import (
     verify_weights,
 )
 from autopeft_service.domain.errors import AutopeftError
-from autopeft_service.domain.peft_config import IA3Target, LoraConfig, PeftConfig
+from autopeft_service.domain.methods import export_method, export_refusal
+from autopeft_service.domain.peft_config import IA3Target, PeftConfig
 from workers.artifact import batched_outputs, tokenize_texts
 from workers.data import TaskType, TokenizedSplit
 from workers.models import resolve_model
@@ -78,36 +86,18 @@ class ExportRefused(AutopeftError, ValueError):
 
 
 def refusal(config: PeftConfig) -> str | None:
-    """Why peft cannot hold ``config`` (one line naming the part), or None when it can."""
-    if config.full_finetuning:
-        return ("full fine-tuning: not an adapter (every backbone weight changed); use the "
-                "artefact's weights directly")
-    if config.serial_adapters:
-        return "serial adapters: bottleneck adapters have no peft form"
-    if config.parallel_adapters:
-        return "parallel adapters: bottleneck adapters have no peft form"
-    if config.bitfit is not None:
-        return "BitFit: peft has no bias-only method"
-    methods = [name for name, present in (("LoRA", bool(config.lora)),
-                                          ("(IA)^3", config.ia3 is not None),
-                                          ("prefix", config.prefix is not None)) if present]
-    if not methods:
-        return ("no PEFT module (head only): nothing for peft to hold; the head is in the "
-                "artefact")
-    if len(methods) > 1:
-        return (f"a mixture ({' + '.join(methods)}): peft holds one method per adapter; "
-                "export a configuration with one method")
-    if config.prefix is not None and len(set(config.prefix.lengths)) > 1:
-        return (f"prefix: per-layer lengths {list(config.prefix.lengths)}: peft prefix "
-                "tuning has one length for every layer")
-    if config.lora:
-        seen: set[str] = set()
-        for module in config.lora:
-            for target in module.targets:
-                if target.value in seen:
-                    return (f"LoRA: two modules adapt {target.value}: peft holds one LoRA "
-                            "per projection")
-                seen.add(target.value)
+    """Why peft cannot hold ``config`` (one line naming the part), or None when it can.
+
+    The registry's ``export_refusal``, then the one method's peft form must have a
+    converter here (``CONVERTERS``): a form without one is refused naming the method.
+    """
+    reason = export_refusal(config)
+    if reason is not None:
+        return reason
+    method, form = export_method(config)
+    if form.peft_type not in CONVERTERS:
+        return (f"{method.label}: its peft form {form.peft_type} has no converter in "
+                f"workers/export.py (known: {sorted(CONVERTERS)})")
     return None
 
 
@@ -119,10 +109,17 @@ def _mapping(manifest: ArtifactManifest) -> ArchitectureMapping:
     return mapping
 
 
-def _lora(config: tuple[LoraConfig, ...], tensors: Mapping[str, torch.Tensor],
+#: (manifest, the artefact's tensors, module map, base model) -> (peft config, weights).
+Converter = Callable[[ArtifactManifest, Mapping[str, torch.Tensor], ArchitectureMapping, str],
+                     tuple[Any, dict[str, torch.Tensor]]]
+
+
+def _lora(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
           mapping: ArchitectureMapping, base: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """LoRA with per-layer ranks and scales (``rank_pattern``, ``alpha_pattern``)."""
     from peft import LoraConfig as PeftLoraConfig
 
+    config = manifest.peft_config.lora
     ranks: dict[str, int] = {}
     alphas: dict[str, float] = {}
     dropout = max(module.dropout for module in config)
@@ -154,10 +151,12 @@ def _exact(name: str) -> str:
     return name.replace(".", r"\.")
 
 
-def _ia3(config: PeftConfig, tensors: Mapping[str, torch.Tensor],
+def _ia3(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
          mapping: ArchitectureMapping, base: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """(IA)^3 with an explicit target pattern (the FFN at the output projection's input)."""
     from peft import IA3Config
 
+    config = manifest.peft_config
     assert config.ia3 is not None
     targets: list[str] = []
     feedforward: list[str] = []
@@ -184,7 +183,8 @@ def _ia3(config: PeftConfig, tensors: Mapping[str, torch.Tensor],
 
 
 def _prefix(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
-            base: str) -> tuple[Any, dict[str, torch.Tensor]]:
+            mapping: ArchitectureMapping, base: str) -> tuple[Any, dict[str, torch.Tensor]]:
+    """The folded prefix as peft's ``prompt_embeddings`` (one length in every layer)."""
     from peft import PrefixTuningConfig
 
     config = manifest.peft_config.prefix
@@ -206,6 +206,10 @@ def _prefix(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
         num_transformer_submodules=1, prefix_projection=False,
         task_type="FEATURE_EXTRACTION", base_model_name_or_path=base)
     return peft_config, {"prompt_embeddings": embeddings}
+
+
+#: peft type (``PeftForm.peft_type`` of a method's descriptor) -> its tensor conversion.
+CONVERTERS: dict[str, Converter] = {"LORA": _lora, "IA3": _ia3, "PREFIX_TUNING": _prefix}
 
 
 def check_output_folder(output: Path) -> None:
@@ -258,18 +262,14 @@ def export_peft(artifact: str | Path, output: str | Path) -> list[str]:
     reason = refusal(manifest.peft_config)
     if reason is not None:
         raise ExportRefused(reason)
+    _, form = export_method(manifest.peft_config)
     mapping = _mapping(manifest)
     target = Path(output)
     check_output_folder(target)
     base = loadable_base(manifest.backbone.name)
     tensors = load_file(str(verify_weights(artifact, manifest)))
     config = manifest.peft_config
-    if config.lora:
-        peft_config, weights = _lora(config.lora, tensors, mapping, base)
-    elif config.ia3 is not None:
-        peft_config, weights = _ia3(config, tensors, mapping, base)
-    else:
-        peft_config, weights = _prefix(manifest, tensors, base)
+    peft_config, weights = CONVERTERS[form.peft_type](manifest, tensors, mapping, base)
     target.mkdir(parents=True, exist_ok=True)
     peft_config.save_pretrained(str(target))
     save_file({k: v.contiguous() for k, v in weights.items()},

@@ -14,12 +14,15 @@ import pytest
 import torch
 from transformers import AutoModel
 
+import workers.models
 from autopeft_service.cli.main import main as cli_main
 from autopeft_service.domain import PeftConfig, TrainingSettings
-import workers.models
+from autopeft_service.domain.methods import METHODS, NO_PEFT_FORM, PeftForm, export_method, registered
+from tests.domain.test_method_registry import dummy_method, with_dummy
 from workers.artifact import load_classifier
 from workers.data import TokenizedCache
-from workers.export import ExportRefused, export_peft, load_peft_export, refusal
+from workers.export import CONVERTERS, ExportRefused, export_peft, load_peft_export, refusal
+from workers.peft.registry import injectors
 from workers.trial import TrialRequest, TrialRunner
 
 SETTINGS = TrainingSettings(epochs=1, batch_size=16, learning_rate=1e-2, max_length=24,
@@ -84,6 +87,8 @@ def test_peft_loads_the_export_and_gives_this_engines_logits(name, tmp_path,
     assert (ours - plain).abs().max().item() > 1e-4
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(tiny_bert_path)
+    # the form written is the one the method's descriptor declares
+    assert config["peft_type"] == export_method(PeftConfig.from_dict(EXPORTABLE[name]))[1].peft_type
     if name == "lora":
         assert config["rank_pattern"] == {r"encoder\.layer\.0\.attention\.self\.query": 4,
                                           r"encoder\.layer\.0\.attention\.self\.value": 4,
@@ -106,6 +111,31 @@ def test_peft_loads_the_export_and_gives_this_engines_logits(name, tmp_path,
 def test_what_peft_cannot_express_is_refused_naming_the_part(config, part) -> None:
     reason = refusal(PeftConfig.from_dict(config))
     assert reason is not None and reason.startswith(part)
+
+
+def test_a_new_method_mixed_with_lora_is_refused_by_name_never_dropped() -> None:
+    """A method whose descriptor declares no peft form is refused naming it, with LoRA or
+    alone; one that declares a form this module cannot write is refused naming it too."""
+    lora = {"lora": [{"ranks": [2, 2]}]}
+    with registered(dummy_method()):
+        assert refusal(with_dummy(lora, layers=2)) == f"Dummy: {NO_PEFT_FORM}"
+        assert refusal(with_dummy({}, layers=2)) == f"Dummy: {NO_PEFT_FORM}"
+    with registered(dummy_method(export=PeftForm("DUMMY"))):
+        assert refusal(with_dummy(lora, layers=2)).startswith("a mixture (Dummy + LoRA)")
+        reason = refusal(with_dummy({}, layers=2))
+        assert reason is not None and reason.startswith("Dummy: its peft form DUMMY has no "
+                                                        "converter")
+
+
+def test_every_declared_peft_form_has_a_converter_and_every_converter_a_method() -> None:
+    forms = {m.export.peft_type for m in METHODS if isinstance(m.export, PeftForm)}
+    assert forms == set(CONVERTERS)
+
+
+def test_a_registered_method_without_an_injector_stops_the_build() -> None:
+    with registered(dummy_method()), pytest.raises(RuntimeError, match="PeftConfig.dummy"):
+        injectors()
+    assert {i.field for i in injectors()} == {m.field for m in METHODS}
 
 
 def test_the_cli_exports_or_refuses_in_one_line_with_exit_2(tmp_path, tiny_bert_path,

@@ -6,6 +6,10 @@ the injectors in ``order``. Order matters because methods wrap modules: BitFit o
 ``requires_grad`` on existing biases (before anything is wrapped); LoRA and (IA)^3 wrap
 linears; adapters wrap sublayer outputs; prefix tuning wraps the self-attention module
 last (it calls the possibly wrapped query/key/value linears).
+
+The methods themselves are registered once, in the domain (``domain.methods``); this is
+the worker half of each. ``injectors`` refuses to run while a registered method has no
+injector, so a method is never silently left out of the model.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from autopeft_service.domain.backbone import BackboneDims
+from autopeft_service.domain.methods import methods
 
 #: (backbone, architecture mapping, the PeftConfig field's value, dims) -> None
 Inject = Callable[[nn.Module, Any, Any, BackboneDims], None]
@@ -48,9 +53,18 @@ def injector(field: str, order: int) -> Callable[[Inject], Inject]:
 
 
 def injectors() -> list[Injector]:
-    """Every registered injector, in build order (importing every method module first)."""
+    """Every registered injector, in build order (importing every method module first).
+
+    Raises:
+        RuntimeError: a method of the domain registry (``domain.methods.methods()``) has
+            no injector: its module ``workers/peft/<method>.py`` is missing.
+    """
     import workers.peft as package
 
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")
+    missing = [method.field for method in methods() if method.field not in _INJECTORS]
+    if missing:
+        raise RuntimeError(f"PeftConfig.{missing[0]}: a registered PEFT method has no "
+                           "injector (add workers/peft/<method>.py with @injector)")
     return sorted(_INJECTORS.values(), key=lambda i: i.order)
