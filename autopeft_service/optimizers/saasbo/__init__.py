@@ -8,8 +8,9 @@ NUTS), ``acquisition`` (fast single-candidate qLogNEHVI), ``optimizer`` (the pro
 
 from autopeft_service.optimizers.saasbo.acquisition import SingleCandidateNehvi
 from autopeft_service.optimizers.saasbo.encoding import Encoding
+from autopeft_service.optimizers.saasbo.info import ProposalInfo
 from autopeft_service.optimizers.saasbo.nuts import NutsStats, _saas_numpyro_model, fit_saas_nuts
-from autopeft_service.optimizers.saasbo.optimizer import ProposalInfo, SaasboOptimizer
+from autopeft_service.optimizers.saasbo.optimizer import SaasboOptimizer
 from autopeft_service.optimizers.saasbo.settings import MAX_DIMENSION, SaasboSettings
 
 __all__ = ["MAX_DIMENSION", "Encoding", "NutsStats", "ProposalInfo", "SaasboOptimizer",

@@ -29,18 +29,35 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from autopeft_service.optimizers.base import History, OptimizerError, seen_configs
-from autopeft_service.optimizers.saasbo.encoding import _keys
+from autopeft_service.domain.spaces import SearchSpaceBase
+from autopeft_service.optimizers.base import History, OptimizerError, Point, seen_configs
+from autopeft_service.optimizers.saasbo.encoding import Encoding, _keys
+from autopeft_service.optimizers.saasbo.info import ProposalInfo
 from autopeft_service.optimizers.saasbo.nuts import load_samples, nuts_samples
+from autopeft_service.optimizers.saasbo.settings import SaasboSettings
 
-if TYPE_CHECKING:
-    from autopeft_service.optimizers.saasbo.optimizer import ProposalInfo, SaasboOptimizer
+
+class FleetHost(Protocol):
+    """What fleet mode reads of the optimiser it serves (``SaasboOptimizer``): typed here so
+    that this module never imports the optimiser's, which imports this one."""
+
+    seed: int
+    settings: SaasboSettings
+    encoding: Encoding
+    space: SearchSpaceBase
+    reference_point: tuple[float, float]
+    share: Callable[[Point], float] | None
+
+    def _anchors(self, history: History) -> Tensor: ...
+
+    def _exact_shares(self, index: Tensor) -> Tensor: ...
 
 
 @dataclass
@@ -57,14 +74,14 @@ _CACHE_LOCK = threading.Lock()
 _CACHE_SIZE = 64
 
 
-def uses_fleet_mode(optimizer: SaasboOptimizer, n: int, history: History) -> bool:
+def uses_fleet_mode(optimizer: FleetHost, n: int, history: History) -> bool:
     """Fleet mode for a batch of ``n`` when ``n`` plus the pending points exceed the
     threshold (and the share is exact: the hypervolume gain of a draw needs it)."""
     return optimizer.share is not None and \
         n + len(history.pending) > optimizer.settings.fleet_threshold
 
 
-def _study_key(optimizer: SaasboOptimizer, history: History) -> tuple[Any, ...]:
+def _study_key(optimizer: FleetHost, history: History) -> tuple[Any, ...]:
     """Identifies a study across calls in one process (a pool child builds a fresh
     optimiser per call): its seed, settings, space and first completed points."""
     first = tuple(tuple(sorted(o.params.items())) for o in history.completed[:4])
@@ -126,7 +143,7 @@ def gap_to_front(scores: Tensor, shares: Tensor, front_scores: Tensor,
     return scores - best.reshape(scores.shape)
 
 
-def thompson_batch(optimizer: SaasboOptimizer, n: int, history: History, seed: int,
+def thompson_batch(optimizer: FleetHost, n: int, history: History, seed: int,
                    info: ProposalInfo) -> list[Tensor]:
     """``n`` new index vectors by Thompson sampling (module docstring).
 

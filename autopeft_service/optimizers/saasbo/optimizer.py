@@ -54,11 +54,9 @@ Settings (``optimizer.settings`` of the study; unknown names are rejected):
 from __future__ import annotations
 
 import dataclasses
-
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -78,7 +76,8 @@ from autopeft_service.optimizers.saasbo import botorch_private
 from autopeft_service.optimizers.saasbo.acquisition import SingleCandidateNehvi
 from autopeft_service.optimizers.saasbo.encoding import Encoding, _keys
 from autopeft_service.optimizers.saasbo.fleet import thompson_batch, uses_fleet_mode
-from autopeft_service.optimizers.saasbo.nuts import NutsStats, fit_saas_nuts
+from autopeft_service.optimizers.saasbo.info import ProposalInfo
+from autopeft_service.optimizers.saasbo.nuts import fit_saas_nuts
 from autopeft_service.optimizers.saasbo.settings import (
     EVAL_CHUNK,
     MAX_ROUNDS,
@@ -86,24 +85,6 @@ from autopeft_service.optimizers.saasbo.settings import (
     SaasboSettings,
 )
 from autopeft_service.optimizers.sobol import SobolOptimizer
-
-
-@dataclass
-class ProposalInfo:
-    """Diagnostics of the last model-based batch (for benchmarks and logs)."""
-
-    fit_seconds: float = 0.0
-    acquisition_seconds: float = 0.0
-    nuts: NutsStats | None = None
-    exact_share: bool = False
-    evaluated: int = 0
-    baseline: int = 0
-    #: per greedy step: (pool points scored, points scored while climbing, rounds)
-    search: list[tuple[int, int, int]] = field(default_factory=list)
-    #: fleet mode (Thompson sampling, ``saasbo/fleet.py``) chose this batch
-    fleet: bool = False
-    #: fleet mode: the kept NUTS samples were reused (no NUTS run)
-    reused_fit: bool = False
 
 
 class SaasboOptimizer:
