@@ -24,7 +24,7 @@ parameter share:
    expressible as an Ax constraint on choice parameters); it is marked failed and still
    counts as an evaluation.
 
-Stock Ax takes minutes per proposal here (DESIGN section 4), so choose sizes with the
+Stock Ax takes minutes per proposal here (docs/performance.md), so choose sizes with the
 flags. Reproduce (ours, full grid, and the closed loop; a few minutes):
     .venv/bin/python benchmarks/proposer_speed.py --methods ours
 The full comparison with stock Ax (about an hour or more on 2 cores):

@@ -1,4 +1,4 @@
-"""Wire types of the worker protocol (DESIGN section 2), shared by server and workers.
+"""Wire types of the worker protocol (docs/design.md, "The worker protocol"), shared by server and workers.
 
 They live in the domain so that workers, which never import the server, speak exactly the
 types the server validates.

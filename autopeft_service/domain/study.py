@@ -50,7 +50,7 @@ FINAL_STUDY_STATES = (StudyState.COMPLETED, StudyState.CANCELLED, StudyState.FAI
 
 
 class TrialState(StrEnum):
-    """Lifecycle of a trial (DESIGN section 2)."""
+    """Lifecycle of a trial (docs/design.md, "The worker protocol")."""
 
     READY = "ready"  # proposed and queued
     LEASED = "leased"  # a worker holds a lease with a deadline

@@ -1,4 +1,4 @@
-"""Worker protocol (DESIGN section 2): lease, heartbeat, result, failure.
+"""Worker protocol (docs/design.md, "The worker protocol"): lease, heartbeat, result, failure.
 
 Lease long-polls: when nothing is ready it waits (up to the server's ``long_poll_seconds``
 or the request's ``wait_seconds``, whichever is shorter) for the proposer's signal, then
