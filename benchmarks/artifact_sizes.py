@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.domain.artifact import WEIGHTS_FILE, pack
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.baselines import BASELINES

@@ -50,7 +50,7 @@ from typing import Any
 from real_table import stop_stale_processes, training_settings, write_pids, write_rows
 from sst2_fidelity import add_fidelity_arguments
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient, with_backbone_dims
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.local import LocalServer, LocalWorkers

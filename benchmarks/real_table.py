@@ -75,7 +75,7 @@ from typing import Any
 
 from sst2_fidelity import add_fidelity_arguments
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.spaces import space_for_backbone

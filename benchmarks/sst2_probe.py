@@ -46,7 +46,7 @@ from typing import Any
 
 from sst2_fidelity import add_fidelity_arguments
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args.model = args.model or default_model_path()
     import torch
 
-    from autopeft_service.cli.trial import quiet_libraries
+    from workers.commands.trial import quiet_libraries
     from workers.trial import TrialRequest, TrialRunner
 
     quiet_libraries()

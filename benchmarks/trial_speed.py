@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.search_space import AutoPeftSpace
 from autopeft_service.domain.trial import TrainingSettings, TrialResult

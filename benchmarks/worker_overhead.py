@@ -23,7 +23,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from autopeft_service.cli.demo import default_model_path
+from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.local import LocalServer, LocalWorkers
 

@@ -6,7 +6,7 @@ import threading
 import time
 from pathlib import Path
 
-from autopeft_service.cli.demo import _watch_workers
+from workers.commands.demo import _watch_workers
 from autopeft_service.client import AutopeftClient
 from autopeft_service.local import LocalServer, LocalWorkers, free_port
 from tests.workers.test_worker import spec

@@ -195,7 +195,7 @@ class WorkerTask:
 
     argv: tuple[str, ...]
     name: str
-    #: runs ``autopeft ARGV`` in this process (``autopeft_service.cli.worker.main``; given
+    #: runs ``autopeft ARGV`` in this process (``workers.commands.worker.main``; given
     #: by the caller, so that this module never imports the command line)
     entry: Callable[[list[str]], int | None]
 

@@ -4,25 +4,39 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from importlib.metadata import entry_points
+from types import ModuleType
 
-from autopeft_service.cli import demo, export, launch, retrain, serve, studies, trial, worker
+from autopeft_service.cli import serve, studies
 from autopeft_service.cli.parser import RUNTIME_ERROR, OneLineParser, fail
+
+#: Entry-point group of the commands other packages add (the workers' ``trial``, ``worker``,
+#: ``retrain``, ``launch``, ``export`` and ``demo``, declared in pyproject.toml): the server
+#: package names no worker module, and a new command needs no line here.
+COMMAND_GROUP = "autopeft.commands"
 
 
 def build_parser() -> OneLineParser:
+    """The ``autopeft`` parser: the server side's commands, then every registered one.
+
+    Raises:
+        ImportError: a registered command's module cannot be imported (a broken install).
+    """
     parser = OneLineParser(prog="autopeft", description=(
         "Search parameter-efficient fine-tuning configurations by multi-objective "
         "Bayesian optimisation."))
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    trial.add_parser(subparsers)
-    demo.add_parser(subparsers)
     serve.add_parser(subparsers)
     studies.add_parser(subparsers)
-    retrain.add_parser(subparsers)
-    worker.add_parser(subparsers)
-    launch.add_parser(subparsers)
-    export.add_parser(subparsers)
+    for command in registered_commands():
+        command.add_parser(subparsers)
     return parser
+
+
+def registered_commands() -> list[ModuleType]:
+    """The modules registered under ``COMMAND_GROUP``, in the order their names sort."""
+    found = sorted(entry_points(group=COMMAND_GROUP), key=lambda point: point.name)
+    return [point.load() for point in found]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,15 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
-from autopeft_service.domain.peft_config import (
-    IA3Target,
-    LoraTarget,
-    PeftConfig,
-)
+from autopeft_service.domain.method_configs import IA3Target, LoraTarget
+
+if TYPE_CHECKING:  # a type only: peft_config imports this module at run time
+    from autopeft_service.domain.peft_config import PeftConfig
 
 #: name -> (trainable, deployed) parameters of one method module (e.g. ``lora``).
 Counts = dict[str, tuple[int, int]]

@@ -19,7 +19,7 @@ import httpx
 
 import pytest
 
-from autopeft_service.cli.demo import demo_spec
+from workers.commands.demo import demo_spec
 from autopeft_service.client import AutopeftClient, backbone_dims_of
 from autopeft_service.domain.spaces import FAMILIES
 from autopeft_service.domain.study import StudySpec, check_new_study

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from autopeft_service.cli.main import build_parser
-from autopeft_service.cli.trial import SETTING_FLAGS, settings_from_args
+from workers.commands.trial import SETTING_FLAGS, settings_from_args
 from autopeft_service.domain import PeftConfig, TrainingSettings
 from workers.progress import Phase
 

@@ -18,6 +18,7 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -59,10 +60,10 @@ def injectors() -> list[Injector]:
         RuntimeError: a method of the domain registry (``domain.methods.methods()``) has
             no injector: its module ``workers/peft/<method>.py`` is missing.
     """
-    import workers.peft as package
-
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+    # The package's modules by folder and name: importing the package object here would
+    # close a loop (workers.peft imports inject, which imports this module).
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{module.name}")
     missing = [method.field for method in methods() if method.field not in _INJECTORS]
     if missing:
         raise RuntimeError(f"PeftConfig.{missing[0]}: a registered PEFT method has no "

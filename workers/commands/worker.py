@@ -109,7 +109,7 @@ def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-
     """Build the trial runner and run the worker loop; returns its WorkerStats."""
     import torch
 
-    from autopeft_service.cli.trial import quiet_libraries
+    from workers.commands.trial import quiet_libraries
     from workers.device import check_device
     from workers.trial import TrialRunner
     from workers.uploads import PendingUploads

@@ -96,7 +96,7 @@ def _usage(message: str) -> NoReturn:
 def _worker_args(text: str) -> tuple[str, ...]:
     """Split ``--extra-worker-args`` and check them with ``autopeft worker``'s own parser,
     so that a typo is said now, not in N job logs."""
-    from autopeft_service.cli import worker
+    from workers.commands import worker
 
     try:
         args = tuple(shlex.split(text))
@@ -132,7 +132,7 @@ def _check_server(url: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the input and the server, submit, print the job and its workers."""
-    from autopeft_service.cli import worker
+    from workers.commands import worker
     from workers.launch import LaunchError, LaunchPlan, parse_slurm_option, parse_time, stop, submit
     from workers.launch import wait as wait_for
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail, seed_value
-from autopeft_service.cli.trial import add_task_arguments, task_options
 from autopeft_service.domain.errors import AutopeftError
+from workers.commands.trial import add_task_arguments, task_options
 
 #: The demo's training fidelity per packaged model (flags override each field). MiniLM: 2,000
 #: examples of 64 tokens, 500 held-out and 500 dev. SmolLM2 (six times MiniLM's size, about
@@ -77,7 +77,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         choices=["autopeft", "unified", "design_space", "lora"],
                         help="search-space family (default autopeft)")
     parser.add_argument("--optimizer", default=None,
-                        help="optimiser name (default: saasbo when available, else sobol)")
+                        help=f"optimiser name (default {DEFAULT_OPTIMIZER})")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--max-train-examples", type=int,
@@ -93,10 +93,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
 
 
-def default_optimizer() -> str:
-    from autopeft_service.optimizers.factory import OPTIMIZERS
-
-    return "saasbo" if "saasbo" in OPTIMIZERS else "sobol"
+#: The optimiser a demo study names unless --optimizer says otherwise (the server's
+#: default; an unknown name is refused by the server at submit).
+DEFAULT_OPTIMIZER = "saasbo"
 
 
 def demo_spec(args: argparse.Namespace, model: str, folder: Path | None = None
@@ -136,7 +135,7 @@ def demo_spec(args: argparse.Namespace, model: str, folder: Path | None = None
                    "initial_trials": min(args.initial_trials, args.trials),
                    "max_parallel": args.workers, "max_attempts": 2},
         "training": {"epochs": args.epochs, "learning_rate": args.learning_rate, **fidelity},
-        "optimizer": {"name": args.optimizer or default_optimizer(), "seed": args.seed},
+        "optimizer": {"name": args.optimizer or DEFAULT_OPTIMIZER, "seed": args.seed},
         "seed": args.seed,
     }
 

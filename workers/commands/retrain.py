@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 from autopeft_service.cli.studies import INTERRUPTED, _common, _connection, _explain, study_id
-from autopeft_service.cli.trial import add_task_arguments, quiet_libraries, task_options
 from autopeft_service.domain.baselines import ALL, BASELINES, Baseline, select_baselines
 from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
+from workers.commands.trial import add_task_arguments, quiet_libraries, task_options
 
 if TYPE_CHECKING:
     from autopeft_service.domain.trial import TrialResult
