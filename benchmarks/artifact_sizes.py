@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx
 
-from workers.commands.demo import default_model_path
 from autopeft_service.domain.artifact import WEIGHTS_FILE, pack
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.baselines import BASELINES
@@ -41,6 +40,7 @@ from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.spaces import space_for_backbone
 from autopeft_service.domain.trial import TrainingSettings
 from autopeft_service.local import LocalServer
+from workers.commands.demo import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -299,7 +299,7 @@ def space_speed(families: Sequence[str], repeats: int, trials: int = SPACE_TRIAL
         assert all(o is not None for o in completed)
         history = History(completed=completed, pending=points[trials:])
 
-        def optimizer() -> SaasboOptimizer:
+        def optimizer(problem: Any = problem) -> SaasboOptimizer:
             return SaasboOptimizer(problem.space, seed=0, initial_trials=10,
                                    reference_point=problem.reference,
                                    settings=SaasboSettings(), share=problem.share)

@@ -50,10 +50,10 @@ from typing import Any
 from real_table import stop_stale_processes, training_settings, write_pids, write_rows
 from sst2_fidelity import add_fidelity_arguments
 
-from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient, with_backbone_dims
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.local import LocalServer, LocalWorkers
+from workers.commands.demo import default_model_path
 
 RESULTS = Path(__file__).parent / "results"
 FAMILIES = ("autopeft", "unified", "design_space", "lora")

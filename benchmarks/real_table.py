@@ -75,13 +75,13 @@ from typing import Any
 
 from sst2_fidelity import add_fidelity_arguments
 
-from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.spaces import space_for_backbone
 from autopeft_service.domain.spaces.base import SearchSpaceBase
 from autopeft_service.domain.study import parse_search_space
 from autopeft_service.local import LocalServer, LocalWorkers
+from workers.commands.demo import default_model_path
 
 RESULTS = Path(__file__).parent / "results"
 #: Trial states that end a trial and get a row.

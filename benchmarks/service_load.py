@@ -688,7 +688,7 @@ def _collect(queue: multiprocessing.Queue, clients: list[Any], timeout: float) -
         except queue_module.Empty:
             dead = [c.exitcode for c in clients if c.exitcode not in (None, 0)]
             if dead:
-                raise RuntimeError(f"a fleet client process failed (exit codes {dead})")
+                raise RuntimeError(f"a fleet client process failed (exit codes {dead})") from None
             if time.monotonic() > end:
                 raise TimeoutError("the fleet client processes did not answer") from None
     return items

@@ -46,10 +46,10 @@ from typing import Any
 
 from sst2_fidelity import add_fidelity_arguments
 
-from workers.commands.demo import default_model_path
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
+from workers.commands.demo import default_model_path
 
 RESULTS = Path(__file__).parent / "results"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

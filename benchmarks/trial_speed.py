@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from workers.commands.demo import default_model_path
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.search_space import AutoPeftSpace
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
 from workers.backbone import Backbone
+from workers.commands.demo import default_model_path
 from workers.trial import TrialRequest, TrialRunner
 
 

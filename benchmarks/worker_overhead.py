@@ -23,9 +23,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from workers.commands.demo import default_model_path
 from autopeft_service.client import AutopeftClient
 from autopeft_service.local import LocalServer, LocalWorkers
+from workers.commands.demo import default_model_path
 
 
 def main() -> None:

@@ -17,12 +17,12 @@ import pytest
 
 from autopeft_service.client import AutopeftClient, ClientError, format_detail, load_spec
 from autopeft_service.core.config import Settings
+from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.local import free_port
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from workers.client import ServerClient
-from autopeft_service.domain.backbone import MINILM_DIMS
 from workers.fake_worker import FakeWorker
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

@@ -6,10 +6,10 @@ import threading
 import time
 from pathlib import Path
 
-from workers.commands.demo import _watch_workers
 from autopeft_service.client import AutopeftClient
 from autopeft_service.local import LocalServer, LocalWorkers, free_port
 from tests.workers.test_worker import spec
+from workers.commands.demo import _watch_workers
 
 
 def test_generated_tokens_never_start_with_a_dash(tmp_path: Path) -> None:

@@ -145,7 +145,7 @@ def test_different_failure_reasons_do_not_end_the_study(database: Database) -> N
 
 
 def test_a_backbone_no_worker_has_ends_the_study_with_the_reason(
-        make_server: Callable[..., ServerThread]) -> None:
+        make_server: Callable[..., ServerThread]) -> None:  # noqa: F811 - the fixture
     """Real workers (the trial runner, in threads) on a backbone path that does not exist."""
     from workers.client import ServerClient
     from workers.trial import TrialRunner

@@ -44,7 +44,6 @@ from workers.client import (
     ProtocolError,
     ServerClient,
     ServerUnavailable,
-    default_worker_name,
 )
 from workers.progress import LineProgress
 from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped

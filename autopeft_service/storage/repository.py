@@ -47,11 +47,10 @@ from autopeft_service.domain.study import (
     StudyState,
     TrialState,
 )
-from autopeft_service.storage.database import database_now, database_now_expression, is_postgres
 from autopeft_service.domain.trial import RungScore
+from autopeft_service.storage.database import database_now, database_now_expression, is_postgres
 from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
 from autopeft_service.storage.rungs import record_rung_scores
-
 
 log = logging.getLogger(__name__)
 

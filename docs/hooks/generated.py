@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import tempfile
-
 from pathlib import Path
 
 from mkdocs.structure.files import File, Files

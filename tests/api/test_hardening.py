@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import update
 
+from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.storage.database import Database
 from autopeft_service.storage.models import StudyRow, TrialRow
 from autopeft_service.testing.server import ServerThread
-from autopeft_service.domain.backbone import MINILM_DIMS
 from tests.api.conftest import (
     CLIENT,
     WORKER,

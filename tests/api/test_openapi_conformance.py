@@ -17,6 +17,7 @@ from schemathesis import checks
 from autopeft_service.testing.server import ServerThread
 from tests.api.conftest import CLIENT, WORKER, create_study
 
+
 def _zip_bodies() -> Any:
     """Artefact upload bodies: a well-formed archive, or arbitrary bytes."""
     import io

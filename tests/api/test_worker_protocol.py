@@ -4,11 +4,10 @@ import time
 
 import httpx
 
-from autopeft_service.domain.peft_config import PeftConfig
-from tests.api.conftest import CLIENT, WORKER, create_study
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
+from tests.api.conftest import CLIENT, WORKER, create_study
 from tests.api.test_studies import _result
 
 

@@ -41,7 +41,7 @@ def test_batches_are_proposed_while_the_previous_batch_is_pending() -> None:
     # first batch: nothing pending; then each call sees the 4 points being evaluated
     assert method.pending_seen == [0, 4, 4, 4]
     assert method.completed_seen == [0, 0, 4, 8]
-    assert all(b >= a for a, b in zip(result["hypervolume"], result["hypervolume"][1:]))
+    assert all(b >= a for a, b in zip(result["hypervolume"], result["hypervolume"][1:], strict=False))
 
 
 class Scripted:

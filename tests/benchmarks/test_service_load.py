@@ -55,7 +55,7 @@ def test_each_trial_is_a_lease_its_heartbeats_and_a_report_and_the_next_lease_is
         if first is not None:
             assert 0 <= first < period
             assert len(beats) == len(sl.heartbeat_offsets(first, period, duration))
-            assert all(b2.at - b1.at == pytest.approx(period) for b1, b2 in zip(beats, beats[1:]))
+            assert all(b2.at - b1.at == pytest.approx(period) for b1, b2 in zip(beats, beats[1:], strict=False))
             assert beats[-1].at < report.at <= beats[-1].at + period
     for number in range(len(trials) - 1):  # open loop: the next lease at the report's time
         if trials[number][-1].kind == sl.REPORT:

@@ -150,8 +150,8 @@ def test_an_unexpected_error_is_one_line_without_a_traceback(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The last net in main(): a command that breaks in a way nobody foresaw says so in one
     line (exit 1); AUTOPEFT_DEBUG=1 lets the traceback through."""
-    from workers.commands import export
     from autopeft_service.cli.main import main
+    from workers.commands import export
 
     def broken(_args: object) -> int:
         raise KeyError("surprise")

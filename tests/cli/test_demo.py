@@ -16,15 +16,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-
 import pytest
 
-from workers.commands.demo import demo_spec
 from autopeft_service.client import AutopeftClient, backbone_dims_of
 from autopeft_service.domain.spaces import FAMILIES
 from autopeft_service.domain.study import StudySpec, check_new_study
 from autopeft_service.local import DemoFolder
 from tests.cli.test_studies import ROOT, autopeft
+from workers.commands.demo import demo_spec
 
 
 def _args(space: str, **overrides: object) -> argparse.Namespace:

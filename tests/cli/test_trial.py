@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from autopeft_service.cli.main import build_parser
-from workers.commands.trial import SETTING_FLAGS, settings_from_args
 from autopeft_service.domain import PeftConfig, TrainingSettings
+from workers.commands.trial import SETTING_FLAGS, settings_from_args
 from workers.progress import Phase
 
 #: Every progress line of ``autopeft trial`` on a non-terminal stderr starts with this.

@@ -61,7 +61,7 @@ def test_the_encoding_round_trips_and_one_hot_encodes_categoricals(kind: str) ->
     assert unit.shape[-1] == encoding.model_dimension
     assert unit.min() >= 0 and unit.max() <= 1
     assert [encoding.to_point(row) for row in encoding.unit_to_index(unit)] == points
-    for j, parameter in enumerate(encoding.parameters):
+    for j in range(len(encoding.parameters)):
         if encoding.categorical[j]:
             block = unit[:, encoding.columns[j]:encoding.columns[j] + encoding.widths[j]]
             assert (block.sum(-1) == 1).all()  # one-hot: one category at a time

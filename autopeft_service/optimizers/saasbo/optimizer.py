@@ -366,7 +366,7 @@ class SaasboOptimizer:
         ranked = sorted(memo, key=memo.__getitem__, reverse=True)
         climbers = ranked[:self.settings.restarts]
         rounds = 0
-        for rounds in range(1, MAX_ROUNDS + 1):
+        for rounds in range(1, MAX_ROUNDS + 1):  # noqa: B007 - the count is read after the loop
             # Each climber's neighbours, computed once: scored together, then compared.
             arounds = [self.encoding.neighbours(torch.tensor([climber]))
                        for climber in climbers]
