@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for routes
     FailureIn,
@@ -14,103 +14,21 @@ from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for r
     LeaseRequest,
     ResultIn,
 )
-from autopeft_service.domain.study import StudySpec
-
-
-class ArtifactInfo(BaseModel):
-    """A trial's stored artefact."""
-
-    sha256: str
-    bytes: int
-    uploaded_at: float | None
-
-
-class RungOut(BaseModel):
-    """A trial's score at one rung, and the early-stopping decision on it."""
-
-    rung: int
-    step: int
-    score: float | None
-    examples: int
-    eval_seconds: float
-    proceed: bool | None = Field(description="True: went on; False: pruned here; None: no "
-                                 "rule applied (curve recorded only).")
-    decision: str | None
-
-
-class TrialSummary(BaseModel):
-    """A trial as users see it."""
-
-    id: int
-    number: int
-    state: str
-    generator: str
-    attempt: int
-    params: dict[str, int | float | str]
-    config: dict[str, Any]
-    config_description: str
-    worker: str | None
-    objective: float | None
-    param_share: float | None
-    dev_score: float | None
-    failure_reason: str | None
-    progress: dict[str, Any] | None
-    result: dict[str, Any] | None
-    created_at: float
-    leased_at: float | None
-    finished_at: float | None
-    artifact: ArtifactInfo | None = Field(
-        None, description="The uploaded adapter artefact (GET /v1/trials/{id}/artifact); "
-        "None until its worker uploads it.")
-    rungs: list[RungOut] = Field(default_factory=list, description="Scores at the study's "
-                                 "early-stopping rungs, in rung order (kept when pruned).")
-
-
-class StudyOut(BaseModel):
-    """A study with its progress."""
-
-    id: int
-    name: str
-    state: str = Field(description="running, completed, cancelled or failed.")
-    reason: str | None = Field(
-        None, description="Why the study failed; while running, why proposals are failing.")
-    proposer_failures: int = Field(
-        0, description="Failed proposer passes in a row (the study is retried with backoff).")
-    created_at: float
-    updated_at: float
-    counts: dict[str, int]
-    total_trials: int
-    best: TrialSummary | None = Field(description="Completed trial with the best held-out score.")
-    hypervolume: float = Field(description="Of the completed trials, against reference_point.")
-    pareto_size: int
-    spec: StudySpec | dict[str, Any] = Field(
-        description="The spec; shown as stored when an older version stored one that no "
-        "longer validates.")
-
-
-class Page(BaseModel):
-    """One page of a list."""
-
-    total: int
-    offset: int
-    limit: int
-
-
-class StudyPage(Page):
-    items: list[StudyOut]
-
-
-class TrialPage(Page):
-    items: list[TrialSummary]
-
-
-class ParetoOut(BaseModel):
-    """The non-dominated completed trials (score max, parameter share min)."""
-
-    study_id: int
-    reference_point: dict[str, float]
-    hypervolume: float
-    trials: list[TrialSummary]
+from autopeft_service.domain.views import (  # noqa: F401 - re-exported for routes
+    ArtifactInfo,
+    HypervolumeHistory,
+    HypervolumePoint,
+    Page,
+    ParetoOut,
+    RungOut,
+    StudyOut,
+    StudyPage,
+    TrialPage,
+    TrialSummary,
+    WorkerList,
+    WorkerOut,
+    WorkerTrial,
+)
 
 
 class ReportOut(BaseModel):
@@ -161,54 +79,3 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for these error status codes (model and meaning)."""
     return {code: {"model": _ERRORS[code][0], "description": _ERRORS[code][1]}
             for code in codes}
-
-
-class HypervolumePoint(BaseModel):
-    """The hypervolume once ``completed`` trials had completed (by finishing time)."""
-
-    completed: int
-    trial_number: int = Field(description="The trial whose completion this point follows.")
-    finished_at: float | None
-    hypervolume: float
-
-
-class HypervolumeHistory(BaseModel):
-    """A study's hypervolume against completed trials (the dashboard's progress curve)."""
-
-    study_id: int
-    reference_point: dict[str, float]
-    points: list[HypervolumePoint]
-
-
-class WorkerTrial(BaseModel):
-    """A trial a worker holds a lease on."""
-
-    study_id: int
-    trial_id: int
-    number: int
-    leased_at: float | None
-    lease_deadline: float | None
-
-
-class WorkerOut(BaseModel):
-    """A worker process, known by the name it leases under (from the ``workers`` table,
-    which leases and heartbeats update)."""
-
-    name: str
-    first_seen: float
-    last_seen: float = Field(description="Last lease or heartbeat (server clock, epoch s).")
-    leases: int = Field(description="Leases granted to this worker so far, all studies "
-                        "together.")
-    study_trials: int | None = Field(
-        None, description="With ?study_id=: how many of that study's trials this worker "
-        "leased (a trial leased again counts for its latest holder only); null without "
-        "study_id.")
-    alive: bool = Field(description="Seen within the server's worker_alive_seconds.")
-    trials: list[WorkerTrial] = Field(description="Trials it holds a lease on now, of every "
-                                      "study (study_id names each one's).")
-
-
-class WorkerList(BaseModel):
-    now: float = Field(description="The server's clock, to read last_seen against.")
-    alive_seconds: float
-    items: list[WorkerOut]

@@ -15,7 +15,15 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from autopeft_service.api.schemas import (
+from autopeft_service.domain.pareto import (
+    ObjectivePoint,
+    hypervolume,
+    hypervolume_history,
+    pareto_indices,
+)
+from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
+from autopeft_service.domain.views import (
     ArtifactInfo,
     HypervolumeHistory,
     HypervolumePoint,
@@ -27,14 +35,6 @@ from autopeft_service.api.schemas import (
     WorkerOut,
     WorkerTrial,
 )
-from autopeft_service.domain.pareto import (
-    ObjectivePoint,
-    hypervolume,
-    hypervolume_history,
-    pareto_indices,
-)
-from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import database_now
 from autopeft_service.storage.models import RungRow, StudyRow, TrialRow

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from autopeft_service.api.deps import ClientAuth, ServicesDep, SessionDep
-from autopeft_service.api.schemas import HypervolumeHistory, WorkerList, error_responses
+from autopeft_service.api.schemas import error_responses
 from autopeft_service.api.views import hypervolume_out, workers_out
+from autopeft_service.domain.views import HypervolumeHistory, WorkerList
 from autopeft_service.storage import repository as repo
 
 router = APIRouter(prefix="/v1", tags=["dashboard"], dependencies=[ClientAuth],

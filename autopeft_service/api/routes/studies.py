@@ -7,15 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from autopeft_service.api.deps import ClientAuth, ServicesDep, SessionDep
-from autopeft_service.api.schemas import (
-    ParetoOut,
-    StudyOut,
-    StudyPage,
-    TrialPage,
-    error_responses,
-)
+from autopeft_service.api.schemas import error_responses
 from autopeft_service.api.views import pareto_out, study_out, trial_summaries
 from autopeft_service.domain.study import StudySpec, TrialState, check_new_study
+from autopeft_service.domain.views import ParetoOut, StudyOut, StudyPage, TrialPage
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 
