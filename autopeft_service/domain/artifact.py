@@ -24,7 +24,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,7 +33,7 @@ from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import Pooling, TrainingSettings
 
-FORMAT = "autopeft-adapter"
+FORMAT: Final = "autopeft-adapter"
 FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "weights.safetensors"

@@ -32,6 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, model_validator
@@ -184,7 +185,7 @@ def crowding_distances(entries: Sequence[RungEntry], members: Sequence[int]) -> 
     if len(order) <= 2:
         return {i: math.inf for i in order}
     distances[order[0]] = distances[order[-1]] = math.inf
-    for value in (lambda e: e.share, lambda e: e.score):
+    for value in (attrgetter("share"), attrgetter("score")):
         span = value(entries[order[-1]]) - value(entries[order[0]])
         if span == 0:
             continue

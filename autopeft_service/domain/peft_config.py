@@ -16,7 +16,7 @@ from typing import Self
 
 from pydantic import Field, field_validator, model_validator
 
-from autopeft_service.domain.method_configs import (  # noqa: F401 - re-exported
+from autopeft_service.domain.method_configs import (
     BitFitConfig,
     IA3Config,
     IA3Target,
@@ -28,6 +28,19 @@ from autopeft_service.domain.method_configs import (  # noqa: F401 - re-exported
     SerialAdapterConfig,
     _Frozen,
 )
+
+__all__ = [  # the method configurations are re-exported: they were defined here first
+    "BitFitConfig",
+    "IA3Config",
+    "IA3Target",
+    "LoraConfig",
+    "LoraTarget",
+    "ParallelAdapterConfig",
+    "PeftConfig",
+    "Position",
+    "PrefixConfig",
+    "SerialAdapterConfig",
+]
 from autopeft_service.domain.validation import FieldError, parse_model, parse_model_json
 
 

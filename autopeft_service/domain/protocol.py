@@ -84,6 +84,21 @@ class ResultIn(_Body):
     result: TrialResult
 
 
+class ReportOut(BaseModel):
+    """The trial's state after a report; ``duplicate`` when it repeated an accepted one.
+
+    ``state`` is ``completed`` for an accepted result, ``failed`` for a result the server
+    recorded as a failure (parameter counts that differ from its own) or a failure with
+    no attempt left, ``ready`` for a failure that was requeued.
+    """
+
+    trial_id: int
+    state: str
+    attempt: int
+    failure_reason: str | None
+    duplicate: bool
+
+
 class FailureIn(_Body):
     token: str = Field(min_length=1, max_length=64)
     reason: str = Field(min_length=1, max_length=10_000)

@@ -125,7 +125,7 @@ def _hidden_size(value: Any) -> int:
     if not _valid_hidden_size(value):
         raise FieldError("search_space.hidden_size", f"must be an integer from 1 to {MAX_SIZE}, "
                          f"got {value!r}")
-    return value
+    return int(value)
 
 
 def _space_shorthands(space: Any, dims: Any) -> Any:
@@ -296,7 +296,9 @@ def parse_search_space(data: Any, backbone_dims: BackboneDims | None = None) -> 
     from autopeft_service.domain.validation import parse_model_with
 
     adapter: TypeAdapter[Any] = TypeAdapter(SearchSpace)
-    return parse_model_with(adapter, _space_shorthands(data, backbone_dims), "search_space")
+    space: SearchSpaceBase = parse_model_with(adapter, _space_shorthands(data, backbone_dims),
+                                              "search_space")
+    return space
 
 
 def check_new_study(spec: StudySpec) -> None:

@@ -145,7 +145,10 @@ def json_size(value: Any) -> int:
     return len(json.dumps(value, separators=(",", ":"), default=str).encode())
 
 
-def bounded_json(value: Any, max_bytes: int) -> Any:
+JsonT = TypeVar("JsonT")
+
+
+def bounded_json(value: JsonT, max_bytes: int) -> JsonT:
     """``value`` unchanged when it is storable and at most ``max_bytes`` as JSON (for a
     field validator: pydantic locates the error at the field).
 

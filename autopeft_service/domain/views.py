@@ -85,6 +85,7 @@ class StudyOut(BaseModel):
     hypervolume: float = Field(description="Of the completed trials, against reference_point.")
     pareto_size: int
     spec: StudySpec | dict[str, Any] = Field(
+        union_mode="left_to_right",  # a client parsing the JSON gets a StudySpec back
         description="The spec; shown as stored when an older version stored one that no "
         "longer validates.")
 

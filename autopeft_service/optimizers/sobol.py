@@ -10,9 +10,11 @@ history: a restarted server continues the same sequence.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from scipy.stats import qmc
 
-from autopeft_service.domain.spaces import SearchSpaceBase
+from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase
 from autopeft_service.optimizers.base import (
     History,
     OptimizerError,
@@ -36,7 +38,7 @@ class SobolOptimizer:
         self.max_draws = max_draws
         self._parameters = space.parameters()
 
-    def points(self):  # type: ignore[no-untyped-def]
+    def points(self) -> Iterator[dict[str, ParamValue]]:
         """Yield the space points of the Sobol sequence in order (valid ones only)."""
         sampler = qmc.Sobol(d=len(self._parameters), scramble=True, seed=self.seed)
         drawn = 0

@@ -56,7 +56,7 @@ def default_sizes(hidden_size: int) -> tuple[int, ...]:
     For hidden 768: (0, 1, 3, 6, 12, 24, 48, 96, 192, 384, 768); for 384: (0, 1, 3, ..., 384).
     """
     sizes = {0, 1}
-    size = hidden_size
+    size: float = hidden_size
     while size >= 2 and size == int(size):
         sizes.add(int(size))
         size = size / 2
@@ -105,7 +105,7 @@ class AutoPeftSpace(SearchSpaceBase):
                         * len(self.prefix_lengths))
         all_off = all(0 in values for values in (
             self.serial_adapter_sizes, self.parallel_adapter_sizes, self.prefix_lengths))
-        return (2 ** self.num_layers - 1) * (combinations - int(all_off))
+        return ((1 << self.num_layers) - 1) * (combinations - int(all_off))
 
     def build_parameters(self) -> list[SearchParameter]:
         """Layer flags first, then the three sizes: layers + 3 parameters."""
@@ -160,8 +160,9 @@ class AutoPeftSpace(SearchSpaceBase):
             raise ConfigError(f"num_layers: config has {config.num_layers}, space has "
                               f"{self.num_layers}")
         check_family(config, self.kind)
-        if any(a.position is not Position.FFN for a in
-               (*config.serial_adapters, *config.parallel_adapters)):
+        positions = [a.position for a in config.serial_adapters] + \
+            [a.position for a in config.parallel_adapters]
+        if any(position is not Position.FFN for position in positions):
             raise ConfigError("adapters of the autopeft space sit at the FFN")
         per_method: dict[str, tuple[int, ...]] = {}
         if config.serial_adapters:

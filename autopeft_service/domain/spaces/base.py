@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StrictInt
 
@@ -143,6 +143,15 @@ class SearchSpaceBase(BaseModel):
         """Parameters with no effect at this (well-formed) point; they hold their first value
         in the canonical form. Default: none."""
         return set()
+
+    @classmethod
+    def for_backbone(cls, dims: BackboneDims, **overrides: object) -> Self:
+        """The family's default space for a backbone (override).
+
+        Raises:
+            ConfigError: an invalid override.
+        """
+        raise NotImplementedError
 
     def backbone_error(self, dims: BackboneDims) -> str | None:
         """Why this space cannot be searched on a backbone (``field: reason``), or None.

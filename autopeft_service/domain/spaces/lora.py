@@ -186,7 +186,7 @@ class LoraSpace(SearchSpaceBase):
 
     def size(self) -> int:
         """(rank combinations with one above 0) x (target sets) x scales."""
-        ranks = len(self.ranks) ** len(self.rank_parameters())
+        ranks: int = len(self.ranks) ** len(self.rank_parameters())
         if 0 in self.ranks:
             ranks -= 1
-        return ranks * (2 ** len(self.targets) - 1) * len(self.alpha_per_rank)
+        return ranks * ((1 << len(self.targets)) - 1) * len(self.alpha_per_rank)

@@ -202,10 +202,11 @@ class UnifiedSpace(SearchSpaceBase):
         check_family(config, self.kind)
         at: dict[Position, list[tuple[str, tuple[int, ...], float, int]]] = {
             position: [] for position in Position}
-        for a in config.serial_adapters:
-            at[a.position].append((SERIAL, a.sizes, self.scales[0], 0))
-        for a in config.parallel_adapters:
-            at[a.position].append((PARALLEL, a.sizes, a.scale, int(a.learned_scale)))
+        for serial in config.serial_adapters:
+            at[serial.position].append((SERIAL, serial.sizes, self.scales[0], 0))
+        for parallel in config.parallel_adapters:
+            at[parallel.position].append((PARALLEL, parallel.sizes, parallel.scale,
+                                          int(parallel.learned_scale)))
         if config.prefix is not None:
             at[Position.ATTENTION].append((PREFIX, config.prefix.lengths, self.scales[0], 0))
         for lora in config.lora:
@@ -263,4 +264,4 @@ class UnifiedSpace(SearchSpaceBase):
             return sum(per_function[f] for f in FUNCTIONS[position])
 
         both = settings(Position.ATTENTION) * settings(Position.FFN) - 1
-        return (2 ** self.num_layers - 1) * both
+        return ((1 << self.num_layers) - 1) * both

@@ -72,7 +72,8 @@ class SingleCandidateNehvi:
         distance = torch.cdist(a, b).clamp_min(1e-15)
         root5 = math.sqrt(5.0) * distance
         matern = (1.0 + root5 + root5.square() / 3.0) * torch.exp(-root5)
-        return self.outputscale.view(-1, 1, 1) * matern
+        covariance: Tensor = self.outputscale.view(-1, 1, 1) * matern
+        return covariance
 
     def __call__(self, X: Tensor) -> Tensor:
         """Log acquisition values of ``b x D`` candidates (``b``)."""
@@ -110,7 +111,8 @@ class SingleCandidateNehvi:
         acquisition = self.acquisition
         if botorch_private.fused_kernel() is None or not acquisition.fat \
                 or acquisition.constraints is not None:
-            return botorch_private.compute_log_qehvi(acquisition, samples, X)
+            values: Tensor = botorch_private.compute_log_qehvi(acquisition, samples, X)
+            return values
         obj = acquisition.objective(samples, X=X)  # mc x b x M x 1 x m
         mc, b = obj.shape[0], obj.shape[1]
         lower = acquisition.cell_lower_bounds  # mc x M x cells x m

@@ -193,10 +193,10 @@ def thompson_batch(optimizer: FleetHost, n: int, history: History, seed: int,
                       encoding.neighbours(optimizer._anchors(history))])
     fresh: list[tuple[int, ...]] = []
     seen_now: set[tuple[int, ...]] = set()
-    for row in _keys(pool):
-        if row not in excluded and row not in seen_now:
-            seen_now.add(row)
-            fresh.append(row)
+    for key in _keys(pool):
+        if key not in excluded and key not in seen_now:
+            seen_now.add(key)
+            fresh.append(key)
     if len(fresh) > settings.ts_candidates:  # keep every neighbour, thin the random points
         order = torch.randperm(len(fresh), generator=generator)[:settings.ts_candidates]
         fresh = [fresh[i] for i in sorted(order.tolist())]

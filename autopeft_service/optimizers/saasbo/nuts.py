@@ -155,10 +155,8 @@ def nuts_samples(train_X: Tensor, train_Y: Tensor, settings: SaasboSettings, see
     squared_differences = np.square(X[:, None, :] - X[None, :, :])
     samples, steps, divergences = _nuts_runner(d, settings)(random.PRNGKey(seed),
                                                             squared_differences, Y, mask)
-    tkwargs = {"dtype": train_X.dtype, "device": train_X.device}
-
     def tensor(name: str) -> Tensor:
-        return torch.tensor(np.array(samples[name]), **tkwargs)
+        return torch.tensor(np.array(samples[name]), dtype=train_X.dtype, device=train_X.device)
 
     inv_length_sq = tensor("kernel_tausq").unsqueeze(-1) * tensor("_kernel_inv_length_sq")
     return ({"lengthscale": inv_length_sq.rsqrt(), "outputscale": tensor("outputscale"),

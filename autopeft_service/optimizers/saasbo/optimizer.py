@@ -316,11 +316,12 @@ class SaasboOptimizer:
                 single: Callable[[Tensor], Tensor] = SingleCandidateNehvi(acquisition)
         else:
             def single(X: Tensor) -> Tensor:
-                return acquisition(X.unsqueeze(-2))
+                values: Tensor = acquisition(X.unsqueeze(-2))
+                return values
 
         def score(X: Tensor) -> Tensor:
             with torch.no_grad():
-                return torch.cat([single(chunk) for chunk in X.split(EVAL_CHUNK)])
+                return torch.cat([single(chunk) for chunk in torch.split(X, EVAL_CHUNK)])
 
         return score
 
@@ -386,6 +387,6 @@ class SaasboOptimizer:
             if not moved:
                 break
         info.search.append((pooled, len(memo) - pooled, rounds))
-        ranked = torch.tensor(sorted(memo, key=memo.__getitem__, reverse=True),
-                              dtype=torch.long)
-        return ranked[0], ranked
+        order = torch.tensor(sorted(memo, key=memo.__getitem__, reverse=True),
+                             dtype=torch.long)
+        return order[0], order
