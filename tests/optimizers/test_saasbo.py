@@ -16,7 +16,7 @@ from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
-from autopeft_service.domain.search_space import AutoPeftSpace
+from autopeft_service.domain.spaces import AutoPeftSpace
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.optimizers.base import History, Observation, Point, point_key
 from autopeft_service.optimizers.factory import make_optimizer

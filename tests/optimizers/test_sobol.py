@@ -4,7 +4,7 @@ import pytest
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
-from autopeft_service.domain.search_space import AutoPeftSpace
+from autopeft_service.domain.spaces import AutoPeftSpace
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.optimizers.base import History, Observation, OptimizerError, point_key
 from autopeft_service.optimizers.factory import make_optimizer

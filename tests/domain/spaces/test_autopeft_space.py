@@ -3,7 +3,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autopeft_service.domain import AutoPeftSpace, BackboneDims, ConfigError, PeftConfig
-from autopeft_service.domain.search_space import (
+from autopeft_service.domain.spaces.autopeft import (
     PARALLEL_ADAPTER_SIZE,
     PREFIX_LENGTH,
     SERIAL_ADAPTER_SIZE,
