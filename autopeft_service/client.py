@@ -1,7 +1,9 @@
 """The Python client of the search service, for users (submit, follow and read studies).
 
-A thin synchronous wrapper over the ``/v1/studies`` routes that returns the server's JSON
-as plain dicts and turns every failure into one readable ``ClientError`` line. It needs
+A thin synchronous wrapper over the ``/v1/studies`` routes that parses the server's JSON
+into the typed view models of ``autopeft_service.domain.views`` (``StudyOut``,
+``TrialSummary``, ``ParetoOut``) and turns every failure into one readable ``ClientError``
+line. It needs
 only httpx, pydantic and PyYAML (no torch, transformers or SQLAlchemy), so it runs on a
 laptop that talks to a remote server::
 
@@ -10,10 +12,9 @@ laptop that talks to a remote server::
     spec = load_spec("examples/study_rte_minilm.yaml")       # ConfigError names the field
     with AutopeftClient("http://127.0.0.1:8000", token="client-secret") as client:
         study = client.submit(spec)                           # or a dict, or the file path
-        final = client.watch(study["id"], lambda s: print(s["counts"]), interval=5)
-        for trial in client.pareto(study["id"])["trials"]:
-            print(trial["number"], trial["config_description"], trial["objective"],
-                  trial["param_share"])
+        final = client.watch(study.id, lambda s: print(s.counts), interval=5)
+        for trial in client.pareto(study.id).trials:
+            print(trial.number, trial.config_description, trial.objective, trial.param_share)
 
 Errors: ``ConfigError`` for a spec that does not validate (before anything is sent);
 ``ClientError`` for everything the server or the network says, e.g.
@@ -30,9 +31,10 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from autopeft_service.domain.artifact import ArtifactManifest
 from autopeft_service.domain.artifact import unpack as unpack_artifact
@@ -41,6 +43,13 @@ from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.domain.validation import parse_model
+from autopeft_service.domain.views import (
+    ParetoOut,
+    StudyOut,
+    StudyPage,
+    TrialPage,
+    TrialSummary,
+)
 
 __all__ = ["DEFAULT_SERVER", "FINAL_STUDY_STATES", "AutopeftClient", "ClientError",
            "ended_trials", "load_spec"]
@@ -50,6 +59,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 FINAL_STUDY_STATES = tuple(state.value for state in _FINAL_STATES)
 #: Trial states that used up a slot of the budget (what "done" counts in progress).
 _ENDED_TRIAL_STATES = ("completed", "failed", "pruned")
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 def check_server_url(url: str) -> str:
@@ -177,10 +187,9 @@ def load_spec(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}: {error}") from None
 
 
-def ended_trials(study: Mapping[str, Any]) -> int:
-    """Trials of a study (a ``StudyOut`` dict) that used up their budget slot."""
-    counts = study.get("counts", {})
-    return sum(int(counts.get(state, 0)) for state in _ENDED_TRIAL_STATES)
+def ended_trials(study: StudyOut) -> int:
+    """Trials of a study that used up their budget slot (completed, failed or pruned)."""
+    return sum(int(study.counts.get(state, 0)) for state in _ENDED_TRIAL_STATES)
 
 
 class AutopeftClient:
@@ -244,21 +253,47 @@ class AutopeftClient:
                           response.status_code, detail,
                           transient=response.status_code >= 500)
 
-    def _pages(self, path: str, params: dict[str, Any],
-               page_size: int | None = None) -> list[dict[str, Any]]:
-        """Every item of a paginated list (follows ``offset`` until ``total`` is reached)."""
-        items: list[dict[str, Any]] = []
+    def _parse(self, model: type[_Model], body: Any, what: str) -> _Model:
+        """``body`` (a 2xx answer's JSON) as ``model``.
+
+        Raises:
+            ClientError: the body is not a ``model`` (a server of another version).
+        """
+        try:
+            return model.model_validate(body)
+        except ValidationError as error:
+            raise ClientError(f"{what}: the server at {self.base_url} answered with a body "
+                              f"that is not a {model.__name__} ({error.error_count()} "
+                              f"invalid fields; a server of another version?)") from None
+
+    def _get(self, model: type[_Model], method: str, path: str, **kwargs: Any) -> _Model:
+        """Send one request and parse its 2xx answer as ``model`` (see ``_request``)."""
+        return self._parse(model, self._request(method, path, **kwargs), f"{method} {path}")
+
+    def _studies(self, path: str, params: dict[str, Any], page_size: int) -> list[StudyOut]:
+        """Every study of a paginated list (follows ``offset`` until ``total``)."""
+        items: list[StudyOut] = []
         while True:
-            page = self._request("GET", path, params={**params, "offset": len(items),
-                                                      "limit": page_size or self.page_size})
-            items.extend(page["items"])
-            if not page["items"] or len(items) >= page["total"]:
+            page = self._get(StudyPage, "GET", path, params={
+                **params, "offset": len(items), "limit": page_size})
+            items.extend(page.items)
+            if not page.items or len(items) >= page.total:
+                return items
+
+    def _trials(self, path: str, params: dict[str, Any], page_size: int) -> list[TrialSummary]:
+        """Every trial of a paginated list (follows ``offset`` until ``total``)."""
+        items: list[TrialSummary] = []
+        while True:
+            page = self._get(TrialPage, "GET", path, params={
+                **params, "offset": len(items), "limit": page_size})
+            items.extend(page.items)
+            if not page.items or len(items) >= page.total:
                 return items
 
     # ------------------------------------------------------------------ studies
 
-    def submit(self, spec: StudySpec | Mapping[str, Any] | str | Path) -> dict[str, Any]:
-        """Start a study; returns it (``StudyOut``: id, state, counts, ...).
+    def submit(self, spec: StudySpec | Mapping[str, Any] | str | Path) -> StudyOut:
+        """Start a study; returns it as a ``StudyOut`` (id, state, counts, ...).
 
         Args:
             spec: a StudySpec, a mapping of its fields, or the path of a YAML/JSON file.
@@ -273,31 +308,32 @@ class AutopeftClient:
             spec = parse_model(StudySpec, with_backbone_dims(dict(spec)))
         elif spec.backbone_dims is None:
             spec = parse_model(StudySpec, with_backbone_dims(spec.model_dump(mode="json")))
-        return self._request("POST", "/v1/studies", json=spec.model_dump(mode="json"))
+        return self._get(StudyOut, "POST", "/v1/studies", json=spec.model_dump(mode="json"))
 
-    def status(self, study_id: int) -> dict[str, Any]:
-        """One study (``StudyOut``): state, counts by trial state, best trial, hypervolume,
-        Pareto size, total_trials and the spec."""
-        return self._request("GET", f"/v1/studies/{int(study_id)}")
+    def status(self, study_id: int) -> StudyOut:
+        """One study as a ``StudyOut``: state, counts by trial state, best trial,
+        hypervolume, Pareto size, total_trials and the spec."""
+        return self._get(StudyOut, "GET", f"/v1/studies/{int(study_id)}")
 
-    def list_studies(self) -> list[dict[str, Any]]:
-        """Every study (``StudyOut`` dicts), oldest first, across all pages."""
-        return self._pages("/v1/studies", {}, page_size=min(self.page_size, 100))
+    def list_studies(self) -> list[StudyOut]:
+        """Every study as a ``StudyOut``, oldest first, across all pages."""
+        return self._studies("/v1/studies", {}, min(self.page_size, 100))
 
-    def trials(self, study_id: int, state: str | None = None) -> list[dict[str, Any]]:
-        """The study's trials (``TrialSummary`` dicts), all pages, optionally of one state
+    def trials(self, study_id: int, state: str | None = None) -> list[TrialSummary]:
+        """The study's trials as ``TrialSummary`` models, all pages, optionally of one state
         (ready, leased, completed, failed, cancelled, pruned)."""
         params = {"state": state} if state else {}
-        return self._pages(f"/v1/studies/{int(study_id)}/trials", params)
+        return self._trials(f"/v1/studies/{int(study_id)}/trials", params, self.page_size)
 
-    def trial(self, study_id: int, number: int) -> dict[str, Any]:
-        """Trial ``number`` (the ``#`` of ``autopeft pareto``) of a study.
+    def trial(self, study_id: int, number: int) -> TrialSummary:
+        """Trial ``number`` (the ``#`` of ``autopeft pareto``) of a study, as a
+        ``TrialSummary``.
 
         Raises:
             ClientError: no such study (404 from the server) or no such trial (404 here).
         """
         for trial in self.trials(study_id):
-            if trial["number"] == number:
+            if trial.number == number:
                 return trial
         raise ClientError(f"HTTP 404 Not Found: study {study_id} has no trial {number}", 404)
 
@@ -315,7 +351,7 @@ class AutopeftClient:
             ArtifactError: ``directory`` is not empty, or the artefact does not check out.
         """
         trial = self.trial(study_id, number)
-        path = f"/v1/trials/{trial['id']}/artifact"
+        path = f"/v1/trials/{trial.id}/artifact"
         try:
             response = self._http.get(path)
         except httpx.TransportError as error:
@@ -338,24 +374,25 @@ class AutopeftClient:
                               transient=True)
         return unpack_artifact(data, directory)
 
-    def pareto(self, study_id: int) -> dict[str, Any]:
-        """The Pareto front (``ParetoOut``): ``trials`` ordered by parameter share, the
+    def pareto(self, study_id: int) -> ParetoOut:
+        """The Pareto front as a ``ParetoOut``: ``trials`` ordered by parameter share, the
         hypervolume and its reference point."""
-        return self._request("GET", f"/v1/studies/{int(study_id)}/pareto")
+        return self._get(ParetoOut, "GET", f"/v1/studies/{int(study_id)}/pareto")
 
-    def cancel(self, study_id: int) -> dict[str, Any]:
-        """Stop a study (queued and running trials become cancelled); returns it."""
-        return self._request("POST", f"/v1/studies/{int(study_id)}/cancel")
+    def cancel(self, study_id: int) -> StudyOut:
+        """Stop a study (queued and running trials become cancelled); returns it as a
+        ``StudyOut``."""
+        return self._get(StudyOut, "POST", f"/v1/studies/{int(study_id)}/cancel")
 
-    def watch(self, study_id: int, on_update: Callable[[dict[str, Any]], None] | None = None,
+    def watch(self, study_id: int, on_update: Callable[[StudyOut], None] | None = None,
               interval: float = 2.0, stop_when_done: bool = True,
               timeout: float | None = None, patience: float = 60.0,
-              stop: threading.Event | None = None) -> dict[str, Any]:
+              stop: threading.Event | None = None) -> StudyOut:
         """Poll a study every ``interval`` seconds, calling ``on_update`` with each reading
         (every poll, changed or not), until it is completed or cancelled.
 
         Args:
-            on_update: called with the study (``StudyOut`` dict) after each poll.
+            on_update: called with the study (a ``StudyOut``) after each poll.
             interval: seconds between polls.
             stop_when_done: return once the study is completed or cancelled; when False,
                 keep polling until ``timeout``.
@@ -368,7 +405,7 @@ class AutopeftClient:
                 the HTTP pool could leave its lock held and hang the client's close).
 
         Returns:
-            The last reading of the study.
+            The last reading of the study (a ``StudyOut``).
 
         Raises:
             ClientError: the first reading fails, a non-transient error, or transient
@@ -381,7 +418,7 @@ class AutopeftClient:
         while True:
             if fresh and on_update is not None:
                 on_update(study)
-            if stop_when_done and study["state"] in FINAL_STUDY_STATES:
+            if stop_when_done and study.state in FINAL_STUDY_STATES:
                 return study
             if timeout is not None and time.monotonic() - start >= timeout:
                 return study

@@ -52,6 +52,7 @@ from sst2_fidelity import add_fidelity_arguments
 
 from autopeft_service.client import AutopeftClient, with_backbone_dims
 from autopeft_service.domain.baselines import BASELINES
+from autopeft_service.domain.views import StudyOut, TrialSummary
 from autopeft_service.local import LocalServer, LocalWorkers
 from workers.commands.demo import default_model_path
 
@@ -94,31 +95,31 @@ def search_spec(args: argparse.Namespace, model: str, family: str) -> dict[str, 
     })
 
 
-def trial_rows(family: str, trials: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def trial_rows(family: str, trials: Sequence[TrialSummary]) -> list[dict[str, Any]]:
     """One CSV row per ended trial of a family's study, in trial order."""
     rows = []
-    for trial in sorted(trials, key=lambda t: t["number"]):
-        if trial["state"] not in ENDED_STATES:
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state not in ENDED_STATES:
             continue
-        result = trial.get("result") or {}
+        result = trial.result or {}
         train, evaluate = result.get("train_seconds"), result.get("eval_seconds")
-        finished = trial.get("finished_at")
+        finished = trial.finished_at
         rows.append({
-            "family": family, "trial": trial["number"], "state": trial["state"],
-            "generator": trial["generator"],
-            "params": json.dumps(trial["params"], sort_keys=True, separators=(",", ":")),
-            "config": json.dumps(trial["config"], sort_keys=True, separators=(",", ":")),
-            "config_description": trial["config_description"],
-            "score": _blank(trial["objective"]), "dev_score_100": _blank(trial["dev_score"]),
-            "param_share": _blank(trial["param_share"]),
+            "family": family, "trial": trial.number, "state": trial.state,
+            "generator": trial.generator,
+            "params": json.dumps(trial.params, sort_keys=True, separators=(",", ":")),
+            "config": json.dumps(trial.config, sort_keys=True, separators=(",", ":")),
+            "config_description": trial.config_description,
+            "score": _blank(trial.objective), "dev_score_100": _blank(trial.dev_score),
+            "param_share": _blank(trial.param_share),
             "trainable_percent": result.get("trainable_percent", ""),
             "deployed_percent": result.get("deployed_percent", ""),
             "seconds": "" if train is None or evaluate is None else train + evaluate,
             "train_seconds": _blank(train), "eval_seconds": _blank(evaluate),
-            "seed": result.get("seed", ""), "worker": trial.get("worker") or "",
+            "seed": result.get("seed", ""), "worker": trial.worker or "",
             "finished_at": "" if finished is None else time.strftime(
                 "%Y-%m-%d %H:%M:%S", time.localtime(finished)),
-            "failure_reason": trial.get("failure_reason") or "",
+            "failure_reason": trial.failure_reason or "",
         })
     return rows
 
@@ -156,7 +157,7 @@ def run_searches(args: argparse.Namespace, client: AutopeftClient, server: Local
             study = find_study(client, study_name(args.task, family))
             if study is None:
                 study = client.submit(search_spec(args, model, family))
-                print(f"submitted {family} (study {study['id']}): {args.trials} trials",
+                print(f"submitted {family} (study {study.id}): {args.trials} trials",
                       flush=True)
             if not workers.processes:
                 for index in range(args.workers):
@@ -164,26 +165,26 @@ def run_searches(args: argparse.Namespace, client: AutopeftClient, server: Local
                 write_pids(args.workdir / "pids.json", [server.process.pid]  # type: ignore
                            + [p.pid for p in workers.processes.values()])
             while True:
-                status = client.status(study["id"])
-                rows = trial_rows(family, client.trials(study["id"]))
+                status = client.status(study.id)
+                rows = trial_rows(family, client.trials(study.id))
                 write_rows(out / f"trials_{family}.csv", rows, COLUMNS)
                 snapshot_database(live_db, out / "service.db")
-                counts = status["counts"]
-                print(f"  {time.strftime('%H:%M:%S')} {family}: {status['state']}, completed "
+                counts = status.counts
+                print(f"  {time.strftime('%H:%M:%S')} {family}: {status.state}, completed "
                       f"{counts.get('completed', 0)} failed {counts.get('failed', 0)} of "
-                      f"{status['total_trials']}, hypervolume {status['hypervolume']:.4f}, "
-                      f"front {status['pareto_size']}", flush=True)
-                if status["state"] != "running":
+                      f"{status.total_trials}, hypervolume {status.hypervolume:.4f}, "
+                      f"front {status.pareto_size}", flush=True)
+                if status.state != "running":
                     break
                 time.sleep(args.poll)
     finally:
         workers.stop()
 
 
-def find_study(client: AutopeftClient, name: str) -> dict[str, Any] | None:
+def find_study(client: AutopeftClient, name: str) -> StudyOut | None:
     """The newest study called ``name``, or None."""
-    found = [s for s in client.list_studies() if s["name"] == name]
-    return max(found, key=lambda s: s["id"]) if found else None
+    found = [s for s in client.list_studies() if s.name == name]
+    return max(found, key=lambda s: s.id) if found else None
 
 
 # ------------------------------------------------------------------------------ retrain
@@ -208,12 +209,12 @@ def retrain_commands(args: argparse.Namespace, client: AutopeftClient, server: L
                 for name in BASELINES]
     for family in args.families:
         study = find_study(client, study_name(args.task, family))
-        if study is None or study["state"] == "running":
+        if study is None or study.state == "running":
             print(f"retrain: {family} has no ended study yet; skipped", flush=True)
             continue
-        for trial in client.pareto(study["id"])["trials"]:
-            commands.append((out / "retrain" / f"{family}-trial-{trial['number']}.json",
-                             [*cli, str(study["id"]), "--trials", str(trial["number"]),
+        for trial in client.pareto(study.id).trials:
+            commands.append((out / "retrain" / f"{family}-trial-{trial.number}.json",
+                             [*cli, str(study.id), "--trials", str(trial.number),
                               "--server", server.base_url, f"--token={server.client_token}",
                               *fidelity_flags(args)]))
     return [(path, command) for path, command in commands if not path.exists()]

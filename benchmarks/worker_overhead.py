@@ -22,10 +22,17 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from autopeft_service.client import AutopeftClient
+from autopeft_service.domain.views import TrialSummary
 from autopeft_service.local import LocalServer, LocalWorkers
 from workers.commands.demo import default_model_path
+
+
+def _result(trial: TrialSummary) -> dict[str, Any]:
+    """A completed trial's result (the worker's timings)."""
+    return trial.result or {}
 
 
 def main() -> None:
@@ -61,33 +68,33 @@ def main() -> None:
             study = client.submit(spec)
             for index in range(args.workers):
                 workers.start(f"worker-{index}", "--threads", str(threads))
-            client.watch(study["id"], lambda s: None, interval=2.0)
-            trials = client.trials(study["id"])
+            client.watch(study.id, lambda s: None, interval=2.0)
+            trials = client.trials(study.id)
     finally:
         workers.stop()
         server.stop()
     wall = time.monotonic() - started
 
-    by_worker: dict[str, list[dict]] = defaultdict(list)
+    by_worker: dict[str, list[TrialSummary]] = defaultdict(list)
     for trial in trials:
-        if trial["state"] == "completed":
-            by_worker[trial["worker"]].append(trial)
+        if trial.state == "completed" and trial.worker is not None:
+            by_worker[trial.worker].append(trial)
     rows = []
     for name, done in sorted(by_worker.items()):
-        done.sort(key=lambda t: t["leased_at"])
+        done.sort(key=lambda t: t.leased_at or 0.0)
 
-        def shares(part: list[dict]) -> dict[str, float]:
-            span = part[-1]["finished_at"] - part[0]["leased_at"]
-            training = sum(t["result"]["train_seconds"] + t["result"]["eval_seconds"]
+        def shares(part: list[TrialSummary]) -> dict[str, float]:
+            span = (part[-1].finished_at or 0.0) - (part[0].leased_at or 0.0)
+            training = sum(_result(t)["train_seconds"] + _result(t)["eval_seconds"]
                            for t in part)
-            loading = sum(t["result"]["load_seconds"] for t in part)
+            loading = sum(_result(t)["load_seconds"] for t in part)
             return {"wall_seconds": span, "training_share": training / span,
                     "loading_share": loading / span,
                     "other_share": max(0.0, 1 - (training + loading) / span)}
 
         row = {"worker": name, "trials": len(done), "all": shares(done),
-               "first_trial_startup_seconds": done[0]["result"]["load_seconds"],
-               "second_trial_startup_seconds": done[1]["result"]["load_seconds"]
+               "first_trial_startup_seconds": _result(done[0])["load_seconds"],
+               "second_trial_startup_seconds": _result(done[1])["load_seconds"]
                if len(done) > 1 else None,
                "after_first": shares(done[1:]) if len(done) > 2 else None}
         rows.append(row)

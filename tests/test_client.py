@@ -15,11 +15,18 @@ from typing import Any, Self
 import httpx
 import pytest
 
-from autopeft_service.client import AutopeftClient, ClientError, format_detail, load_spec
+from autopeft_service.client import (
+    AutopeftClient,
+    ClientError,
+    ended_trials,
+    format_detail,
+    load_spec,
+)
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.study import StudySpec
+from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 from autopeft_service.local import free_port
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from workers.client import ServerClient
@@ -101,37 +108,45 @@ def client(server: ServerThread) -> Iterator[AutopeftClient]:
         yield user
 
 
+def _study(state: str) -> StudyOut:
+    """A study reading in ``state``, with no trials (for a monkeypatched ``status``)."""
+    return StudyOut(id=1, name="s", state=state, created_at=0.0, updated_at=0.0, counts={},
+                    total_trials=1, best=None, hypervolume=0.0, pareto_size=0,
+                    spec=small_spec())
+
+
 # --------------------------------------------------------------------------- happy paths
 
 
 def test_submit_yaml_watch_trials_pareto(server: ServerThread, client: AutopeftClient) -> None:
     study = client.submit(str(SYNTHETIC_EXAMPLE))
-    assert study["state"] == "running" and study["total_trials"] == 10
-    assert study["spec"] == load_spec(SYNTHETIC_EXAMPLE).model_dump(mode="json")
-    assert client.status(study["id"])["name"] == "synthetic-minilm-autopeft"
+    assert study.state == "running" and study.total_trials == 10
+    assert isinstance(study, StudyOut) and study.spec == load_spec(SYNTHETIC_EXAMPLE)
+    assert client.status(study.id).name == "synthetic-minilm-autopeft"
 
-    updates: list[dict[str, Any]] = []
+    updates: list[StudyOut] = []
     with Workers(server.base_url):
-        final = client.watch(study["id"], updates.append, interval=0.1)
-    assert final["state"] == "completed" and final["counts"]["completed"] == 10
+        final = client.watch(study.id, updates.append, interval=0.1)
+    assert final.state == "completed" and final.counts["completed"] == 10
     assert updates[-1] == final
-    done = [u["counts"]["completed"] for u in updates]
+    done = [u.counts["completed"] for u in updates]
     assert done == sorted(done)
 
-    trials = client.trials(study["id"])  # page_size 4: three pages
-    assert len(trials) == 10 and {t["number"] for t in trials} == set(range(10))
-    completed = client.trials(study["id"], state="completed")
-    assert sorted(t["id"] for t in completed) == sorted(t["id"] for t in trials)
-    assert client.trials(study["id"], state="failed") == []
+    trials = client.trials(study.id)  # page_size 4: three pages
+    assert len(trials) == 10 and {t.number for t in trials} == set(range(10))
+    completed = client.trials(study.id, state="completed")
+    assert sorted(t.id for t in completed) == sorted(t.id for t in trials)
+    assert client.trials(study.id, state="failed") == []
 
-    pareto = client.pareto(study["id"])
+    pareto = client.pareto(study.id)
     with httpx.Client(base_url=server.base_url) as http:
-        raw = http.get(f"/v1/studies/{study['id']}/pareto",
+        raw = http.get(f"/v1/studies/{study.id}/pareto",
                        headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}).json()
-    assert pareto == raw
-    assert {t["id"] for t in pareto["trials"]} <= {t["id"] for t in completed}
-    assert len(pareto["trials"]) == final["pareto_size"] >= 1
-    assert final["best"]["objective"] == max(t["objective"] for t in completed)
+    assert pareto == ParetoOut.model_validate(raw)
+    assert isinstance(pareto, ParetoOut) and all(isinstance(t, TrialSummary) for t in trials)
+    assert {t.id for t in pareto.trials} <= {t.id for t in completed}
+    assert len(pareto.trials) == final.pareto_size >= 1
+    assert final.best is not None and final.best.objective == max(t.objective for t in completed)
 
 
 def test_submit_spec_object_and_json_file_then_cancel(client: AutopeftClient,
@@ -141,20 +156,20 @@ def test_submit_spec_object_and_json_file_then_cancel(client: AutopeftClient,
     from_file = client.submit(spec_file)
     from_object = client.submit(StudySpec.model_validate(small_spec(name="from object")))
     from_dict = client.submit(small_spec(name="from dict"))
-    assert [s["name"] for s in (from_file, from_object, from_dict)] == [
+    assert [s.name for s in (from_file, from_object, from_dict)] == [
         "from json", "from object", "from dict"]
 
-    study_id = from_dict["id"]
-    wait_for(lambda: client.status(study_id)["counts"]["ready"] >= 1, what="ready trials")
+    study_id = from_dict.id
+    wait_for(lambda: client.status(study_id).counts.get("ready", 0) >= 1, what="ready trials")
     cancelled = client.cancel(study_id)
-    assert cancelled["state"] == "cancelled" and cancelled["counts"]["cancelled"] >= 1
-    assert len(client.trials(study_id, state="cancelled")) == cancelled["counts"]["cancelled"]
-    seen: list[dict[str, Any]] = []
+    assert cancelled.state == "cancelled" and cancelled.counts["cancelled"] >= 1
+    assert len(client.trials(study_id, state="cancelled")) == cancelled.counts["cancelled"]
+    seen: list[StudyOut] = []
     start = time.monotonic()
-    assert client.watch(study_id, seen.append, interval=5)["state"] == "cancelled"
+    assert client.watch(study_id, seen.append, interval=5).state == "cancelled"
     assert len(seen) == 1 and time.monotonic() - start < 2  # returned at once
     for other in (from_file, from_object):
-        client.cancel(other["id"])
+        client.cancel(other.id)
 
 
 def test_list_studies_follows_pages(server: ServerThread, client: AutopeftClient) -> None:
@@ -165,10 +180,10 @@ def test_list_studies_follows_pages(server: ServerThread, client: AutopeftClient
         raw = http.get("/v1/studies", params={"limit": 100},
                        headers={"Authorization": f"Bearer {CLIENT_TOKEN}"}).json()
     assert raw["total"] > 4
-    assert [s["id"] for s in listed] == [s["id"] for s in raw["items"]]
+    assert [s.id for s in listed] == [s["id"] for s in raw["items"]]
     for study in listed:
-        if study["state"] == "running":
-            client.cancel(study["id"])
+        if study.state == "running":
+            client.cancel(study.id)
 
 
 # --------------------------------------------------------------------------- errors
@@ -236,28 +251,43 @@ def test_format_detail() -> None:
 def test_watch_rides_out_transient_trouble(client: AutopeftClient,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     readings: list[Any] = [
-        {"state": "running", "counts": {}},
+        _study("running"),
         ClientError("cannot reach the server at x: refused", transient=True),
-        {"state": "completed", "counts": {}},
+        _study("completed"),
     ]
 
-    def status(_study_id: int) -> dict[str, Any]:
+    def status(_study_id: int) -> StudyOut:
         reading = readings.pop(0)
         if isinstance(reading, Exception):
             raise reading
         return reading
 
     monkeypatch.setattr(client, "status", status)
-    seen: list[dict[str, Any]] = []
-    assert client.watch(1, seen.append, interval=0.01)["state"] == "completed"
-    assert [s["state"] for s in seen] == ["running", "completed"]
+    seen: list[StudyOut] = []
+    assert client.watch(1, seen.append, interval=0.01).state == "completed"
+    assert [s.state for s in seen] == ["running", "completed"]
 
-    readings[:] = [{"state": "running", "counts": {}},
-                   ClientError("HTTP 404 Not Found: gone", 404)]
+    readings[:] = [_study("running"), ClientError("HTTP 404 Not Found: gone", 404)]
     with pytest.raises(ClientError, match="404"):
         client.watch(1, interval=0.01)
-    readings[:] = [{"state": "running", "counts": {}}]
-    assert client.watch(1, interval=0.01, stop_when_done=False, timeout=0)["state"] == "running"
+    readings[:] = [_study("running")]
+    assert client.watch(1, interval=0.01, stop_when_done=False, timeout=0).state == "running"
+
+
+def test_an_answer_that_is_not_the_model_is_one_client_error(
+        client: AutopeftClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server of another version: the client says so in one line, not a traceback."""
+    monkeypatch.setattr(client, "_request", lambda *_args, **_kwargs: {"id": "seven"})
+    for call in (client.status, client.pareto, client.cancel, client.trials):
+        with pytest.raises(ClientError, match=r"not a (StudyOut|ParetoOut|TrialPage)") as caught:
+            call(1)
+        assert "\n" not in str(caught.value)
+
+
+def test_ended_trials_counts_completed_failed_and_pruned() -> None:
+    study = _study("running").model_copy(update={"counts": {
+        "completed": 2, "failed": 1, "pruned": 3, "leased": 4, "ready": 5, "cancelled": 6}})
+    assert ended_trials(study) == 6
 
 
 # --------------------------------------------------------------------------- load_spec
@@ -309,13 +339,13 @@ def test_watch_stops_between_requests_when_its_stop_event_is_set(
     stop = threading.Event()
     calls: list[int] = []
 
-    def status(study_id: int) -> dict[str, Any]:
+    def status(study_id: int) -> StudyOut:
         calls.append(study_id)
         stop.set()  # "Ctrl-C" arrives while this request is in flight
-        return {"state": "running", "counts": {}}
+        return _study("running")
 
     monkeypatch.setattr(client, "status", status)
-    seen: list[dict[str, Any]] = []
+    seen: list[StudyOut] = []
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         client.watch(1, seen.append, interval=30, stop=stop)

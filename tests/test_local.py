@@ -31,8 +31,8 @@ def test_a_worker_token_starting_with_a_dash_still_reaches_the_server(
             study = client.submit(spec(tiny_bert_path, trials=1, train_examples=32,
                                        epochs=0.25, max_parallel=1))
             workers.start("worker-0", "--threads", "1", "--max-trials", "1")
-            final = client.watch(study["id"], interval=0.5, timeout=180)
-        assert final["counts"].get("completed") == 1, workers.log("worker-0")
+            final = client.watch(study.id, interval=0.5, timeout=180)
+        assert final.counts.get("completed") == 1, workers.log("worker-0")
     finally:
         workers.stop(timeout=5)
         server.stop()

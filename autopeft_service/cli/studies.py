@@ -18,16 +18,23 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, OneLineParser, fail
 from autopeft_service.domain.errors import ConfigError
+from autopeft_service.domain.study import StudySpec
+
+if TYPE_CHECKING:
+    from autopeft_service.client import AutopeftClient
+    from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 
 SERVER_ENV = "AUTOPEFT_SERVER"
 TOKEN_ENV = "AUTOPEFT_TOKEN"
 INTERRUPTED = 130
 
-Handler = Callable[[Any, argparse.Namespace], int]
+Handler = Callable[["AutopeftClient", argparse.Namespace], int]
 
 
 # ---------------------------------------------------------------------------- arguments
@@ -170,8 +177,24 @@ def _explain(error: Any) -> str:
     return message
 
 
-def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+def _print_json(data: BaseModel | list[BaseModel]) -> None:
+    """Print a view model (or a list of them) as the API's JSON, indented."""
+    if isinstance(data, list):
+        print(json.dumps([item.model_dump(mode="json") for item in data], indent=2))
+    else:
+        print(json.dumps(data.model_dump(mode="json"), indent=2))
+
+
+def spec_field(study: StudyOut, name: str, default: str = "-") -> str:
+    """A field of the study's spec as text; ``default`` when an older spec, shown as
+    stored, lacks it. ``optimizer`` gives the optimiser's name."""
+    spec = study.spec
+    if isinstance(spec, StudySpec):
+        return spec.optimizer.name if name == "optimizer" else str(getattr(spec, name))
+    value = spec.get(name)
+    if name == "optimizer":
+        value = (value if isinstance(value, dict) else {}).get("name", "saasbo")
+    return default if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -216,20 +239,20 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def _metric(trials: list[dict[str, Any]]) -> str:
+def _metric(trials: list[TrialSummary]) -> str:
     for trial in trials:
-        metric = (trial.get("result") or {}).get("metric")
+        metric = (trial.result or {}).get("metric")
         if metric:
             return str(metric)
     return "score"
 
 
-def _progress_line(study: dict[str, Any]) -> str:
+def _progress_line(study: StudyOut) -> str:
     from autopeft_service.client import ended_trials
 
-    counts = study["counts"]
-    best = study.get("best")
-    parts = [f"{ended_trials(study)}/{study['total_trials']} trials done",
+    counts = study.counts
+    best = study.best
+    parts = [f"{ended_trials(study)}/{study.total_trials} trials done",
              f"{counts.get('leased', 0)} running", f"{counts.get('ready', 0)} queued"]
     if counts.get("failed"):
         parts.append(f"{counts['failed']} failed")
@@ -237,19 +260,19 @@ def _progress_line(study: dict[str, Any]) -> str:
         parts.append(f"{counts['pruned']} stopped early")
     if counts.get("cancelled"):
         parts.append(f"{counts['cancelled']} cancelled")
-    parts.append(f"best {_score(best['objective']) if best else '-'}")
-    parts.append(f"Pareto {study['pareto_size']}")
+    parts.append(f"best {_score(best.objective) if best else '-'}")
+    parts.append(f"Pareto {study.pareto_size}")
     return ", ".join(parts)
 
 
-def _pareto_table(pareto: dict[str, Any], title: str):  # type: ignore[no-untyped-def]
+def _pareto_table(pareto: ParetoOut, title: str):  # type: ignore[no-untyped-def]
     from rich.table import Table
     from rich.text import Text
 
-    trials = pareto["trials"]
-    reference = pareto.get("reference_point", {})
+    trials = pareto.trials
+    reference = pareto.reference_point
     table = Table(title=Text(title, style="bold"), caption=(
-        f"hypervolume {pareto['hypervolume']:.4f} (reference: score "
+        f"hypervolume {pareto.hypervolume:.4f} (reference: score "
         f"{reference.get('score', 0):g}, share {reference.get('param_share', 0):g} %)"))
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("configuration", overflow="ellipsis")  # the one column that narrows
@@ -257,25 +280,25 @@ def _pareto_table(pareto: dict[str, Any], title: str):  # type: ignore[no-untype
     table.add_column("dev", justify="right", no_wrap=True)
     table.add_column("params %", justify="right", no_wrap=True)
     for trial in trials:
-        table.add_row(str(trial["number"]), _clipped(trial["config_description"]),
-                      _score(trial["objective"]), _score(trial["dev_score"]),
-                      _share(trial["param_share"]))
+        table.add_row(str(trial.number), _clipped(trial.config_description),
+                      _score(trial.objective), _score(trial.dev_score),
+                      _share(trial.param_share))
     return table
 
 
-def _show_pareto(console: Any, pareto: dict[str, Any], name: str | None = None) -> None:
-    label = f"study {pareto['study_id']}" + (f" ({name})" if name else "")
-    if not pareto["trials"]:
+def _show_pareto(console: Any, pareto: ParetoOut, name: str | None = None) -> None:
+    label = f"study {pareto.study_id}" + (f" ({name})" if name else "")
+    if not pareto.trials:
         console.print(f"{label}: no completed trials yet, so no Pareto front", markup=False)
         return
-    console.print(_pareto_table(pareto, f"{label}: Pareto front, {len(pareto['trials'])} "
+    console.print(_pareto_table(pareto, f"{label}: Pareto front, {len(pareto.trials)} "
                                 f"trials (score max, parameter share min)"))
 
 
 # ---------------------------------------------------------------------------- handlers
 
 
-def _submit(client: Any, args: argparse.Namespace) -> int:
+def _submit(client: AutopeftClient, args: argparse.Namespace) -> int:
     from autopeft_service.client import load_spec
 
     spec = load_spec(args.spec)
@@ -283,34 +306,33 @@ def _submit(client: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(study)
         return 0
-    print(f"study {study['id']} submitted: {spec.name!r}, {spec.budget.total_trials} trials of "
+    print(f"study {study.id} submitted: {spec.name!r}, {spec.budget.total_trials} trials of "
           f"{spec.task} on {spec.backbone} (optimizer {spec.optimizer.name}, "
           f"{spec.budget.max_parallel} in parallel)")
-    print(f"follow it with: autopeft watch {study['id']}")
+    print(f"follow it with: autopeft watch {study.id}")
     return 0
 
 
-def _status(client: Any, args: argparse.Namespace) -> int:
+def _status(client: AutopeftClient, args: argparse.Namespace) -> int:
     study = client.status(args.id)
     if args.json:
         _print_json(study)
         return 0
-    spec = study["spec"]
-    best = study.get("best")
-    print(f"study {study['id']}: {study['name']} [{study['state']}]")
-    if study.get("reason"):
-        print(f"  reason: {study['reason']}")
-    print(f"  task {spec.get('task')}, backbone {spec.get('backbone')}, "
-          f"optimizer {(spec.get('optimizer') or {}).get('name', 'saasbo')}")
+    best = study.best
+    print(f"study {study.id}: {study.name} [{study.state}]")
+    if study.reason:
+        print(f"  reason: {study.reason}")
+    print(f"  task {spec_field(study, 'task', 'None')}, backbone "
+          f"{spec_field(study, 'backbone', 'None')}, optimizer {spec_field(study, 'optimizer')}")
     print(f"  progress: {_progress_line(study)}")
     if best:
-        print(f"  best: trial {best['number']}, held-out {_score(best['objective'])}, "
-              f"dev {_score(best['dev_score'])}, {_share(best['param_share'])} % of parameters: "
-              f"{best['config_description']}")
+        print(f"  best: trial {best.number}, held-out {_score(best.objective)}, "
+              f"dev {_score(best.dev_score)}, {_share(best.param_share)} % of parameters: "
+              f"{best.config_description}")
     else:
         print("  best: no completed trial yet")
-    print(f"  Pareto front: {study['pareto_size']} trials, "
-          f"hypervolume {study['hypervolume']:.4f}")
+    print(f"  Pareto front: {study.pareto_size} trials, "
+          f"hypervolume {study.hypervolume:.4f}")
     return 0
 
 
@@ -333,7 +355,7 @@ class _Eta:
         return (total - done) / rate
 
 
-def _watch(client: Any, args: argparse.Namespace) -> int:
+def _watch(client: AutopeftClient, args: argparse.Namespace) -> int:
     """Ctrl-C sets a flag that the watch loop turns into KeyboardInterrupt between
     requests (see ``AutopeftClient.watch``), so it never lands inside the HTTP client."""
     import signal
@@ -347,8 +369,8 @@ def _watch(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def watch_study(client: Any, study: int, interval: float = 2.0,
-                stop: threading.Event | None = None) -> dict[str, Any]:
+def watch_study(client: AutopeftClient, study: int, interval: float = 2.0,
+                stop: threading.Event | None = None) -> StudyOut:
     """Follow a study to its end, then print the Pareto table; returns the final study.
 
     On a terminal a live progress bar (done/total, best score, Pareto size, running, ETA);
@@ -363,25 +385,25 @@ def watch_study(client: Any, study: int, interval: float = 2.0,
     bar: dict[str, Any] = {}  # the Progress and its task, made at the first reading
     last_line: list[str] = []
 
-    def update(study: dict[str, Any]) -> None:
-        done, total = ended_trials(study), study["total_trials"]
-        best = study.get("best")
-        fields = {"running": study["counts"].get("leased", 0), "pareto": study["pareto_size"],
-                  "best": _score(best["objective"]) if best else "-",
+    def update(study: StudyOut) -> None:
+        done, total = ended_trials(study), study.total_trials
+        best = study.best
+        fields = {"running": study.counts.get("leased", 0), "pareto": study.pareto_size,
+                  "best": _score(best.objective) if best else "-",
                   "eta": _duration(eta(done, total))}
         if not console.is_interactive:
-            line = f"study {study['id']} [{study['state']}]: {_progress_line(study)}"
+            line = f"study {study.id} [{study.state}]: {_progress_line(study)}"
             if line != (last_line[0] if last_line else None):
                 last_line[:] = [line]
                 print(f"{line}, ETA {fields['eta']}", flush=True)
             return
         if not bar:
-            console.print(f"watching study {study['id']} ({study['name']}): "
-                          f"{study['spec']['task']} on {study['spec']['backbone']}, "
+            console.print(f"watching study {study.id} ({study.name}): "
+                          f"{spec_field(study, 'task')} on {spec_field(study, 'backbone')}, "
                           f"{total} trials (Ctrl-C stops watching, not the study)",
                           markup=False)
             bar["progress"] = Progress(
-                SpinnerColumn(), TextColumn(f"study {study['id']}"), BarColumn(bar_width=16),
+                SpinnerColumn(), TextColumn(f"study {study.id}"), BarColumn(bar_width=16),
                 MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
                 TextColumn("Pareto {task.fields[pareto]}"),
                 TextColumn("running {task.fields[running]}"),
@@ -396,14 +418,14 @@ def watch_study(client: Any, study: int, interval: float = 2.0,
     finally:
         if bar:
             bar["progress"].stop()
-    print(f"study {final['id']} {final['state']}: {_progress_line(final)}")
-    if final.get("reason"):
-        print(f"  reason: {final['reason']}")
-    _show_pareto(console, client.pareto(study), final["name"])
+    print(f"study {final.id} {final.state}: {_progress_line(final)}")
+    if final.reason:
+        print(f"  reason: {final.reason}")
+    _show_pareto(console, client.pareto(study), final.name)
     return final
 
 
-def _pareto(client: Any, args: argparse.Namespace) -> int:
+def _pareto(client: AutopeftClient, args: argparse.Namespace) -> int:
     pareto = client.pareto(args.id)
     if args.json:
         _print_json(pareto)
@@ -412,19 +434,19 @@ def _pareto(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _cancel(client: Any, args: argparse.Namespace) -> int:
+def _cancel(client: AutopeftClient, args: argparse.Namespace) -> int:
     study = client.cancel(args.id)
     if args.json:
         _print_json(study)
         return 0
-    counts = study["counts"]
-    print(f"study {study['id']} ({study['name']}) is {study['state']}: "
+    counts = study.counts
+    print(f"study {study.id} ({study.name}) is {study.state}: "
           f"{counts.get('completed', 0)} trials completed, "
           f"{counts.get('cancelled', 0)} cancelled")
     return 0
 
 
-def _download(client: Any, args: argparse.Namespace) -> int:
+def _download(client: AutopeftClient, args: argparse.Namespace) -> int:
     from autopeft_service.domain.artifact import ArtifactError
 
     try:
@@ -442,7 +464,7 @@ def _download(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def _studies(client: Any, args: argparse.Namespace) -> int:
+def _studies(client: AutopeftClient, args: argparse.Namespace) -> int:
     from rich import box
     from rich.table import Table
 
@@ -467,11 +489,11 @@ def _studies(client: Any, args: argparse.Namespace) -> int:
     table.add_column("Pareto", justify="right", no_wrap=True)
     table.add_column("created", no_wrap=True)
     for study in studies:
-        best = study.get("best")
-        table.add_row(str(study["id"]), _clipped(study["name"]), study["state"],
-                      _clipped(study["spec"]["task"]),
-                      f"{ended_trials(study)}/{study['total_trials']}",
-                      _score(best["objective"]) if best else "-", str(study["pareto_size"]),
-                      datetime.fromtimestamp(study["created_at"]).strftime("%m-%d %H:%M"))
+        best = study.best
+        table.add_row(str(study.id), _clipped(study.name), study.state,
+                      _clipped(spec_field(study, "task")),
+                      f"{ended_trials(study)}/{study.total_trials}",
+                      _score(best.objective) if best else "-", str(study.pareto_size),
+                      datetime.fromtimestamp(study.created_at).strftime("%m-%d %H:%M"))
     _console().print(table)
     return 0

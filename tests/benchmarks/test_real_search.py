@@ -14,6 +14,7 @@ import pytest
 
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.domain.study import StudySpec
+from autopeft_service.domain.views import TrialSummary
 from tests.benchmarks.conftest import load_benchmark
 
 rs = load_benchmark("real_search")
@@ -38,11 +39,14 @@ def test_each_family_study_is_a_valid_saasbo_study_at_the_fidelity(family, minil
 
 
 def test_rows_are_written_for_ended_trials_only_in_order() -> None:
-    def trial(number: int, state: str, **extra: object) -> dict[str, object]:
-        return {"number": number, "state": state, "generator": "sobol", "params": {"a": 1},
-                "config": {"num_layers": 6}, "config_description": "d", "objective": None,
-                "dev_score": None, "param_share": None, "result": None, "worker": None,
-                "finished_at": None, "failure_reason": None, **extra}
+    def trial(number: int, state: str, **extra: object) -> TrialSummary:
+        return TrialSummary.model_validate({
+            "id": number, "number": number, "state": state, "generator": "sobol",
+            "attempt": 1, "params": {"a": 1}, "config": {"num_layers": 6},
+            "config_description": "d", "objective": None, "dev_score": None,
+            "param_share": None, "result": None, "worker": None, "finished_at": None,
+            "failure_reason": None, "progress": None, "created_at": 0.0, "leased_at": None,
+            **extra})
 
     rows = rs.trial_rows("unified", [
         trial(2, "completed", objective=0.8, dev_score=0.7, param_share=0.5, worker="w",

@@ -19,6 +19,7 @@ from autopeft_service.client import with_backbone_dims
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.study import StudySpec, parse_search_space
+from autopeft_service.domain.views import StudyOut, TrialSummary
 from tests.benchmarks.conftest import load_benchmark
 
 rt = load_benchmark("real_table")
@@ -30,12 +31,20 @@ def _space():
     return parse_search_space({"num_layers": 2, "hidden_size": 8})
 
 
-def _trial(number: int, state: str, point: dict[str, int], **extra: object) -> dict[str, object]:
-    return {"id": 100 + number, "number": number, "state": state, "params": point,
-            "config": _space().decode(point).model_dump(mode="json"),
-            "config_description": "desc", "objective": None, "dev_score": None,
-            "param_share": None, "worker": None, "result": None, "finished_at": None,
-            "failure_reason": None, **extra}
+def _trial(number: int, state: str, point: dict[str, int], **extra: object) -> TrialSummary:
+    return TrialSummary.model_validate({
+        "id": 100 + number, "number": number, "state": state, "generator": "sobol",
+        "attempt": 1, "params": point, "config": _space().decode(point).model_dump(mode="json"),
+        "config_description": "desc", "objective": None, "dev_score": None,
+        "param_share": None, "worker": None, "result": None, "finished_at": None,
+        "failure_reason": None, "progress": None, "created_at": 0.0, "leased_at": None,
+        **extra})
+
+
+def _study(name: str) -> StudyOut:
+    return StudyOut(id=1, name=name, state="completed", created_at=0.0, updated_at=0.0,
+                    counts={}, total_trials=1, best=None, hypervolume=0.0, pareto_size=0,
+                    spec={})
 
 
 POINT = {"layer_0": 1, "layer_1": 0, "serial_adapter_size": 4, "parallel_adapter_size": 0,
@@ -120,7 +129,7 @@ def test_csv_merge_keeps_old_parts_and_updates_rows_of_the_running_part(tmp_path
     merged = rt.merge_rows(kept, fresh)
     assert [(int(r["part"]), int(r["trial"])) for r in merged] == [(0, 1), (0, 2), (1, 1)]
     assert rt.completed_count(merged) == 2
-    studies = [{"name": "t part 3"}, {"name": "other part 7"}]
+    studies = [_study("t part 3"), _study("other part 7")]
     assert rt.next_part(merged, studies, "t") == 4
     assert rt.next_part([], [], "t") == 0
 

@@ -21,6 +21,7 @@ import pytest
 from autopeft_service.client import AutopeftClient, backbone_dims_of
 from autopeft_service.domain.spaces import FAMILIES
 from autopeft_service.domain.study import StudySpec, check_new_study
+from autopeft_service.domain.views import StudyOut
 from autopeft_service.local import DemoFolder
 from tests.cli.test_studies import ROOT, autopeft
 from workers.commands.demo import demo_spec
@@ -165,7 +166,7 @@ def spawn(*args: str) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
         process.wait(30)
 
 
-def _studies(url: str, token: str) -> list[dict]:
+def _studies(url: str, token: str) -> list[StudyOut]:
     with AutopeftClient(url, token) as client:
         return client.list_studies()
 
@@ -187,7 +188,7 @@ def test_a_finished_demo_keeps_serving_and_serves_again(tiny_bert_path: Path,
         base = url.removesuffix("/ui")
         assert httpx.get(url, follow_redirects=True).status_code == 200  # the dashboard
         (study,) = _studies(base, token)  # still served after the search
-        assert study["state"] == "completed"
+        assert study.state == "completed"
         time.sleep(1.0)
         assert demo.poll() is None  # ... and still up
         demo.send_signal(signal.SIGINT)
@@ -204,9 +205,9 @@ def test_a_finished_demo_keeps_serving_and_serves_again(tiny_bert_path: Path,
             timeout=60).groups()
         assert served_token == token
         served = f"http://{address}"
-        assert [s["id"] for s in _studies(served, token)] == [study["id"]]
+        assert [s.id for s in _studies(served, token)] == [study.id]
         with AutopeftClient(served, token) as client:
-            trial = next(t for t in client.trials(study["id"]) if t["state"] == "completed")
-            manifest = client.download_artifact(study["id"], trial["number"],
+            trial = next(t for t in client.trials(study.id) if t.state == "completed")
+            manifest = client.download_artifact(study.id, trial.number,
                                                 tmp_path / "adapter")
-        assert manifest.peft_config.describe() == trial["config_description"]
+        assert manifest.peft_config.describe() == trial.config_description

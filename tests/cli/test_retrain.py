@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from autopeft_service.cli.main import main
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain import BackboneDims, count_parameters
 from autopeft_service.domain.baselines import BASELINES
+from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from tests.cli.test_studies import assert_one_line_error, at, autopeft
 from tests.test_client import small_spec, start_server, wait_for
@@ -53,21 +55,30 @@ def tiny_spec(tiny_bert_path: Path, name: str, trials: int) -> dict[str, Any]:
                       training=TRAINING)
 
 
+@dataclass(frozen=True)
+class _Study:
+    """The completed study, its Pareto front and all its trials, as the client reads them."""
+
+    study: StudyOut
+    pareto: ParetoOut
+    trials: list[TrialSummary]
+
+
 @pytest.fixture(scope="module")
-def study(server: ServerThread, tiny_bert_path: Path, tiny_dims: BackboneDims) -> dict[str, Any]:
+def study(server: ServerThread, tiny_bert_path: Path, tiny_dims: BackboneDims) -> _Study:
     """A completed 8-trial study on the tiny model (shares recorded for its dimensions)."""
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
         created = client.submit(tiny_spec(tiny_bert_path, "retrain", 8))
         with ServerClient(server.base_url, WORKER_TOKEN, "fake-tiny") as worker_client:
             worker = FakeWorker(worker_client, dims=tiny_dims)
             for _ in range(100):
-                if client.status(created["id"])["state"] == "completed":
+                if client.status(created.id).state == "completed":
                     break
                 worker.run_one(wait_seconds=0.3)
             else:
                 raise AssertionError("the study never completed")
-        return {"study": client.status(created["id"]), "pareto": client.pareto(created["id"]),
-                "trials": client.trials(created["id"])}
+        return _Study(client.status(created.id), client.pareto(created.id),
+                      client.trials(created.id))
 
 
 @pytest.fixture(autouse=True)
@@ -85,28 +96,28 @@ def retrain(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[dict[str, A
 
 
 def test_pareto_trials_are_retrained_with_k_seeds_on_the_full_split(
-        study: dict[str, Any], server: ServerThread, capsys: pytest.CaptureFixture[str],
+        study: _Study, server: ServerThread, capsys: pytest.CaptureFixture[str],
         tmp_path: Path) -> None:
-    pareto = study["pareto"]["trials"]
-    assert 1 <= len(pareto) < len(study["trials"])
+    pareto = study.pareto.trials
+    assert 1 <= len(pareto) < len(study.trials)
     out = tmp_path / "retrain.json"
-    report, stderr = retrain(capsys, str(study["study"]["id"]), "--seeds", "3", "--epochs",
+    report, stderr = retrain(capsys, str(study.study.id), "--seeds", "3", "--epochs",
                              "0.25", "--max-train-examples", "all", "--output", str(out),
                              *at(server))
     assert json.loads(out.read_text()) == report
     rows = report["configurations"]
-    assert [row["source"]["number"] for row in rows] == [t["number"] for t in pareto]
-    assert report["study"]["id"] == study["study"]["id"] and report["seeds"] == [0, 1, 2]
+    assert [row["source"]["number"] for row in rows] == [t.number for t in pareto]
+    assert report["study"]["id"] == study.study.id and report["seeds"] == [0, 1, 2]
     # the study's settings, with the flags over them
     assert report["settings"]["learning_rate"] == TRAINING["learning_rate"]
     assert report["settings"]["epochs"] == 0.25
     assert report["settings"]["max_train_examples"] is None
     assert report["train_split"] == "full"
     for row, trial in zip(rows, pareto, strict=True):
-        assert row["name"] == f"trial #{trial['number']}"
-        assert row["config_description"] == trial["config_description"]
+        assert row["name"] == f"trial #{trial.number}"
+        assert row["config_description"] == trial.config_description
         # The study's share objective: deployed parameters (its default param_share).
-        assert row["deployed_percent"] == pytest.approx(trial["param_share"], rel=1e-12)
+        assert row["deployed_percent"] == pytest.approx(trial.param_share, rel=1e-12)
         runs = row["runs"]
         assert [r["seed"] for r in runs] == [0, 1, 2]
         assert len({r["final_loss"] for r in runs}) == 3  # three different seeds
@@ -121,12 +132,12 @@ def test_pareto_trials_are_retrained_with_k_seeds_on_the_full_split(
 
 
 def test_same_seed_gives_the_same_score_and_chosen_trials(
-        study: dict[str, Any], server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
-    off_front = [t["number"] for t in study["trials"]
-                 if t["number"] not in {p["number"] for p in study["pareto"]["trials"]}]
+        study: _Study, server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    off_front = [t.number for t in study.trials
+                 if t.number not in {p.number for p in study.pareto.trials}]
     assert off_front, "every trial is on the front: nothing to choose off it"
-    chosen = [off_front[0], study["pareto"]["trials"][0]["number"]]
-    study_id = str(study["study"]["id"])
+    chosen = [off_front[0], study.pareto.trials[0].number]
+    study_id = str(study.study.id)
     two, _ = retrain(capsys, study_id, "--trials", *map(str, chosen), str(chosen[0]),
                      "--seeds", "2", *at(server))
     one, _ = retrain(capsys, study_id, "--trials", str(chosen[0]), "--seeds", "1", *at(server))
@@ -140,10 +151,10 @@ def test_same_seed_gives_the_same_score_and_chosen_trials(
 
 
 def test_baselines_beside_a_study_keep_its_settings_but_full_ft_its_rate(
-        study: dict[str, Any], server: ServerThread, tiny_dims: BackboneDims,
+        study: _Study, server: ServerThread, tiny_dims: BackboneDims,
         capsys: pytest.CaptureFixture[str]) -> None:
-    number = study["pareto"]["trials"][0]["number"]
-    report, _ = retrain(capsys, str(study["study"]["id"]), "--trials", str(number),
+    number = study.pareto.trials[0].number
+    report, _ = retrain(capsys, str(study.study.id), "--trials", str(number),
                         "--baselines", "head-only", "full-ft", "--seeds", "1",
                         "--learning-rate", "0.002", "--epochs", "0.1", *at(server))
     rates = {row["name"]: row["settings"]["learning_rate"] for row in report["configurations"]}
@@ -190,17 +201,17 @@ def test_every_baseline_alone_without_a_server(tiny_bert_path: Path, tiny_dims: 
 
 @pytest.fixture(scope="module")
 def waiting_study(server: ServerThread, tiny_bert_path: Path,
-                  study: dict[str, Any]) -> int:
+                  study: _Study) -> int:
     """A study with trials queued and none completed (no worker runs after ``study``)."""
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
-        study_id = client.submit(tiny_spec(tiny_bert_path, "waiting", 2))["id"]
+        study_id = client.submit(tiny_spec(tiny_bert_path, "waiting", 2)).id
         wait_for(lambda: len(client.trials(study_id)) == 2, what="queued trials")
     return study_id
 
 
-def test_argument_errors_are_one_line(study: dict[str, Any], waiting_study: int,
+def test_argument_errors_are_one_line(study: _Study, waiting_study: int,
                                       server: ServerThread, tiny_bert_path: Path) -> None:
-    study_id, model = str(study["study"]["id"]), str(tiny_bert_path)
+    study_id, model = str(study.study.id), str(tiny_bert_path)
     standalone = ["--task", "synthetic", "--model", model]
     cases = [
         ([], 2, "retrain: give a STUDY_ID, or --task with --model and --baselines"),
@@ -225,7 +236,7 @@ def test_argument_errors_are_one_line(study: dict[str, Any], waiting_study: int,
         assert_one_line_error(autopeft("retrain", *args), code, message)
 
 
-def test_missing_or_mismatched_model_is_one_line(study: dict[str, Any], server: ServerThread,
+def test_missing_or_mismatched_model_is_one_line(study: _Study, server: ServerThread,
                                                  capsys: pytest.CaptureFixture[str],
                                                  tmp_path: Path) -> None:
     def error(*args: str) -> str:
@@ -234,12 +245,12 @@ def test_missing_or_mismatched_model_is_one_line(study: dict[str, Any], server: 
         assert exit_.value.code == 2
         return capsys.readouterr().err
 
-    study_id, missing = str(study["study"]["id"]), tmp_path / "nope"
+    study_id, missing = str(study.study.id), tmp_path / "nope"
     for args in (["--task", "synthetic", "--baselines", "mam"], [study_id, *at(server)]):
         assert error(*args, "--model", str(missing)) == (
             f"autopeft: error: model: {missing} is not a model folder (no config.json)\n")
     three = write_tiny_bert(tmp_path / "three-layers", synthetic_vocabulary(), num_layers=3)
-    number = study["pareto"]["trials"][0]["number"]
+    number = study.pareto.trials[0].number
     assert error(study_id, "--trials", str(number), "--model", str(three), *at(server)) == (
         f"autopeft: error: trial #{number} is configured for 2 layers but {three} has 3; "
         "pass the study's backbone with --model\n")

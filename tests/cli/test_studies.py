@@ -12,11 +12,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from autopeft_service.client import AutopeftClient
+from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 from autopeft_service.local import free_port
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from tests.test_client import SYNTHETIC_EXAMPLE, Workers, small_spec, start_server
@@ -105,7 +107,7 @@ def test_submit_status_studies_cancel(server: ServerThread) -> None:
 def test_watch_ends_when_the_study_completes(server: ServerThread) -> None:
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
         study_id = client.submit(small_spec(name="watched", budget={
-            "total_trials": 10, "initial_trials": 4, "max_parallel": 4}))["id"]
+            "total_trials": 10, "initial_trials": 4, "max_parallel": 4})).id
     watch = subprocess.Popen(
         [sys.executable, "-m", "autopeft_service.cli", "watch", str(study_id), "--interval",
          "0.2", *at(server)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -151,7 +153,7 @@ def test_watch_ends_when_the_study_completes(server: ServerThread) -> None:
 
 def test_pareto_of_a_study_without_results(server: ServerThread) -> None:
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
-        study_id = client.submit(small_spec(name="empty"))["id"]
+        study_id = client.submit(small_spec(name="empty")).id
         client.cancel(study_id)
     empty = autopeft("pareto", str(study_id), *at(server))
     assert empty.returncode == 0
@@ -197,7 +199,7 @@ def test_one_line_errors(server: ServerThread, tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_watching_not_the_study(server: ServerThread) -> None:
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
-        study_id = client.submit(small_spec(name="interrupted"))["id"]
+        study_id = client.submit(small_spec(name="interrupted")).id
         watch = subprocess.Popen(
             [sys.executable, "-m", "autopeft_service.cli", "watch", str(study_id),
              "--interval", "0.2", *at(server)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -211,7 +213,7 @@ def test_ctrl_c_stops_watching_not_the_study(server: ServerThread) -> None:
         assert watch.returncode == 130
         assert stderr == (f"autopeft: error: interrupted; study {study_id} goes on "
                           f"(autopeft cancel {study_id} stops it)\n")
-        assert client.status(study_id)["state"] == "running"
+        assert client.status(study_id).state == "running"
         client.cancel(study_id)
 
 
@@ -219,7 +221,7 @@ def test_download_errors_are_one_line(server: ServerThread, tmp_path: Path) -> N
     """Downloading from a study without artefacts: no such trial, no artefact yet, no
     such study, a bad trial number, no -o (the success path: tests/workers/test_worker.py)."""
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
-        study_id = client.submit(small_spec(name="no artefacts"))["id"]
+        study_id = client.submit(small_spec(name="no artefacts")).id
         while not client.trials(study_id):
             time.sleep(0.05)
     out = str(tmp_path / "out")
@@ -235,12 +237,24 @@ def test_download_errors_are_one_line(server: ServerThread, tmp_path: Path) -> N
                           "-o/--output")
 
 
+def _trial(number: int, description: str, **fields: Any) -> TrialSummary:
+    """A completed trial as the client reads it, for the formatting tests."""
+    return TrialSummary.model_validate({
+        "id": number, "number": number, "state": "completed", "generator": "sobol",
+        "attempt": 1, "params": {}, "config": {}, "config_description": description,
+        "worker": None, "objective": None, "param_share": None, "dev_score": None,
+        "failure_reason": None, "progress": None, "result": None, "created_at": 0.0,
+        "leased_at": None, "finished_at": None, **fields})
+
+
 def test_progress_line_counts_trials_stopped_early() -> None:
     from autopeft_service.cli.studies import _progress_line
 
     counts = {"ready": 1, "leased": 2, "completed": 3, "failed": 0, "cancelled": 0, "pruned": 4}
-    line = _progress_line({"counts": counts, "total_trials": 10, "best": {"objective": 0.9},
-                           "pareto_size": 2})
+    study = StudyOut(id=1, name="s", state="running", created_at=0.0, updated_at=0.0,
+                     counts=counts, total_trials=10, best=_trial(0, "x", objective=0.9),
+                     hypervolume=0.0, pareto_size=2, spec={})
+    line = _progress_line(study)
     assert line.startswith("7/10 trials done, 2 running, 1 queued, 4 stopped early")
 
 
@@ -258,7 +272,7 @@ def _table_rows(output: str) -> list[str]:
 def test_studies_fit_80_columns_one_line_a_study(server: ServerThread) -> None:
     """A long name was folded over six lines; now it is cut with an ellipsis."""
     with AutopeftClient(server.base_url, CLIENT_TOKEN) as client:
-        study_id = client.submit(small_spec(name=LONG_NAME))["id"]
+        study_id = client.submit(small_spec(name=LONG_NAME)).id
         client.cancel(study_id)
         count = len(client.list_studies())
     listed = autopeft("studies", *at(server), env={"COLUMNS": "80"})
@@ -282,11 +296,11 @@ def test_the_pareto_table_fits_80_columns() -> None:
 
     long = ("serial@ffn[18/25/35/44/53x5] + prefix[14/18/26/35/45/54x6] + "
             "lora[7/9/13/17/22/27x6:query,value] + bitfit[4 layers]")
-    pareto = {"hypervolume": 1.5, "reference_point": {"score": 0.5, "param_share": 10.0},
-              "trials": [{"number": n, "config_description": d, "objective": 0.9,
-                          "dev_score": 0.85, "param_share": 0.123,
-                          "result": {"metric": "accuracy"}}
-                         for n, d in ((12, long), (3, "lora[8x6:query,value]"))]}
+    pareto = ParetoOut(study_id=1, hypervolume=1.5,
+                       reference_point={"score": 0.5, "param_share": 10.0},
+                       trials=[_trial(n, d, objective=0.9, dev_score=0.85, param_share=0.123,
+                                      result={"metric": "accuracy"})
+                               for n, d in ((12, long), (3, "lora[8x6:query,value]"))])
     console = Console(width=80, record=True, highlight=False)
     console.print(_pareto_table(pareto, "study 1: Pareto front, 2 trials"))
     text = console.export_text()

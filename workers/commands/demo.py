@@ -23,11 +23,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail, seed_value
 from autopeft_service.domain.errors import AutopeftError
 from workers.commands.trial import add_task_arguments, task_options
+
+if TYPE_CHECKING:
+    from autopeft_service.domain.views import StudyOut
 
 #: The demo's training fidelity per packaged model (flags override each field). MiniLM: 2,000
 #: examples of 64 tokens, 500 held-out and 500 dev. SmolLM2 (six times MiniLM's size, about
@@ -170,7 +173,8 @@ def run(args: argparse.Namespace) -> int:
         announce(server)
         final = _search(args, server, workers, spec)
         print(f"demo finished in {(time.monotonic() - started) / 60:.1f} min: "
-              f"{final['counts']['completed']} trials completed, {final['counts']['failed']} "
+              f"{final.counts.get('completed', 0)} trials completed, "
+              f"{final.counts.get('failed', 0)} "
               f"failed. Database: {demo.database}", flush=True)
         if args.keep_serving:
             workers.stop()
@@ -190,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         workers.stop()
         server.stop()
     print(f"serve it again (dashboard, adapter downloads): autopeft serve --demo {workdir}")
-    return 0 if final["counts"]["completed"] else 1
+    return 0 if final.counts.get("completed", 0) else 1
 
 
 def announce(server: Any) -> None:
@@ -220,11 +224,11 @@ def checked_spec(args: argparse.Namespace, model: str, folder: Path) -> dict[str
 
 
 def _search(args: argparse.Namespace, server: Any, workers: Any,
-            spec: dict[str, Any]) -> dict[str, Any]:
+            spec: dict[str, Any]) -> StudyOut:
     """Submit the demo's study, start the workers and follow the study to its end.
 
     Returns:
-        The final study (the API's JSON).
+        The final study, as the client's ``StudyOut``.
 
     Raises:
         AutopeftError: the server refused the study (e.g. the folder's config.json).
@@ -241,7 +245,7 @@ def _search(args: argparse.Namespace, server: Any, workers: Any,
         all_exited = threading.Event()
         threading.Thread(target=_watch_workers, args=(workers, all_exited),
                          daemon=True).start()
-        return watch_study(client, study["id"], interval=1.0, stop=all_exited)
+        return watch_study(client, study.id, interval=1.0, stop=all_exited)
 
 
 def keep_serving(server: Any, workdir: Path, interval: float = 0.5) -> None:

@@ -36,11 +36,14 @@ from autopeft_service.cli.studies import INTERRUPTED, _common, _connection, _exp
 from autopeft_service.domain.baselines import ALL, BASELINES, Baseline, select_baselines
 from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.study import StudySpec
 from autopeft_service.domain.trial import TrainingSettings
 from workers.commands.trial import add_task_arguments, quiet_libraries, task_options
 
 if TYPE_CHECKING:
+    from autopeft_service.client import AutopeftClient
     from autopeft_service.domain.trial import TrialResult
+    from autopeft_service.domain.views import StudyOut, TrialSummary
     from workers.retrain import RetrainCase, RetrainOutcome
 
 DEFAULT_SEEDS = 3
@@ -137,29 +140,30 @@ def _settings(base: TrainingSettings, args: argparse.Namespace) -> TrainingSetti
     return TrainingSettings.from_dict({**base.model_dump(), **flags})
 
 
-def _study_trials(client: Any, study: int, numbers: list[int] | None) -> list[dict[str, Any]]:
+def _study_trials(client: AutopeftClient, study: int,
+                  numbers: list[int] | None) -> list[TrialSummary]:
     """The trials to re-train: those numbered, else the study's Pareto front.
 
     Raises:
         ConfigError: a number is not a trial of the study, or the trial is not completed.
     """
     if numbers is None:
-        return list(client.pareto(study)["trials"])
-    by_number = {t["number"]: t for t in client.trials(study)}
+        return list(client.pareto(study).trials)
+    by_number = {t.number: t for t in client.trials(study)}
     chosen = []
     for number in dict.fromkeys(numbers):
         trial = by_number.get(number)
         if trial is None:
             known = f"its trials are #0-#{max(by_number)}" if by_number else "it has no trials yet"
             raise ConfigError(f"--trials: study {study} has no trial #{number} ({known})")
-        if trial["state"] != "completed":
-            raise ConfigError(f"--trials: trial #{number} of study {study} is {trial['state']}, "
+        if trial.state != "completed":
+            raise ConfigError(f"--trials: trial #{number} of study {study} is {trial.state}, "
                               "not completed")
         chosen.append(trial)
     return chosen
 
 
-def _trial_case(trial: dict[str, Any], num_layers: int, settings: TrainingSettings,
+def _trial_case(trial: TrialSummary, num_layers: int, settings: TrainingSettings,
                 model: str) -> RetrainCase:
     """A RetrainCase for a study trial.
 
@@ -168,14 +172,14 @@ def _trial_case(trial: dict[str, Any], num_layers: int, settings: TrainingSettin
     """
     from workers.retrain import RetrainCase
 
-    config = PeftConfig.from_dict(trial["config"])
+    config = PeftConfig.from_dict(trial.config)
     if config.num_layers != num_layers:
-        raise ConfigError(f"trial #{trial['number']} is configured for {config.num_layers} layers "
+        raise ConfigError(f"trial #{trial.number} is configured for {config.num_layers} layers "
                           f"but {model} has {num_layers}; pass the study's backbone with --model")
-    source = {"kind": "trial", "trial_id": trial["id"], "number": trial["number"],
-              "study_held_out_score": trial["objective"], "study_dev_score": trial["dev_score"],
-              "study_param_share": trial["param_share"]}
-    return RetrainCase(f"trial #{trial['number']}", config, settings, source)
+    source = {"kind": "trial", "trial_id": trial.id, "number": trial.number,
+              "study_held_out_score": trial.objective, "study_dev_score": trial.dev_score,
+              "study_param_share": trial.param_share}
+    return RetrainCase(f"trial #{trial.number}", config, settings, source)
 
 
 def _baseline_case(baseline: Baseline, num_layers: int,
@@ -258,8 +262,8 @@ class _Target:
     """What to re-train on: the study (None for baselines alone) and its trials, the
     model, the task and the training settings before the flags."""
 
-    study: dict[str, Any] | None
-    trials: list[dict[str, Any]]
+    study: StudyOut | None
+    trials: list[TrialSummary]
     model: str
     task: str
     data_dir: str | Path | None
@@ -290,7 +294,8 @@ def _study_target(args: argparse.Namespace, baselines: list[Baseline]) -> _Targe
     """A study's trials, read from the server, with its backbone, task and settings.
 
     Raises:
-        ConfigError: ``--task`` given, a bad trial number, or nothing to train.
+        ConfigError: ``--task`` given, a bad trial number, nothing to train, or a study
+            whose stored spec no longer validates (its settings cannot be read).
         ClientError: the server refused or could not be reached.
     """
     from autopeft_service.client import AutopeftClient
@@ -305,11 +310,13 @@ def _study_target(args: argparse.Namespace, baselines: list[Baseline]) -> _Targe
     if not trials and not baselines:
         raise ConfigError(f"study {args.study} has no completed trials, so no Pareto front to "
                           "re-train; give --baselines, or wait for results")
-    spec = study["spec"]
-    return _Target(study, trials, args.model or spec["backbone"], spec["task"],
-                   args.data_dir or spec.get("data_dir"),
-                   {**spec.get("task_options", {}), **task_options(args)},
-                   TrainingSettings.from_dict(spec["training"]))
+    spec = study.spec
+    if not isinstance(spec, StudySpec):
+        raise ConfigError(f"study {args.study}: its stored spec no longer validates, so its "
+                          "backbone, task and training settings cannot be read")
+    return _Target(study, trials, args.model or spec.backbone, spec.task,
+                   args.data_dir or spec.data_dir,
+                   {**spec.task_options, **task_options(args)}, spec.training)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -360,17 +367,22 @@ def _run(args: argparse.Namespace) -> int:
     study = target.study
     report = _report(outcomes, {
         "study": None if study is None else {
-            "id": study["id"], "name": study["name"], "task": study["spec"]["task"],
-            "backbone": study["spec"]["backbone"]},
+            "id": study.id, "name": study.name, "task": target.task,
+            "backbone": _spec_backbone(study)},
         "model": target.model, "task": target.task,
         "data_dir": None if target.data_dir is None else str(target.data_dir),
         "task_options": target.task_options, "train_split": "full", "eval_split": "dev",
         "seeds": seeds, "device": args.device, "threads": torch.get_num_threads(),
         "settings": settings.model_dump(mode="json"),
     })
-    _emit(report, args, study["id"] if study else None,
-          study["name"] if study else f"{target.task} on {Path(target.model).name}")
+    _emit(report, args, study.id if study else None,
+          study.name if study else f"{target.task} on {Path(target.model).name}")
     return 0
+
+
+def _spec_backbone(study: StudyOut) -> str:
+    """The backbone the study searched on (its spec validated in ``_study_target``)."""
+    return study.spec.backbone if isinstance(study.spec, StudySpec) else "-"
 
 
 def _emit(report: dict[str, Any], args: argparse.Namespace, study: int | None,
