@@ -26,6 +26,7 @@ from autopeft_service.domain.protocol import (
     HeartbeatOut,
     LeaseOut,
     LeaseRequest,
+    ReportOut,
     ResultIn,
 )
 from autopeft_service.domain.trial import RungScore, TrialResult
@@ -176,22 +177,25 @@ class ServerClient:
         return HeartbeatOut.model_validate(response.json())
 
     def report_result(self, trial_id: int, token: str, result: TrialResult,
-                      interruptible: bool = True) -> dict[str, Any]:
-        """Deliver a result, retrying until the server accepts it. Raises LeaseLost on 409."""
+                      interruptible: bool = True) -> ReportOut:
+        """Deliver a result, retrying until the server accepts it; the answer's ``state``
+        is ``failed`` when the server recorded it as a failure (its parameter counts differ
+        from the server's). Raises LeaseLost on 409."""
         response = self._request(f"/v1/trials/{trial_id}/result",
                                  ResultIn(token=token, result=result).model_dump(mode="json"),
                                  interruptible=interruptible)
         self._raise_lost(response)
-        return response.json()
+        return ReportOut.model_validate(response.json())
 
     def report_failure(self, trial_id: int, token: str, reason: str, retry: bool = True,
-                       preempted: bool = False, interruptible: bool = True) -> dict[str, Any]:
-        """Report a failed attempt (retrying delivery). Raises LeaseLost on 409."""
+                       preempted: bool = False, interruptible: bool = True) -> ReportOut:
+        """Report a failed attempt (retrying delivery); the answer says whether the trial
+        was requeued (``ready``) or failed. Raises LeaseLost on 409."""
         body = FailureIn(token=token, reason=reason, retry=retry, preempted=preempted)
         response = self._request(f"/v1/trials/{trial_id}/failure", body.model_dump(),
                                  interruptible=interruptible)
         self._raise_lost(response)
-        return response.json()
+        return ReportOut.model_validate(response.json())
 
     def upload_artifact(self, trial_id: int, token: str, data: bytes, sha256: str,
                         interruptible: bool = True) -> dict[str, Any]:

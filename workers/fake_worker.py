@@ -95,9 +95,13 @@ class FakeWorker:
             except LeaseLost:
                 return True
         try:
-            self.client.report_result(lease.trial_id, lease.token,
-                                      fake_result(lease, self.dims, self.train_seconds))
-            self.completed += 1
+            answer = self.client.report_result(lease.trial_id, lease.token,
+                                               fake_result(lease, self.dims, self.train_seconds))
+            if answer.state == "completed":
+                self.completed += 1
+            else:  # recorded as a failure: counts that differ from the server's (other dims)
+                log.warning("trial %s: result recorded as %s: %s", lease.trial_id,
+                            answer.state, answer.failure_reason)
         except LeaseLost as error:
             log.info("trial %s: %s", lease.trial_id, error)
         return True

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import LeaseOut
-from autopeft_service.domain.trial import RungScore
+from autopeft_service.domain.trial import RungScore, TrialResult
 from workers.client import (
     Interrupted,
     LeaseLost,
@@ -307,15 +307,15 @@ class Worker:
         except AutopeftError as error:
             log.warning("failure of trial %s not recorded: %s", lease.trial_id, error)
 
-    def _deliver_result(self, lease: LeaseOut, result: object) -> bool:
+    def _deliver_result(self, lease: LeaseOut, result: TrialResult) -> bool:
         """Report the result; retried until the server accepts it (even when stopping).
         True when the trial is now completed with it."""
         try:
-            answer = self.client.report_result(
-                lease.trial_id, lease.token, result, interruptible=False)  # type: ignore[arg-type]
-            if answer.get("state") == "failed":  # e.g. counts that differ from the server's
+            answer = self.client.report_result(lease.trial_id, lease.token, result,
+                                               interruptible=False)
+            if answer.state == "failed":  # e.g. counts that differ from the server's
                 log.error("result of trial %s was recorded as a failure: %s", lease.trial_id,
-                          answer.get("failure_reason"))
+                          answer.failure_reason)
                 self.stats.failed += 1
                 return False
             self.stats.completed += 1

@@ -12,6 +12,7 @@ from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for r
     HeartbeatOut,
     LeaseOut,
     LeaseRequest,
+    ReportOut,
     ResultIn,
 )
 from autopeft_service.domain.views import (  # noqa: F401 - re-exported for routes
@@ -29,16 +30,6 @@ from autopeft_service.domain.views import (  # noqa: F401 - re-exported for rout
     WorkerOut,
     WorkerTrial,
 )
-
-
-class ReportOut(BaseModel):
-    """The trial's state after a report; ``duplicate`` when it repeated an accepted one."""
-
-    trial_id: int
-    state: str
-    attempt: int
-    failure_reason: str | None
-    duplicate: bool
 
 
 class ErrorOut(BaseModel):

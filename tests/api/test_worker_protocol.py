@@ -3,12 +3,19 @@
 import time
 
 import httpx
+import pytest
 
-from autopeft_service.domain.backbone import MINILM_DIMS
+from autopeft_service.domain.backbone import MINILM_DIMS, BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.protocol import LeaseOut, ReportOut
+from autopeft_service.domain.trial import TrialResult
+from autopeft_service.testing.server import WORKER_TOKEN, ServerThread
 from tests.api.conftest import CLIENT, WORKER, create_study
 from tests.api.test_studies import _result
+from workers import fake_worker
+from workers.client import ServerClient
+from workers.fake_worker import FakeWorker, fake_result
 
 
 def _lease(http: httpx.Client, worker: str = "w", wait: float | None = 2.0,
@@ -49,6 +56,58 @@ def test_lease_carries_everything_to_train(http: httpx.Client) -> None:
     config = PeftConfig.model_validate(lease["config"])
     assert config.num_layers == 6 and config.has_modules
     assert lease["deadline"] > time.time() - 5
+
+
+def test_lease_answer_is_a_lease_out_field_for_field(http: httpx.Client) -> None:
+    """The route builds a LeaseOut: every field, in its order, and nothing the model would
+    change (the stored JSON goes out as it was stored)."""
+    study = create_study(http)
+    lease = _lease(http)
+    assert list(lease) == list(LeaseOut.model_fields)
+    assert LeaseOut.model_validate(lease).model_dump(mode="json") == lease
+    stored = _trial(http, study["id"], lease["trial_id"])
+    assert (lease["params"], lease["config"]) == (stored["params"], stored["config"])
+    spec = http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["spec"]
+    assert {name: lease[name] for name in ("training", "early_stopping", "backbone_dims")} == \
+        {name: spec[name] for name in ("training", "early_stopping", "backbone_dims")}
+
+
+def test_the_worker_client_reads_typed_lease_and_report_answers(
+        server: ServerThread, http: httpx.Client) -> None:
+    create_study(http, budget={"total_trials": 3, "initial_trials": 3, "max_parallel": 3,
+                               "max_attempts": 2})
+    with ServerClient(server.base_url, WORKER_TOKEN, "typed") as client:
+        first = client.lease(wait_seconds=2.0)
+        assert isinstance(first, LeaseOut) and first.attempt == 1
+        requeued = client.report_failure(first.trial_id, first.token, "out of memory")
+        assert requeued == ReportOut(trial_id=first.trial_id, state="ready", attempt=1,
+                                     failure_reason="out of memory", duplicate=False)
+        lease = client.lease(wait_seconds=2.0)
+        assert lease is not None
+        result = fake_result(lease, MINILM_DIMS, 1.0)
+        done = client.report_result(lease.trial_id, lease.token, result)
+        assert (done.trial_id, done.state, done.duplicate) == (lease.trial_id, "completed", False)
+        assert client.report_result(lease.trial_id, lease.token, result).duplicate is True
+
+
+def test_a_result_recorded_as_a_failure_is_not_counted_completed(
+        server: ServerThread, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report answer's state decides: counts that differ from the server's fail the
+    trial, and the fake worker does not count it as completed."""
+    study = create_study(http, budget={"total_trials": 1, "initial_trials": 1,
+                                       "max_parallel": 1, "max_attempts": 1})
+
+    def miscounted(lease: LeaseOut, dims: BackboneDims, seconds: float) -> TrialResult:
+        result = fake_result(lease, dims, seconds)
+        return result.model_copy(update={"trainable_parameters": result.trainable_parameters + 1})
+
+    monkeypatch.setattr(fake_worker, "fake_result", miscounted)
+    leases: list[LeaseOut] = []
+    with ServerClient(server.base_url, WORKER_TOKEN, "miscounting") as client:
+        worker = FakeWorker(client, on_lease=leases.append)
+        assert worker.run_one(wait_seconds=2.0) is True
+    assert worker.completed == 0
+    assert _trial(http, study["id"], leases[0].trial_id)["state"] == "failed"
 
 
 def test_empty_queue_answers_204_with_retry_after_after_long_poll(http: httpx.Client) -> None:

@@ -88,6 +88,7 @@ def test_a_study_stored_before_search_space_families_keeps_loading_and_proposing
     from autopeft_service.domain.backbone import MINILM_DIMS
     from autopeft_service.domain.param_count import count_parameters
     from autopeft_service.domain.study import StudySpec
+    from autopeft_service.domain.trial import TrialResult
     from autopeft_service.proposer import Proposer, load_history
     from autopeft_service.storage import repository as repo
     from autopeft_service.storage.database import Database
@@ -130,11 +131,16 @@ def test_a_study_stored_before_search_space_families_keeps_loading_and_proposing
                     config = StudySpec.model_validate(spec).space.decode(lease.params)
                     counts = count_parameters(config, MINILM_DIMS)
                     shares.append(counts.trainable_percent)
-                    repo.complete_trial(session, lease.trial_id, lease.token, {
-                        "objective": 0.6 + 0.01 * len(shares), "dev_score": 0.6,
-                        "trainable_parameters": counts.trainable,
-                        "deployed_parameters": counts.deployed,
-                        "trainable_percent": counts.trainable_percent})
+                    score = 0.6 + 0.01 * len(shares)
+                    repo.complete_trial(session, lease.trial_id, lease.token, TrialResult(
+                        metric="accuracy", objective=score, held_out={"accuracy": score},
+                        dev={"accuracy": 0.6}, dev_score=0.6,
+                        trainable_parameters=counts.trainable,
+                        trainable_percent=counts.trainable_percent,
+                        deployed_parameters=counts.deployed, head_parameters=0,
+                        train_seconds=1.0, eval_seconds=1.0, load_seconds=0.0, steps=1,
+                        train_examples=1, examples_per_second=1.0, final_loss=0.1,
+                        peak_memory_mb=1.0, device="cpu", seed=0, config_description="x"))
         _, history, counts = load_history(database, 1)
         assert counts["completed"] == 4
         assert sorted(o.param_share for o in history.completed) == sorted(shares)

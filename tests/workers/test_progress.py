@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from autopeft_service.domain import PeftConfig, TrainingSettings
-from autopeft_service.domain.protocol import HeartbeatOut, LeaseOut
+from autopeft_service.domain.protocol import HeartbeatOut, LeaseOut, ReportOut
 from workers.data import TokenizedCache, holdout_split
 from workers.data.synthetic_lm import synthetic_lm_vocabulary
 from workers.progress import (
@@ -197,15 +197,16 @@ class StubClient:
         return HeartbeatOut(deadline=None, stop=False)
 
     def report_result(self, trial_id: int, token: str, result: Any,
-                      interruptible: bool = True) -> dict[str, Any]:
+                      interruptible: bool = True) -> ReportOut:
         self.results.append(result)
-        return {"state": "completed"}
+        return ReportOut(trial_id=trial_id, state="completed", attempt=1, failure_reason=None,
+                         duplicate=False)
 
 
 def test_worker_logs_each_phase_of_a_trial_at_info(runner: TrialRunner, tiny_bert_path: Path,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     client = StubClient()
-    worker = Worker(client, runner)  # type: ignore[arg-type]
+    worker = Worker(client, runner)  # type: ignore[arg-type]  # a stub, not a ServerClient
     with caplog.at_level(logging.INFO, logger="workers.worker"):
         worker.run_trial(_lease(tiny_bert_path))
     assert worker.stats.completed == 1 and len(client.results) == 1

@@ -45,10 +45,11 @@ router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth],
 CONFLICT = error_responses(404, 409)
 
 
-def _try_lease(services: Services, worker: str, first: bool = True) -> dict[str, Any] | None:
-    """A LeaseOut body, or None. Built from the stored JSON, which was validated when the
-    study and trial were created (re-validating the spec per lease would dominate the
-    cost of a lease); the shape is LeaseOut's, checked by the protocol tests.
+def _try_lease(services: Services, worker: str, first: bool = True) -> LeaseOut | None:
+    """The lease answer, or None when nothing is ready. Built from the stored JSON of the
+    trial and its study's spec (``services.study_spec_json``: parsed once per study, not
+    per lease); the answer is validated as a ``LeaseOut``, so a stored field it cannot
+    carry fails here rather than in the worker.
 
     The first try of a request writes the worker's row (seen now) in the lease's
     statement; the long poll's later tries write it only with a lease, and otherwise
@@ -61,14 +62,14 @@ def _try_lease(services: Services, worker: str, first: bool = True) -> dict[str,
                 services.sightings.seen(worker)
             return None
         spec = services.study_spec_json(session, lease.study_id)
-        out = {
-            "trial_id": lease.trial_id, "study_id": lease.study_id, "number": lease.number,
-            "attempt": lease.attempt, "token": lease.token, "deadline": lease.deadline,
-            "lease_seconds": seconds, "params": lease.params, "config": lease.config,
-            "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
-            "task_options": spec["task_options"], "training": spec["training"],
-            "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims"),
-            "early_stopping": spec.get("early_stopping") or {}}
+    out = LeaseOut.model_validate({
+        "trial_id": lease.trial_id, "study_id": lease.study_id, "number": lease.number,
+        "attempt": lease.attempt, "token": lease.token, "deadline": lease.deadline,
+        "lease_seconds": seconds, "params": lease.params, "config": lease.config,
+        "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
+        "task_options": spec["task_options"], "training": spec["training"],
+        "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims"),
+        "early_stopping": spec.get("early_stopping") or {}})
     services.proposer.wake()  # a slot opened in the ready queue
     return out
 
@@ -111,8 +112,8 @@ async def _lease_or_wait(body: LeaseRequest, services: Services) -> Response:
     first = True
     while True:
         out = await run_in_threadpool(_try_lease, services, body.worker, first)
-        if out is not None:
-            return JSONResponse(out)
+        if out is not None:  # JSONResponse, not the model: FastAPI would validate it again
+            return JSONResponse(out.model_dump(mode="json"))
         first = False
         remaining = deadline - time.monotonic()
         if remaining <= 0 or services.stopping:  # shutting down: answer now
@@ -186,8 +187,7 @@ def _report_result(trial_id: int, body: ResultIn, services: Services) -> ReportO
     """The result report's work (``report_result``, untimed)."""
     try:
         with services.database.statement_session() as session:
-            outcome = repo.complete_trial(session, trial_id, body.token,
-                                          body.result.model_dump(mode="json"))
+            outcome = repo.complete_trial(session, trial_id, body.token, body.result)
             out = _report_out(outcome)
     except (repo.NotFound, repo.LeaseConflict) as error:
         raise _conflict(error) from None
@@ -196,6 +196,7 @@ def _report_result(trial_id: int, body: ResultIn, services: Services) -> ReportO
 
 
 def _report_out(outcome: repo.ReportOutcome) -> ReportOut:
+    """The report answer: the trial's state after the report, and whether it repeated one."""
     trial = outcome.trial
     return ReportOut(trial_id=trial.id, state=trial.state, attempt=trial.attempt,
                      failure_reason=trial.failure_reason, duplicate=outcome.duplicate)

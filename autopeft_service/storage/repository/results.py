@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.study import TrialState
+from autopeft_service.domain.trial import TrialResult
 from autopeft_service.storage.database import database_now, database_now_expression
 from autopeft_service.storage.models import TrialRow
 from autopeft_service.storage.repository._common import _TRIALS, LeaseConflict, _not_current, _prebuilt
@@ -68,7 +68,7 @@ def _complete_statement(_postgres: bool, now: Any) -> Any:
 
 
 def complete_trial(session: Session, trial_id: int, token: str,
-                   result: Mapping[str, Any]) -> ReportOutcome:
+                   result: TrialResult) -> ReportOutcome:
     """Record a trial's result under its lease token.
 
     Idempotent: the same token reporting again returns the stored trial (``duplicate``).
@@ -81,14 +81,11 @@ def complete_trial(session: Session, trial_id: int, token: str,
         LeaseConflict: the token is not the trial's current lease (it was re-leased), or the
             trial was cancelled.
     """
-    dev_score = result.get("dev_score")
     row = session.execute(_prebuilt(session, "complete", _complete_statement), {
-        "p_id": trial_id, "p_token": token, "p_result": dict(result),
-        "p_objective": float(result["objective"]),
-        "p_share": float(result["trainable_percent"]),
-        "p_trainable": int(result["trainable_parameters"]),
-        "p_deployed": int(result["deployed_parameters"]),
-        "p_dev": float(dev_score) if dev_score is not None else None}).one_or_none()
+        "p_id": trial_id, "p_token": token, "p_result": result.model_dump(mode="json"),
+        "p_objective": result.objective, "p_share": result.trainable_percent,
+        "p_trainable": result.trainable_parameters, "p_deployed": result.deployed_parameters,
+        "p_dev": result.dev_score}).one_or_none()
     if row is not None:  # the common case: one statement
         return ReportOutcome(trial=TrialStatus(id=row.id, study_id=row.study_id, state=row.state,
                                                attempt=row.attempt,
@@ -106,11 +103,11 @@ def complete_trial(session: Session, trial_id: int, token: str,
 
 
 def _fail_count_mismatch(session: Session, trial: TrialRow,
-                         result: Mapping[str, Any]) -> ReportOutcome:
+                         result: TrialResult) -> ReportOutcome:
     """Fail a trial whose reported parameter counts differ from the server's (no retry:
     the same worker code would build the same model again)."""
-    reason = (f"parameter count mismatch: the worker built {result['trainable_parameters']} "
-              f"trainable / {result['deployed_parameters']} deployed parameters, the server "
+    reason = (f"parameter count mismatch: the worker built {result.trainable_parameters} "
+              f"trainable / {result.deployed_parameters} deployed parameters, the server "
               f"counts {trial.expected_trainable} / {trial.expected_deployed} for this "
               "configuration on the study's backbone_dims (another backbone, or a worker of "
               "another version?)")
@@ -121,7 +118,8 @@ def _fail_count_mismatch(session: Session, trial: TrialRow,
         .where(_TRIALS.c.id == trial.id, _TRIALS.c.lease_token == trial.lease_token,
                _TRIALS.c.state.in_([TrialState.LEASED.value, TrialState.READY.value]))
         .values(state=TrialState.FAILED.value, failure_reason=reason, lease_deadline=None,
-                finished_at=database_now_expression(session), result=dict(result))
+                finished_at=database_now_expression(session),
+                result=result.model_dump(mode="json"))
         .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.state, _TRIALS.c.attempt,
                    _TRIALS.c.failure_reason)).one_or_none()
     if row is None:
