@@ -248,13 +248,13 @@ def _trial(number: int, description: str, **fields: Any) -> TrialSummary:
 
 
 def test_progress_line_counts_trials_stopped_early() -> None:
-    from autopeft_service.cli.studies import _progress_line
+    from autopeft_service.cli.tables import progress_line
 
     counts = {"ready": 1, "leased": 2, "completed": 3, "failed": 0, "cancelled": 0, "pruned": 4}
     study = StudyOut(id=1, name="s", state="running", created_at=0.0, updated_at=0.0,
                      counts=counts, total_trials=10, best=_trial(0, "x", objective=0.9),
                      hypervolume=0.0, pareto_size=2, spec={})
-    line = _progress_line(study)
+    line = progress_line(study)
     assert line.startswith("7/10 trials done, 2 running, 1 queued, 4 stopped early")
 
 
@@ -283,7 +283,7 @@ def test_studies_fit_80_columns_one_line_a_study(server: ServerThread) -> None:
     (row,) = [r for r in rows if r.split()[0] == str(study_id)]
     assert LONG_NAME[:15] in row and "…" in row and "cancelled" in row, row
     # a wide terminal shows up to NAME_WIDTH characters of it
-    from autopeft_service.cli.studies import NAME_WIDTH
+    from autopeft_service.cli.tables import NAME_WIDTH
 
     wide = autopeft("studies", *at(server), env={"COLUMNS": "400"}).stdout
     assert f"{LONG_NAME[:NAME_WIDTH - 1]}…" in wide
@@ -292,7 +292,7 @@ def test_studies_fit_80_columns_one_line_a_study(server: ServerThread) -> None:
 def test_the_pareto_table_fits_80_columns() -> None:
     from rich.console import Console
 
-    from autopeft_service.cli.studies import _pareto_table
+    from autopeft_service.cli.tables import pareto_table
 
     long = ("serial@ffn[18/25/35/44/53x5] + prefix[14/18/26/35/45/54x6] + "
             "lora[7/9/13/17/22/27x6:query,value] + bitfit[4 layers]")
@@ -302,7 +302,7 @@ def test_the_pareto_table_fits_80_columns() -> None:
                                       result={"metric": "accuracy"})
                                for n, d in ((12, long), (3, "lora[8x6:query,value]"))])
     console = Console(width=80, record=True, highlight=False)
-    console.print(_pareto_table(pareto, "study 1: Pareto front, 2 trials"))
+    console.print(pareto_table(pareto, "study 1: Pareto front, 2 trials"))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80, text
     rows = [line for line in text.splitlines() if line.startswith("│")]
@@ -311,3 +311,22 @@ def test_the_pareto_table_fits_80_columns() -> None:
     assert rows[0].endswith(" 0.9000 │ 0.8500 │    0.123 │")  # numbers whole
     assert "held-out accuracy" in text
     assert "lora[8x6:query,value]" in rows[1]
+
+
+def test_spec_fields_read_a_valid_spec_and_one_stored_by_an_older_version() -> None:
+    """A stored spec that no longer validates reaches the client as a dict: the tables
+    still show what it holds, and a dash (or the default) for what it lacks."""
+    from autopeft_service.cli.tables import spec_field
+    from autopeft_service.domain.study import StudySpec
+
+    spec = StudySpec.model_validate(small_spec(optimizer={"name": "sobol"}))
+    fields = {"id": 1, "name": "s", "state": "running", "created_at": 0.0, "updated_at": 0.0,
+              "counts": {}, "total_trials": 1, "best": None, "hypervolume": 0.0,
+              "pareto_size": 0}
+    valid = StudyOut.model_validate({**fields, "spec": spec.model_dump(mode="json")})
+    assert isinstance(valid.spec, StudySpec)
+    assert (spec_field(valid, "task"), spec_field(valid, "optimizer")) == (spec.task, "sobol")
+    old = StudyOut.model_validate({**fields, "spec": {"task": "glue:rte", "retired": 1}})
+    assert old.spec == {"task": "glue:rte", "retired": 1}
+    assert spec_field(old, "task") == "glue:rte" and spec_field(old, "backbone") == "-"
+    assert spec_field(old, "optimizer") == "saasbo"

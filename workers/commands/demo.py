@@ -234,7 +234,7 @@ def _search(args: argparse.Namespace, server: Any, workers: Any,
         AutopeftError: the server refused the study (e.g. the folder's config.json).
         KeyboardInterrupt: Ctrl-C, or every worker exited before the study ended.
     """
-    from autopeft_service.cli.studies import watch_study
+    from autopeft_service.cli.study_commands import watch_study
     from autopeft_service.client import AutopeftClient
 
     threads = max(1, (os.cpu_count() or 1) // args.workers)

@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autopeft_service.cli.arguments import study_id
+from autopeft_service.cli.connection import INTERRUPTED, common_arguments, connection, explain
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
-from autopeft_service.cli.studies import INTERRUPTED, _common, _connection, _explain, study_id
 from autopeft_service.domain.baselines import ALL, BASELINES, Baseline, select_baselines
 from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
@@ -98,7 +99,7 @@ SETTING_FLAGS: dict[str, tuple[Callable[[str], Any], str, str]] = {
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``retrain``."""
     text = "re-train Pareto trials and baselines with K seeds on the full train split"
-    parser = subparsers.add_parser("retrain", help=text, description=text, parents=[_common()])
+    parser = subparsers.add_parser("retrain", help=text, description=text, parents=[common_arguments()])
     parser.add_argument("study", nargs="?", type=study_id, metavar="STUDY_ID",
                         help="the study whose trials to re-train (omit for baselines alone)")
     parser.add_argument("--trials", nargs="+", type=trial_number, metavar="N",
@@ -303,7 +304,7 @@ def _study_target(args: argparse.Namespace, baselines: list[Baseline]) -> _Targe
     if args.task is not None:
         raise ConfigError("--task: a study is re-trained on its own task; drop --task or the "
                           "STUDY_ID")
-    server, token = _connection(args)
+    server, token = connection(args)
     with AutopeftClient(server, token, timeout=args.timeout) as client:
         study = client.status(args.study)
         trials = _study_trials(client, args.study, args.trials)
@@ -326,7 +327,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except ClientError as error:
-        fail(_explain(error), USAGE_ERROR if error.status_code == 422 else RUNTIME_ERROR)
+        fail(explain(error), USAGE_ERROR if error.status_code == 422 else RUNTIME_ERROR)
     except TrialError as error:
         fail(f"a run failed: {error}")
     except AutopeftError as error:
