@@ -103,8 +103,7 @@ from synthetic_problem import (
 )
 
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume
-from autopeft_service.domain.search_space import AutoPeftSpace
-from autopeft_service.domain.spaces import ParameterKind
+from autopeft_service.domain.spaces import AutoPeftSpace, ParameterKind
 
 #: The script's parts under the names the tests (tests/benchmarks) and users know.
 __all__ = ["DEFAULT_TABLE", "METHOD_NAMES", "AutoPeftSpace", "AxDefault", "ObjectivePoint",

@@ -19,8 +19,7 @@ from synthetic_problem import (
 
 from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.param_count import count_parameters
-from autopeft_service.domain.search_space import AutoPeftSpace
-from autopeft_service.domain.spaces import SearchSpaceBase
+from autopeft_service.domain.spaces import AutoPeftSpace, SearchSpaceBase
 from autopeft_service.optimizers.base import Observation
 from autopeft_service.optimizers.saasbo import Encoding
 

@@ -19,9 +19,8 @@ import numpy as np
 from autopeft_service.domain.backbone import MINILM_DIMS, BackboneDims
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.peft_config import LoraTarget, PeftConfig, Position
-from autopeft_service.domain.search_space import AutoPeftSpace
 from autopeft_service.domain.share import share_percent
-from autopeft_service.domain.spaces import SearchSpaceBase, point_key, space_for_backbone
+from autopeft_service.domain.spaces import AutoPeftSpace, SearchSpaceBase, point_key, space_for_backbone
 from autopeft_service.optimizers.base import History, Observation
 from autopeft_service.optimizers.sobol import SobolOptimizer
 from workers.fake_worker import synthetic_score

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.search_space import AutoPeftSpace
+from autopeft_service.domain.spaces import AutoPeftSpace
 from autopeft_service.domain.trial import TrainingSettings, TrialResult
 from workers.backbone import Backbone
 from workers.commands.demo import default_model_path
