@@ -20,6 +20,7 @@ attention a prefix has the key/value heads' width.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import nn
@@ -33,13 +34,38 @@ from workers.peft.prefix_decoder import PREFIX_ATTENTIONS
 from workers.peft.prefix_parts import PrefixEncoder, extend_mask
 from workers.peft.registry import injector
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
+
 __all__ = ["PrefixEncoder", "PrefixSelfAttention", "build", "extend_mask", "inject"]
+
+
+class _BertLikeSelfAttention(Protocol):
+    """What ``PrefixSelfAttention`` reads of the attention it wraps (``BertSelfAttention``,
+    ``RobertaSelfAttention``; projections are ``nn.Module``: possibly LoRA- or IA3-wrapped)."""
+
+    @property
+    def config(self) -> PreTrainedConfig: ...
+    @property
+    def attention_head_size(self) -> int: ...
+    @property
+    def scaling(self) -> float: ...
+    @property
+    def query(self) -> nn.Module: ...
+    @property
+    def key(self) -> nn.Module: ...
+    @property
+    def value(self) -> nn.Module: ...
+    @property
+    def dropout(self) -> nn.Dropout: ...
 
 
 class PrefixSelfAttention(nn.Module):
     """A BERT-like self-attention whose keys and values are prefixed by learned positions."""
 
-    def __init__(self, base: nn.Module, encoder: PrefixEncoder, layer: int) -> None:
+    _encoder: PrefixEncoder
+
+    def __init__(self, base: _BertLikeSelfAttention, encoder: PrefixEncoder, layer: int) -> None:
         super().__init__()
         self.base = base
         self.layer = layer

@@ -16,7 +16,7 @@ differ.)
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -26,6 +26,9 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 from transformers.models.llama.modeling_llama import eager_attention_forward as llama_eager
 
 from workers.peft.prefix_parts import PrefixEncoder, extend_mask
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 
 def causal_prefix_mask(mask: torch.Tensor | None, batch: int, length: int, prefix_length: int,
@@ -46,15 +49,62 @@ def causal_prefix_mask(mask: torch.Tensor | None, batch: int, length: int, prefi
     if mask is None:
         visible = torch.ones(length, length, dtype=torch.bool, device=device).tril()
         mask = visible[None, None].expand(batch, 1, length, length)
-    return extend_mask(mask, prefix_length)  # type: ignore[return-value]
+    return extend_mask(mask, prefix_length)
 
 
-class _PrefixDecoderAttention(nn.Module):
+class _DecoderAttention(Protocol):
+    """What every prefixed decoder attention reads of the attention it wraps (projections
+    are ``nn.Module``: possibly LoRA- or IA3-wrapped)."""
+
+    @property
+    def config(self) -> PreTrainedConfig: ...
+    @property
+    def head_dim(self) -> int: ...
+    @property
+    def scaling(self) -> float: ...
+
+
+class _LlamaLikeAttention(_DecoderAttention, Protocol):
+    """``LlamaAttention`` (Mistral, Qwen2, Qwen3: same attributes; Qwen3 adds ``q_norm`` and
+    ``k_norm``, looked up with ``hasattr``)."""
+
+    @property
+    def q_proj(self) -> nn.Module: ...
+    @property
+    def k_proj(self) -> nn.Module: ...
+    @property
+    def v_proj(self) -> nn.Module: ...
+    @property
+    def o_proj(self) -> nn.Module: ...
+    @property
+    def attention_dropout(self) -> float: ...
+
+
+class _GPT2LikeAttention(_DecoderAttention, Protocol):
+    """``GPT2Attention`` (self-attention: the fused ``c_attn``)."""
+
+    @property
+    def c_attn(self) -> nn.Module: ...
+    @property
+    def c_proj(self) -> nn.Module: ...
+    @property
+    def split_size(self) -> int: ...
+    @property
+    def attn_dropout(self) -> nn.Dropout: ...
+    @property
+    def resid_dropout(self) -> nn.Module: ...
+
+
+_Attention = TypeVar("_Attention", bound=_DecoderAttention)
+
+
+class _PrefixDecoderAttention(nn.Module, Generic[_Attention]):
     """Shared parts: the wrapped attention, the encoder, the kernel and the prefix heads."""
 
     eager: Callable[..., tuple[torch.Tensor, torch.Tensor | None]]
+    _encoder: PrefixEncoder
 
-    def __init__(self, base: nn.Module, encoder: PrefixEncoder, layer: int) -> None:
+    def __init__(self, base: _Attention, encoder: PrefixEncoder, layer: int) -> None:
         super().__init__()
         self.base = base
         self.layer = layer
@@ -62,7 +112,7 @@ class _PrefixDecoderAttention(nn.Module):
         object.__setattr__(self, "_encoder", encoder)
 
     def _kernel(self) -> Callable[..., tuple[torch.Tensor, torch.Tensor | None]]:
-        return ALL_ATTENTION_FUNCTIONS.get_interface(  # type: ignore[no-any-return]
+        return ALL_ATTENTION_FUNCTIONS.get_interface(
             self.base.config._attn_implementation, type(self).eager)
 
     def _with_prefix(self, key: torch.Tensor, value: torch.Tensor, head_dim: int,
@@ -86,7 +136,7 @@ class _PrefixDecoderAttention(nn.Module):
         return key, value, full
 
 
-class PrefixLlamaAttention(_PrefixDecoderAttention):
+class PrefixLlamaAttention(_PrefixDecoderAttention[_LlamaLikeAttention]):
     """``LlamaAttention`` (and Mistral, Qwen2, Qwen3) with a learned key/value prefix."""
 
     eager = staticmethod(llama_eager)
@@ -101,7 +151,7 @@ class PrefixLlamaAttention(_PrefixDecoderAttention):
         hidden_shape = (*input_shape, -1, base.head_dim)
         query = base.q_proj(hidden_states).view(hidden_shape)
         key = base.k_proj(hidden_states).view(hidden_shape)
-        if hasattr(base, "q_norm"):  # Qwen3 normalises queries and keys per head
+        if hasattr(base, "q_norm") and hasattr(base, "k_norm"):  # Qwen3: per-head norms
             query, key = base.q_norm(query), base.k_norm(key)
         query, key = query.transpose(1, 2), key.transpose(1, 2)
         value = base.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
@@ -117,7 +167,7 @@ class PrefixLlamaAttention(_PrefixDecoderAttention):
         return base.o_proj(output), weights
 
 
-class PrefixGPT2Attention(_PrefixDecoderAttention):
+class PrefixGPT2Attention(_PrefixDecoderAttention[_GPT2LikeAttention]):
     """``GPT2Attention`` (self-attention) with a learned key/value prefix."""
 
     eager = staticmethod(gpt2_eager)

@@ -5,6 +5,8 @@ other's module, so the two stay free of an import loop)."""
 
 from __future__ import annotations
 
+from typing import overload
+
 import torch
 from torch import nn
 
@@ -51,6 +53,18 @@ class PrefixEncoder(nn.Module):
                   for name, p in self.embeddings.items()}
         self.mlp = None
         self.embeddings = nn.ParameterDict(folded)
+
+
+@overload
+def extend_mask(mask: torch.Tensor, prefix_length: int) -> torch.Tensor: ...
+
+
+@overload
+def extend_mask(mask: None, prefix_length: int) -> None: ...
+
+
+@overload
+def extend_mask(mask: torch.Tensor | None, prefix_length: int) -> torch.Tensor | None: ...
 
 
 def extend_mask(mask: torch.Tensor | None, prefix_length: int) -> torch.Tensor | None:
