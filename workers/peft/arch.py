@@ -97,7 +97,10 @@ class ArchitectureMapping:
 
     def layer_modules(self, backbone: nn.Module) -> list[nn.Module]:
         """The backbone's transformer layers, in order."""
-        return list(get_submodule(backbone, self.layers))
+        layers = get_submodule(backbone, self.layers)
+        if not isinstance(layers, (nn.ModuleList, nn.Sequential)):
+            raise TypeError(f"{self.layers}: {type(layers).__name__} is not a list of layers")
+        return list(layers)
 
 
 _LLAMA = ArchitectureMapping(
@@ -173,13 +176,17 @@ def linear_shape(module: nn.Module) -> tuple[int, int]:
     Raises:
         TypeError: neither.
     """
-    while not isinstance(module, nn.Linear) and isinstance(getattr(module, "base", None),
-                                                          nn.Module):
-        module = module.base
+    while not isinstance(module, nn.Linear):
+        inner = getattr(module, "base", None)
+        if not isinstance(inner, nn.Module):
+            break
+        module = inner
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    if type(module).__name__ == "Conv1D":  # transformers.pytorch_utils.Conv1D: weight (in, out)
-        return int(module.weight.shape[0]), int(module.weight.shape[1])
+    weight = getattr(module, "weight", None)
+    if type(module).__name__ == "Conv1D" and isinstance(weight, torch.Tensor):
+        # transformers.pytorch_utils.Conv1D: weight (in, out), an nn.Parameter
+        return int(weight.shape[0]), int(weight.shape[1])
     raise TypeError(f"{type(module).__name__} is not a linear projection")
 
 

@@ -54,8 +54,12 @@ class AdaptedSublayerOutput(_AdapterHolder):
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
         """Same contract as the wrapped module: (B, T, *) , (B, T, d) -> (B, T, d)."""
-        out = self.adapt(self.base.dropout(self.base.dense(hidden_states)), input_tensor)
-        return self.base.LayerNorm(out + input_tensor)
+        dense, dropout, norm = self.base.dense, self.base.dropout, self.base.LayerNorm
+        # Submodules of the wrapped output (torch types a module attribute Tensor | Module).
+        assert isinstance(dense, nn.Module) and isinstance(dropout, nn.Module)
+        assert isinstance(norm, nn.Module)
+        out = self.adapt(dropout(dense(hidden_states)), input_tensor)
+        return norm(out + input_tensor)
 
 
 class AdaptedPreNormSublayer(_AdapterHolder):
@@ -69,6 +73,7 @@ class AdaptedPreNormSublayer(_AdapterHolder):
     def forward(self, *args: object, **kwargs: object) -> object:
         """Same contract as the wrapped module."""
         x = args[0] if args else kwargs["hidden_states"]
+        assert isinstance(x, torch.Tensor)  # the normed hidden states
         result = self.base(*args, **kwargs)
         if isinstance(result, tuple):
             return (self.adapt(result[0], x), *result[1:])
