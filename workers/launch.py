@@ -278,12 +278,12 @@ def make_executor(plan: LaunchPlan) -> Any:
 
     folder = plan.folder / "%j"
     if plan.executor == "local":
-        executor = submitit.LocalExecutor(folder=folder)
-        executor.update_parameters(
+        local = submitit.LocalExecutor(folder=folder)
+        local.update_parameters(
             timeout_min=plan.time_minutes or LOCAL_DEFAULT_MINUTES, tasks_per_node=1,
             gpus_per_node=plan.gpus_per_worker, signal_delay_s=plan.signal_delay_s,
             **({"setup": list(plan.setup)} if plan.setup else {}))
-        return executor
+        return local
     missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
     if missing:
         raise LaunchError(f"{' and '.join(missing)} not found: run this on a SLURM login node, "

@@ -34,7 +34,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
+from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import LeaseOut
 from autopeft_service.domain.trial import RungScore, TrialResult
@@ -46,13 +48,27 @@ from workers.client import (
     ServerUnavailable,
 )
 from workers.progress import LineProgress
-from workers.trial import TrialProgress, TrialRequest, TrialRunner, TrialStopped
+from workers.trial import RungCallback, TrialProgress, TrialRequest, TrialRunner, TrialStopped
 from workers.uploads import PendingUploads
 
 log = logging.getLogger(__name__)
 
 #: Least seconds between two logged progress lines of one trial phase.
 PROGRESS_LOG_SECONDS = 30.0
+
+
+class _RungArguments(TypedDict, total=False):
+    """``TrialRunner.run``'s rung arguments, passed only when the lease has rungs."""
+
+    early_stopping: EarlyStopping
+    on_rung: RungCallback
+
+
+class _ArtifactArguments(TypedDict, total=False):
+    """``TrialRunner.run``'s artefact arguments, passed only when the worker uploads."""
+
+    artifact_dir: Path
+    trial_info: dict[str, object]
 
 
 def progress_logger(trial_id: int) -> LineProgress:
@@ -189,10 +205,10 @@ class Worker:
                                data_dir=Path(lease.data_dir) if lease.data_dir else None,
                                task_options=lease.task_options,
                                expected_dims=lease.backbone_dims)
-        rungs = {"early_stopping": lease.early_stopping,
+        rungs: _RungArguments = {"early_stopping": lease.early_stopping,
                  "on_rung": lambda score: self._report_rung(lease, control, score)
                  } if lease.early_stopping.rungs else {}
-        artifact = {} if self.uploads is None else {
+        artifact: _ArtifactArguments = {} if self.uploads is None else {
             "artifact_dir": self.uploads.artifact_dir(lease.trial_id),
             "trial_info": {"study": lease.study_id, "trial": lease.number,
                            "trial_id": lease.trial_id, "attempt": lease.attempt}}

@@ -30,7 +30,7 @@ class _LaunchParser(OneLineParser):
     """Takes the word after ``--extra-worker-args`` as its value even when it looks like an
     option (``--extra-worker-args --no-artifacts``), which argparse would refuse."""
 
-    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+    def parse_known_args(self, args=None, namespace=None):
         if args is not None:
             args = list(args)
             for i, arg in enumerate(args[:-1]):

@@ -42,6 +42,8 @@ from autopeft_service.domain.trial import TrainingSettings
 from workers.commands.trial import add_task_arguments, quiet_libraries, task_options
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from autopeft_service.client import AutopeftClient
     from autopeft_service.domain.trial import TrialResult
     from autopeft_service.domain.views import StudyOut, TrialSummary
@@ -221,7 +223,7 @@ def _report(outcomes: list[RetrainOutcome], context: dict[str, Any]) -> dict[str
     return {**context, "metric": metric, "configurations": configurations}
 
 
-def _table(report: dict[str, Any], title: str):  # type: ignore[no-untyped-def]
+def _table(report: dict[str, Any], title: str) -> Table:
     from rich.table import Table
     from rich.text import Text
 

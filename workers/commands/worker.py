@@ -7,8 +7,13 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autopeft_service.cli.parser import non_negative_float, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from workers.client import ServerClient
+    from workers.worker import WorkerStats
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _work(client: ServerClient, args: argparse.Namespace) -> WorkerStats:
     """Build the trial runner and run the worker loop; returns its WorkerStats."""
     import torch
 
@@ -120,8 +125,8 @@ def _work(client: object, args: argparse.Namespace):  # type: ignore[no-untyped-
     if args.threads:
         torch.set_num_threads(args.threads)
     uploads = None if args.no_artifacts else PendingUploads(
-        _artifact_dir(args, client.worker), client)  # type: ignore[attr-defined]
-    worker = Worker(client, TrialRunner(device=device),  # type: ignore[arg-type]
+        _artifact_dir(args, client.worker), client)
+    worker = Worker(client, TrialRunner(device=device),
                     trial_timeout=args.trial_timeout, uploads=uploads)
     worker.install_signal_handlers()
     return worker.run(max_trials=args.max_trials, idle_exit=args.exit_when_idle)
