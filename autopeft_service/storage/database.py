@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event, func, text
+from sqlalchemy import ColumnElement, Connection, Engine, create_engine, event, func, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -45,7 +46,7 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
                                pool_size=pool_size, max_overflow=2 * pool_size)
 
         @event.listens_for(engine, "connect")
-        def _sqlite_setup(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_setup(dbapi_connection: Any, _record: object) -> None:  # DBAPI: untyped
             dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -55,7 +56,7 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(connection) -> None:  # type: ignore[no-untyped-def]
+        def _begin_immediate(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -73,9 +74,10 @@ def is_postgres(engine_or_session: Engine | Session) -> bool:
     return bind.dialect.name == "postgresql"
 
 
-def database_now_expression(session: Session) -> ColumnElement[float]:
+def database_now_expression(session: Session) -> ColumnElement[Any]:
     """The database clock as a SQL expression (seconds since the epoch), for use inside a
-    statement so that reading the clock costs no extra round trip."""
+    statement so that reading the clock costs no extra round trip. A number: numeric on
+    PostgreSQL (``extract``), real on SQLite."""
     if is_postgres(session):
         return func.extract("epoch", func.clock_timestamp())
     return (func.julianday("now") - 2440587.5) * 86400.0

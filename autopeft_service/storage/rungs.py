@@ -77,7 +77,7 @@ def record_rung_scores(session: Session, trial: TrialRow, token: str,
         if report.rung in seen:
             raise RungRefused(f"rungs.{position}.rung", f"rung {report.rung} is sent twice")
         seen.add(report.rung)
-    recorded = []
+    recorded: list[int] = []
     for report in sorted(reports, key=lambda r: r.rung):
         row = session.get(RungRow, (trial.id, report.rung))
         if row is not None and row.lease_token == token:

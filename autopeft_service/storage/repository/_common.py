@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.storage.database import database_now_expression, is_postgres
-from autopeft_service.storage.models import StudyRow, TrialRow, WorkerRow
+from autopeft_service.storage.models import Base, StudyRow, TrialRow, WorkerRow
 
 
 class NotFound(AutopeftError, LookupError):
@@ -46,9 +46,18 @@ def _not_current(trial_id: int) -> str:
 # Hot-path statements (lease, result) are built once per dialect and reused with bind
 # parameters: building and cache-keying a fresh statement per request cost more CPU than
 # executing it. Core (not ORM) rows are returned for the same reason.
-_TRIALS = TrialRow.__table__
-_STUDIES = StudyRow.__table__
-_WORKERS = WorkerRow.__table__
+def _table(model: type[Base]) -> Table:
+    """The model's table (declarative typing says only ``FromClause``; a model declared with
+    ``__tablename__`` always has a ``Table``)."""
+    table = model.__table__
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not mapped to a table")
+    return table
+
+
+_TRIALS: Table = _table(TrialRow)
+_STUDIES: Table = _table(StudyRow)
+_WORKERS: Table = _table(WorkerRow)
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 

@@ -148,4 +148,5 @@ def worker_names_of_study(session: Session, study_id: int) -> set[str]:
     """Names of the workers that ran (or run) any of the study's trials."""
     return {name for name in session.execute(
         select(TrialRow.worker).where(TrialRow.study_id == study_id,
-                                      TrialRow.worker.is_not(None)).distinct()).scalars()}
+                                      TrialRow.worker.is_not(None)).distinct()).scalars()
+            if name is not None}
