@@ -8,6 +8,8 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request, Response, status
@@ -33,10 +35,10 @@ from autopeft_service.storage.database import DataRejected, StorageError
 log = logging.getLogger(__name__)
 
 
-def validation_details(errors: list[dict]) -> list[dict[str, object]]:
+def validation_details(errors: list[dict[str, Any]]) -> list[dict[str, object]]:
     """pydantic errors as ``{loc, msg, type}``, with model-level errors located at the field
     their FieldError names (pydantic would put them at the model's root)."""
-    details = []
+    details: list[dict[str, object]] = []
     for error in errors:
         loc: list[object] = [p for i, p in enumerate(error.get("loc", ()))
                              if not (i and error["loc"][i - 1] == "search_space"
@@ -53,7 +55,7 @@ def validation_details(errors: list[dict]) -> list[dict[str, object]]:
 def config_error_details(error: ConfigError) -> list[dict[str, object]]:
     """A ConfigError's ``field.path: reason; ...`` message as 422 ``{loc, msg, type}``
     items (located in the body)."""
-    details = []
+    details: list[dict[str, object]] = []
     for part in str(error).split("; "):
         path, sep, message = part.partition(": ")
         if not sep or " " in path:
@@ -74,9 +76,9 @@ def _shutdown_on_signal(services: Services) -> Iterator[None]:
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
-    def handle(sig: int, frame: object) -> None:
+    def handle(sig: int, frame: FrameType | None) -> None:
         services.begin_shutdown()
-        handler = previous[sig]
+        handler = previous[signal.Signals(sig)]
         if callable(handler):
             handler(sig, frame)
 

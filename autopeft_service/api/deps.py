@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, cast
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, params, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -24,7 +24,8 @@ _bearer = HTTPBearer(auto_error=False, description="Client or worker token.")
 # The dependencies below are ``async def`` although they never await: FastAPI runs a plain
 # ``def`` dependency in the thread pool, a thread hop per dependency per request.
 async def get_services(request: Request) -> Services:
-    return request.app.state.services
+    # cast: Starlette's app.state holds Any; create_app stores the Services there.
+    return cast(Services, request.app.state.services)
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -55,7 +56,7 @@ def _roles(services: Services, credentials: HTTPAuthorizationCredentials | None)
     return roles
 
 
-def require(role: Role):  # type: ignore[no-untyped-def]
+def require(role: Role) -> params.Depends:
     """A dependency that admits callers holding ``role`` (401 no/bad token, 403 wrong role)."""
 
     async def check(services: ServicesDep,
@@ -65,7 +66,9 @@ def require(role: Role):  # type: ignore[no-untyped-def]
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this endpoint needs the {role} role")
         return role
 
-    return Depends(check)
+    # cast: fastapi.Depends is typed Any (so that it can stand as a parameter's default); it
+    # returns a params.Depends.
+    return cast(params.Depends, Depends(check))
 
 
 ClientAuth = require(Role.CLIENT)

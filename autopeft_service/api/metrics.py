@@ -94,7 +94,8 @@ class ServiceMetrics:
             self.registry = own
         else:  # the histograms are read back from every process's files
             self.registry = CollectorRegistry()
-            MultiProcessCollector(self.registry, path=multiprocess_dir)
+            MultiProcessCollector(  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
+                self.registry, path=multiprocess_dir)
         self.registry.register(DatabaseCollector(database, worker_alive_seconds))
 
     def observe_lease(self, outcome: str, seconds: float) -> None:
@@ -177,8 +178,9 @@ def _families(tallies: list[repo.StudyTally], known: int, alive: int) -> list[Me
     by_state = {state.value: 0 for state in StudyState}
     for tally in tallies:
         by_state[tally.state] = by_state.get(tally.state, 0) + 1
-        for state in TrialState:
-            trials.add_metric([str(tally.study_id), state.value], tally.trials[state.value])
+        for trial_state in TrialState:
+            trials.add_metric([str(tally.study_id), trial_state.value],
+                              tally.trials[trial_state.value])
         if tally.state == StudyState.RUNNING.value:
             per_study.add_metric([str(tally.study_id)], tally.trials[TrialState.READY.value])
     for state, count in by_state.items():

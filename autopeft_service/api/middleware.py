@@ -174,8 +174,8 @@ class ConditionalGet:
         async def buffered_send(message: Message) -> None:
             nonlocal start
             if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", ()))
-                if message["status"] == 200 and headers.get(b"content-type", b"").startswith(
+                sent = dict(message.get("headers", ()))
+                if message["status"] == 200 and sent.get(b"content-type", b"").startswith(
                         b"application/json"):
                     start = message
                     return

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for routes
+from autopeft_service.domain.protocol import (
     FailureIn,
     HeartbeatIn,
     HeartbeatOut,
@@ -15,7 +15,7 @@ from autopeft_service.domain.protocol import (  # noqa: F401 - re-exported for r
     ReportOut,
     ResultIn,
 )
-from autopeft_service.domain.views import (  # noqa: F401 - re-exported for routes
+from autopeft_service.domain.views import (
     ArtifactInfo,
     HypervolumeHistory,
     HypervolumePoint,
@@ -30,6 +30,14 @@ from autopeft_service.domain.views import (  # noqa: F401 - re-exported for rout
     WorkerOut,
     WorkerTrial,
 )
+
+# The wire models live in the domain; routes import them from here.
+__all__ = [
+    "ArtifactInfo", "ErrorOut", "FailureIn", "HeartbeatIn", "HeartbeatOut", "HypervolumeHistory",
+    "HypervolumePoint", "LeaseOut", "LeaseRequest", "Page", "ParetoOut", "ReportOut", "ResultIn",
+    "RungOut", "StudyOut", "StudyPage", "TrialPage", "TrialSummary", "ValidationErrorOut",
+    "ValidationIssue", "WorkerList", "WorkerOut", "WorkerTrial", "error_responses",
+]
 
 
 class ErrorOut(BaseModel):

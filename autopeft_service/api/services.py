@@ -42,10 +42,10 @@ class ReadySignal:
         """Wake every current waiter (thread-safe)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._resolve)
+            loop.call_soon_threadsafe(self._resolve, loop)
 
-    def _resolve(self) -> None:
-        future, self._future = self._future, self._loop.create_future()  # type: ignore[union-attr]
+    def _resolve(self, loop: asyncio.AbstractEventLoop) -> None:
+        future, self._future = self._future, loop.create_future()
         if future is not None and not future.done():
             future.set_result(None)
 
@@ -83,11 +83,15 @@ class Services:
             pool=(ProposalPool(settings.proposer_processes, make_optimizer)
                   if settings.proposer_processes > 0 else None))
         self.sweeper = LeaseSweeper(self.database, settings.sweep_interval_seconds,
-                                    on_swept=lambda _ids: (self.ready.notify(),
-                                                           self.proposer.wake()))
+                                    on_swept=self._swept)
         #: Workers seen by heartbeats, written in batches (leases write theirs at once).
         self.sightings = WorkerSightings(self.database,
                                          flush_interval(settings.worker_alive_seconds))
+
+    def _swept(self, _trial_ids: list[int]) -> None:
+        """Expired leases went back to ready: wake the waiting leases and the proposer."""
+        self.ready.notify()
+        self.proposer.wake()
 
     def study_spec_json(self, session: Session, study_id: int) -> dict[str, Any]:
         """A study's stored spec (JSON), cached: a spec never changes after creation."""

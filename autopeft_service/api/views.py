@@ -109,10 +109,27 @@ def _scored_trials(session: Session, study_id: int) -> list[TrialRow]:
             if _finite(r.objective) is not None and _finite(r.param_share) is not None]
 
 
+def _objectives(row: TrialRow) -> tuple[float, float]:
+    """The (objective, param_share) of a row of ``_scored_trials`` (both finite)."""
+    if row.objective is None or row.param_share is None:
+        raise ValueError(f"trial {row.id} is not scored")
+    return float(row.objective), float(row.param_share)
+
+
+def _point(row: TrialRow) -> ObjectivePoint:
+    score, share = _objectives(row)
+    return ObjectivePoint(score=score, share=share)
+
+
+def _best_key(row: TrialRow) -> tuple[float, float]:
+    """Best trial first by objective, then by the smaller parameter share."""
+    score, share = _objectives(row)
+    return score, -share
+
+
 def _front(completed: list[TrialRow], reference_point: ReferencePoint
            ) -> tuple[list[TrialRow], float]:
-    points = [ObjectivePoint(score=float(r.objective), share=float(r.param_share))
-              for r in completed]
+    points = [_point(r) for r in completed]
     reference = ObjectivePoint(score=reference_point.score, share=reference_point.param_share)
     return [completed[i] for i in pareto_indices(points)], hypervolume(points, reference)
 
@@ -121,7 +138,7 @@ def study_out(session: Session, study: StudyRow) -> StudyOut:
     spec, reference, total = _stored_spec(study)
     completed = _scored_trials(session, study.id)
     front, volume = _front(completed, reference)
-    best = max(completed, key=lambda r: (r.objective, -r.param_share), default=None)
+    best = max(completed, key=_best_key, default=None)
     return StudyOut(id=study.id, name=study.name, state=study.state, reason=study.reason,
                     proposer_failures=study.proposer_failures or 0,
                     created_at=study.created_at, updated_at=study.updated_at,
@@ -145,7 +162,7 @@ def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:
                   key=lambda r: (r.finished_at if r.finished_at is not None else math.inf,
                                  r.number))
     volumes = hypervolume_history(
-        [ObjectivePoint(score=float(r.objective), share=float(r.param_share)) for r in rows],
+        [_point(r) for r in rows],
         ObjectivePoint(score=reference.score, share=reference.param_share))
     return HypervolumeHistory(
         study_id=study.id, reference_point=reference.model_dump(),

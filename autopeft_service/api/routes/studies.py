@@ -13,6 +13,7 @@ from autopeft_service.domain.study import StudySpec, TrialState, check_new_study
 from autopeft_service.domain.views import ParetoOut, StudyOut, StudyPage, TrialPage
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
+from autopeft_service.storage.models import StudyRow
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], dependencies=[ClientAuth],
                    responses=error_responses(401, 403, 422, 503))
@@ -25,7 +26,7 @@ Limit = Annotated[int, Query(ge=1, le=500)]
 StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
-def _study(session: SessionDep, study_id: int):  # type: ignore[no-untyped-def]
+def _study(session: SessionDep, study_id: int) -> StudyRow:
     try:
         return repo.get_study(session, study_id)
     except repo.NotFound as error:
