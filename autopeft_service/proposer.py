@@ -63,9 +63,9 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
         counts = repo.trial_counts(session, study_id)
     # A completed row without both objectives (written before results were validated) is
     # no observation: it is kept from being proposed again, as a failed point is.
-    completed = [Observation(params=r.params, score=float(r.objective),
-                             param_share=float(r.param_share))
-                 for r in rows if r.state == TrialState.COMPLETED.value and _scored(r)]
+    completed = [Observation(params=r.params, score=scores[0], param_share=scores[1])
+                 for r in rows if r.state == TrialState.COMPLETED.value
+                 and (scores := _scores(r)) is not None]
     pending = [r.params for r in rows if r.state in (TrialState.READY.value,
                                                      TrialState.LEASED.value)]
     failed = [r.params for r in rows if r.state == TrialState.FAILED.value
@@ -75,10 +75,18 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
                          pruned=pruned), counts
 
 
+def _scores(row: TrialRow) -> tuple[float, float] | None:
+    """A trial row's two objectives (objective, param_share) when both are finite."""
+    objective, share = row.objective, row.param_share
+    if objective is None or share is None or not (math.isfinite(objective)
+                                                  and math.isfinite(share)):
+        return None
+    return float(objective), float(share)
+
+
 def _scored(row: TrialRow) -> bool:
     """True when a trial row holds two finite objectives."""
-    return all(value is not None and math.isfinite(value)
-               for value in (row.objective, row.param_share))
+    return _scores(row) is not None
 
 
 def free_slots(spec: StudySpec, counts: dict[str, int]) -> int:

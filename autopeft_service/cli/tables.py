@@ -12,6 +12,8 @@ from pydantic import BaseModel
 from autopeft_service.domain.study import StudySpec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -22,12 +24,12 @@ if TYPE_CHECKING:
 NAME_WIDTH, TASK_WIDTH = 40, 16
 
 
-def print_json(data: BaseModel | list[BaseModel]) -> None:
+def print_json(data: BaseModel | Sequence[BaseModel]) -> None:
     """Print a view model (or a list of them) as the API's JSON, indented."""
-    if isinstance(data, list):
-        print(json.dumps([item.model_dump(mode="json") for item in data], indent=2))
-    else:
+    if isinstance(data, BaseModel):
         print(json.dumps(data.model_dump(mode="json"), indent=2))
+    else:
+        print(json.dumps([item.model_dump(mode="json") for item in data], indent=2))
 
 
 def console() -> Console:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 import uvicorn
 
 from autopeft_service.api.app import create_app
+from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.local import LocalServer, free_port, wait_for_health
 from autopeft_service.storage.migrate import upgrade_to_head
@@ -19,7 +21,7 @@ WORKER_TOKEN = "test-worker-token"
 def fast_settings(database_url: str, artifact_dir: Path | str, **overrides: object) -> Settings:
     """Settings of a test server: the test tokens, short polls and sweeps (so tests wait
     tenths of a second, not the production seconds), any free port; ``overrides`` win."""
-    values: dict[str, object] = {
+    values: dict[str, Any] = {  # Settings' fields are of several types
         "database_url": database_url, "client_tokens": [CLIENT_TOKEN],
         "worker_tokens": [WORKER_TOKEN], "long_poll_seconds": 0.5,
         "proposer_poll_seconds": 0.1, "sweep_interval_seconds": 0.2, "port": 0,
@@ -52,8 +54,9 @@ class ServerThread:
         self.thread.join(15)
 
     @property
-    def services(self):  # type: ignore[no-untyped-def]
-        return self.app.state.services
+    def services(self) -> Services:
+        # cast: Starlette's app.state holds Any; create_app stores the Services there.
+        return cast(Services, self.app.state.services)
 
 
 class ServerProcess(LocalServer):
