@@ -84,13 +84,13 @@ def save_artifact(directory: str | Path, model: TaskModel | CausalLMModel, backb
     try:
         tensors = trained_tensors(model)
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-        is_classifier = isinstance(model, TaskModel)  # else a CausalLMModel: no new head
+        classifier = model if isinstance(model, TaskModel) else None  # else a CausalLMModel: no new head
         manifest = ArtifactManifest(
             peft_config=config, backbone=backbone_identity(backbone),
             task=TaskInfo(name=task.name, task_type=task.task_type.value,
                           label_names=list(task.label_names), metrics=list(task.metrics),
-                          num_outputs=model.head.out_features if is_classifier else 0),
-            pooling=model.pooling if is_classifier else "auto",  # resolved: mean/cls/last
+                          num_outputs=classifier.head.out_features if classifier is not None else 0),
+            pooling=classifier.pooling if classifier is not None else "auto",  # resolved: mean/cls/last
             max_length=settings.max_length, settings=settings,
             seed=result.seed,
             metrics={"metric": result.metric, "objective": result.objective,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from torch import nn
 from transformers import (
@@ -19,6 +20,7 @@ from transformers import (
     AutoModel,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
@@ -40,7 +42,7 @@ class Backbone:
             input embeddings where the model ties them); None for encoders.
     """
 
-    model: nn.Module
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     dims: BackboneDims
     source: str
@@ -70,13 +72,17 @@ def load_backbone(source: str | Path, attn_implementation: str = "sdpa") -> Back
         raise ModelError(f"model: {source} is not a model folder (no config.json)")
     location = str(local) if looks_local else source
     lm_head: nn.Module | None = None
+    model: PreTrainedModel
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=looks_local)
         decoder = config.model_type in DECODER_MODEL_TYPES
         if decoder:
             causal_lm = AutoModelForCausalLM.from_pretrained(
                 location, attn_implementation=attn_implementation, local_files_only=looks_local)
-            model, lm_head = causal_lm.base_model, causal_lm.get_output_embeddings()
+            # base_model is annotated nn.Module; a causal LM's is its PreTrainedModel body
+            # (LlamaModel, GPT2Model: the module under base_model_prefix)
+            model = cast(PreTrainedModel, causal_lm.base_model)
+            lm_head = causal_lm.get_output_embeddings()
         else:
             model = AutoModel.from_pretrained(location, attn_implementation=attn_implementation,
                                               local_files_only=looks_local)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import psutil
 import torch
@@ -234,8 +235,9 @@ class TrialRunner:
         torch.manual_seed(request.seed)                          # on a bias-less backbone
         encoder = self.build_encoder(backbone, request.config)
         if settings.gradient_checkpointing:
-            # non-reentrant: PEFT modules inside a layer get their gradients recomputed too
-            encoder.activation_checkpointing_enable(
+            # non-reentrant: PEFT modules inside a layer get their gradients recomputed too.
+            # (The encoder is a PreTrainedModel, or a peft model forwarding to one.)
+            encoder.activation_checkpointing_enable(  # type: ignore[operator]  # torch types it Tensor | Module
                 activation_checkpointing_kwargs={"use_reentrant": False})
         is_regression = data.task.task_type is TaskType.REGRESSION
         model = self._task_model(encoder, backbone, data.task, settings).to(self.device)
@@ -439,21 +441,24 @@ def _lm_head_for(encoder: nn.Module, backbone: Backbone) -> nn.Module:
     pristine model ties them (so that full fine-tuning keeps them tied), else the pristine,
     frozen head itself."""
     assert backbone.lm_head is not None
-    pristine_embeddings = backbone.model.get_input_embeddings().weight
+    # get_input_embeddings is annotated nn.Module, so .weight reads as Tensor | Module: the
+    # input embeddings of every supported decoder are an nn.Embedding, .weight a Parameter
+    pristine_embeddings = cast(torch.Tensor, backbone.model.get_input_embeddings().weight)
     if backbone.lm_head.weight is not pristine_embeddings:
         return backbone.lm_head
     # on the meta device: no vocabulary-sized random weight drawn only to be replaced
     head = nn.Linear(backbone.dims.hidden_size, pristine_embeddings.shape[0], bias=False,
                      device="meta")
-    head.weight = encoder.get_input_embeddings().weight
+    # the copy is a PreTrainedModel (or a peft model forwarding to one)
+    head.weight = encoder.get_input_embeddings().weight  # type: ignore[operator]  # torch types it Tensor | Module
     return head
 
 
 class _RungScorer:
     """Scores a trial's rungs during training (``TrialRunner.run``'s ``early_stopping``)."""
 
-    def __init__(self, runner: TrialRunner, model: TaskModel, data: _PreparedData,
-                 settings: TrainingSettings, is_regression: bool,
+    def __init__(self, runner: TrialRunner, model: TaskModel | CausalLMModel,
+                 data: _PreparedData, settings: TrainingSettings, is_regression: bool,
                  early_stopping: EarlyStopping | None, on_rung: RungCallback | None) -> None:
         self.runner = runner
         self.model = model
