@@ -49,7 +49,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -72,6 +72,9 @@ from workers.peft.ia3 import target_path as ia3_output_path
 from workers.peft.lora import target_path as lora_target_path
 from workers.peft.prefix import PrefixEncoder
 from workers.task_model import pool
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 HEAD_FILE = "autopeft_head.safetensors"
 HEAD_CONFIG = "autopeft_head.json"
@@ -138,7 +141,8 @@ def _lora(manifest: ArtifactManifest, tensors: Mapping[str, torch.Tensor],
     names = sorted(ranks)
     r = max(set(ranks.values()), key=list(ranks.values()).count)
     peft_config = PeftLoraConfig(
-        r=r, lora_alpha=alphas[names[0]], lora_dropout=dropout, bias="none",
+        # peft annotates lora_alpha int, but scales by alpha / r: a float alpha works as is
+        r=r, lora_alpha=alphas[names[0]], lora_dropout=dropout, bias="none",  # type: ignore[arg-type]
         target_modules="|".join(_exact(name) for name in names),
         rank_pattern={_exact(n): ranks[n] for n in names},
         alpha_pattern={_exact(n): alphas[n] for n in names},
@@ -297,7 +301,7 @@ class PeftExport:
     the base model's tokenizer: ``logits(texts)`` gives what the artefact's classifier
     (``workers.artifact.Classifier.logits``) gives for the same texts."""
 
-    model: nn.Module
+    model: PeftModel
     head: nn.Linear
     pooling: str
     position_offset: int

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizer
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -36,8 +36,9 @@ def write_tiny_bert(directory: str | Path, words: Iterable[str], *, num_layers: 
     vocab = list(SPECIAL_TOKENS) + sorted({w.lower() for w in words} - set(SPECIAL_TOKENS))
     vocab += [c for c in ".,!?;:'\"-" if c not in vocab]
     (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    # transformers 5 ignores BertTokenizerFast(vocab_file=...): load the folder's vocab.txt.
-    tokenizer = BertTokenizerFast.from_pretrained(str(directory), do_lower_case=True)
+    # transformers 5 ignores BertTokenizer(vocab_file=...): load the folder's vocab.txt
+    # (BertTokenizer is the fast tokenizer there; BertTokenizerFast is only its alias).
+    tokenizer = BertTokenizer.from_pretrained(str(directory), do_lower_case=True)
     tokenizer.save_pretrained(directory)
     config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size,
                         num_hidden_layers=num_layers, num_attention_heads=num_heads,
