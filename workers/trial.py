@@ -145,6 +145,7 @@ class TrialRunner:
         key = (request.task, str(request.data_dir), tuple(sorted(
             (k, str(v)) for k, v in request.task_options.items())))
         if key not in self._tasks:
+            # task_options is the spec's free JSON object; load_task names a bad keyword
             self._tasks[key] = load_task(request.task, request.data_dir,
                                          **request.task_options)  # type: ignore[arg-type]
         return self._tasks[key]
