@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from autopeft_service.cli.arguments import positive_float
+from autopeft_service.cli.arguments import positive_seconds
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, OneLineParser, fail
 from autopeft_service.domain.errors import ConfigError
 
@@ -36,7 +36,7 @@ def common_arguments() -> argparse.ArgumentParser:
                         help=f"server URL (default: ${SERVER_ENV} or http://127.0.0.1:8000)")
     common.add_argument("--token", metavar="T",
                         help=f"client bearer token (default: ${TOKEN_ENV})")
-    common.add_argument("--timeout", type=positive_float, default=30.0, metavar="S",
+    common.add_argument("--timeout", type=positive_seconds, default=30.0, metavar="S",
                         help="seconds per HTTP request (default: 30)")
     return common
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 
 from autopeft_service.cli import study_commands
-from autopeft_service.cli.arguments import positive_float, study_id, trial_number
+from autopeft_service.cli.arguments import positive_seconds, study_id, trial_number
 from autopeft_service.cli.connection import (
     INTERRUPTED,
     SERVER_ENV,
@@ -33,7 +33,7 @@ from autopeft_service.cli.download import download
 from autopeft_service.cli.study_commands import watch_study
 
 __all__ = ["INTERRUPTED", "SERVER_ENV", "TOKEN_ENV", "add_parser", "common_arguments",
-           "connection", "explain", "positive_float", "study_id", "trial_number",
+           "connection", "explain", "positive_seconds", "study_id", "trial_number",
            "watch_study"]
 
 
@@ -61,7 +61,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     watch = command("watch", "follow a study live until it ends, then print its Pareto front",
                     study_commands.watch, study_goes_on=True)
-    watch.add_argument("--interval", type=positive_float, default=2.0, metavar="S",
+    watch.add_argument("--interval", type=positive_seconds, default=2.0, metavar="S",
                        help="seconds between polls (default: 2)")
 
     pareto = command("pareto", "print the Pareto front: held-out score vs. parameter share",

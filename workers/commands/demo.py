@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail, seed_value
+from autopeft_service.cli.arguments import seed_value
+from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 from autopeft_service.domain.errors import AutopeftError
 from workers.commands.trial import add_task_arguments, task_options
 

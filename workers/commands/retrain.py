@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autopeft_service.cli.arguments import study_id
+from autopeft_service.cli.arguments import positive_int, study_id, trial_number
 from autopeft_service.cli.connection import INTERRUPTED, common_arguments, connection, explain
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 from autopeft_service.domain.baselines import ALL, BASELINES, Baseline, select_baselines
@@ -70,15 +70,6 @@ def _number(text: str, minimum: int, what: str) -> int:
 def seed_count(text: str) -> int:
     """argparse type of ``--seeds``: at least one seed."""
     return _number(text, 1, "a whole number of seeds of at least 1")
-
-
-def trial_number(text: str) -> int:
-    """argparse type of a trial number (0, 1, ... within its study)."""
-    return _number(text, 0, "a trial number (0 or more)")
-
-
-def positive_int(text: str) -> int:
-    return _number(text, 1, "a positive integer")
 
 
 def example_limit(text: str) -> int | str:

@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autopeft_service.cli.parser import USAGE_ERROR, fail, seed_value
+from autopeft_service.cli.arguments import seed_value
+from autopeft_service.cli.parser import USAGE_ERROR, fail
 from autopeft_service.domain.errors import AutopeftError, ConfigError, DataError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings

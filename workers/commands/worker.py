@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autopeft_service.cli.parser import non_negative_float, positive_float, positive_int
+from autopeft_service.cli.arguments import non_negative_float, positive_float, positive_int
 
 if TYPE_CHECKING:
     from workers.client import ServerClient
