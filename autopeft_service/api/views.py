@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
@@ -22,7 +22,7 @@ from autopeft_service.domain.pareto import (
     pareto_indices,
 )
 from autopeft_service.domain.peft_config import PeftConfig
-from autopeft_service.domain.study import ReferencePoint, StudySpec, TrialState
+from autopeft_service.domain.study import ParamShareCount, ReferencePoint, StudySpec, TrialState
 from autopeft_service.domain.views import (
     ArtifactInfo,
     HypervolumeHistory,
@@ -63,18 +63,72 @@ def _describe(config: dict[str, Any]) -> str:
         return "(configuration no longer readable)"
 
 
-def trial_summaries(session: Session, rows: Sequence[TrialRow]) -> list[TrialSummary]:
-    """Trials as users see them, with their rung scores (one query for all)."""
+def _percent(value: Any) -> float | None:
+    """A stored result's share (percent) when it is a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return _finite(float(value))
+
+
+def _count(value: Any) -> int | None:
+    """A stored result's parameter count when it is a whole number."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def trial_shares(row: TrialRow, backbone_total: int | None) -> tuple[float | None,
+                                                                     float | None]:
+    """A trial's (deployed, trainable) share, percent of the backbone.
+
+    The server's counts (``expected_*``, set at proposal when the study has backbone_dims)
+    over ``backbone_total`` come first: computed as the share objective is, so one of them
+    equals ``param_share``, and known before any result (a completed trial's report
+    matched them). Otherwise (a study stored before backbone_dims) the worker's report; a
+    report of an older worker without ``deployed_percent`` gives it through the ratio of
+    its counts. None where neither is known. Cheap: no configuration is counted here.
+    """
+    if backbone_total and row.expected_deployed is not None \
+            and row.expected_trainable is not None:
+        return (100.0 * row.expected_deployed / backbone_total,
+                100.0 * row.expected_trainable / backbone_total)
+    result = row.result if isinstance(row.result, dict) else {}
+    trainable = _percent(result.get("trainable_percent"))
+    deployed = _percent(result.get("deployed_percent"))
+    trained_count, deployed_count = (_count(result.get("trainable_parameters")),
+                                     _count(result.get("deployed_parameters")))
+    if deployed is None and trainable is not None and trained_count and \
+            deployed_count is not None:
+        deployed = trainable * deployed_count / trained_count
+    return deployed, trainable
+
+
+def trial_summaries(session: Session, rows: Sequence[TrialRow],
+                    backbone_total: int | None | Literal["look up"] = "look up"
+                    ) -> list[TrialSummary]:
+    """Trials as users see them, with their rung scores (one query for all).
+
+    ``backbone_total``: the study's backbone parameters (``backbone_dims``; None: unknown),
+    the denominator of the trials' shares; by default each trial's study is looked up
+    (once per study, without a query when the route already loaded it).
+    """
     rungs = rungs_of(session, [row.id for row in rows])
-    return [trial_summary(row, rungs[row.id]) for row in rows]
+    totals: dict[int, int | None] = {}
+    for study_id in {row.study_id for row in rows} if backbone_total == "look up" else ():
+        study = session.get(StudyRow, study_id)
+        totals[study_id] = None if study is None else study_backbone_total(study)
+    return [trial_summary(row, rungs[row.id], totals.get(row.study_id)
+                          if backbone_total == "look up" else backbone_total)
+            for row in rows]
 
 
-def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = ()) -> TrialSummary:
+def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = (),
+                  backbone_total: int | None = None) -> TrialSummary:
+    deployed, trainable = trial_shares(row, backbone_total)
     return TrialSummary(
         id=row.id, number=row.number, state=row.state, generator=row.generator,
         attempt=row.attempt, params=row.params, config=row.config,
         config_description=_describe(row.config), worker=row.worker,
         objective=_finite(row.objective), param_share=_finite(row.param_share),
+        deployed_share=deployed, trainable_share=trainable,
         dev_score=_finite(row.dev_score),
         failure_reason=row.failure_reason, progress=_json_safe(row.progress),
         result=_json_safe(row.result),
@@ -85,6 +139,32 @@ def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = ()) -> TrialSummary:
         rungs=[RungOut(rung=r.rung, step=r.step, score=_finite(r.score), examples=r.examples,
                        eval_seconds=r.eval_seconds, proceed=r.proceed, decision=r.decision)
                for r in rungs])
+
+
+def _spec_backbone_total(spec: StudySpec | dict[str, Any]) -> int | None:
+    """The backbone's parameters a spec names (as stored when it no longer validates)."""
+    if isinstance(spec, StudySpec):
+        return None if spec.backbone_dims is None else spec.backbone_dims.total_parameters
+    dims = spec.get("backbone_dims")
+    total = _count(dims.get("total_parameters")) if isinstance(dims, dict) else None
+    return total if total is not None and total > 0 else None
+
+
+def _share_count(spec: StudySpec | dict[str, Any]) -> ParamShareCount:
+    """Which share a study's trials minimise: its spec's ``param_share``; trainable for a
+    study without backbone_dims (the worker's trainable share was its objective)."""
+    if isinstance(spec, StudySpec):
+        return spec.param_share if spec.backbone_dims is not None else "trainable"
+    stored = spec.get("param_share")
+    if stored == "trainable":
+        return "trainable"
+    return "deployed" if stored == "deployed" or spec.get("backbone_dims") else "trainable"
+
+
+def study_backbone_total(study: StudyRow) -> int | None:
+    """The backbone's parameters of a study's spec (None when it names none)."""
+    spec, _reference, _total = _stored_spec(study)
+    return _spec_backbone_total(spec)
 
 
 def _stored_spec(study: StudyRow) -> tuple[StudySpec | dict[str, Any], ReferencePoint, int]:
@@ -139,19 +219,23 @@ def study_out(session: Session, study: StudyRow) -> StudyOut:
     completed = _scored_trials(session, study.id)
     front, volume = _front(completed, reference)
     best = max(completed, key=_best_key, default=None)
+    backbone_total = _spec_backbone_total(spec)
     return StudyOut(id=study.id, name=study.name, state=study.state, reason=study.reason,
                     proposer_failures=study.proposer_failures or 0,
                     created_at=study.created_at, updated_at=study.updated_at,
                     counts=repo.trial_counts(session, study.id), total_trials=total,
-                    best=trial_summaries(session, [best])[0] if best is not None else None,
-                    hypervolume=volume, pareto_size=len(front), spec=spec)
+                    best=(trial_summaries(session, [best], backbone_total)[0]
+                          if best is not None else None),
+                    hypervolume=volume, pareto_size=len(front),
+                    param_share_count=_share_count(spec), spec=spec)
 
 
 def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
-    _spec, reference, _total = _stored_spec(study)
+    spec, reference, _total = _stored_spec(study)
     front, volume = _front(_scored_trials(session, study.id), reference)
     return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
-                     hypervolume=volume, trials=trial_summaries(session, front))
+                     hypervolume=volume, param_share_count=_share_count(spec),
+                     trials=trial_summaries(session, front, _spec_backbone_total(spec)))
 
 
 def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:

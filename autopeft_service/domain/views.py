@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from autopeft_service.domain.study import StudySpec
+from autopeft_service.domain.study import ParamShareCount, StudySpec
 
 __all__ = ["ArtifactInfo", "HypervolumeHistory", "HypervolumePoint", "Page", "ParetoOut",
            "RungOut", "StudyOut", "StudyPage", "TrialPage", "TrialSummary", "WorkerList",
@@ -52,7 +52,18 @@ class TrialSummary(BaseModel):
     config_description: str
     worker: str | None
     objective: float | None
-    param_share: float | None
+    param_share: float | None = Field(
+        description="The share objective: the deployed or the trainable share, whichever "
+        "the study's param_share (param_share_count here) names; percent of the backbone.")
+    deployed_share: float | None = Field(
+        None, description="Parameters stored per task after training (a prefix's "
+        "reparameterising MLP folded away), percent of the backbone. The server's count "
+        "when the study has backbone_dims (known from the proposal on), else the worker's "
+        "report; None when neither is known.")
+    trainable_share: float | None = Field(
+        None, description="Parameters that train (a prefix's MLP included; the task head "
+        "excluded), percent of the backbone: what training memory scales with. Known as "
+        "deployed_share is.")
     dev_score: float | None
     failure_reason: str | None
     progress: dict[str, Any] | None
@@ -84,6 +95,9 @@ class StudyOut(BaseModel):
     best: TrialSummary | None = Field(description="Completed trial with the best held-out score.")
     hypervolume: float = Field(description="Of the completed trials, against reference_point.")
     pareto_size: int
+    param_share_count: ParamShareCount = Field(
+        "deployed", description="Which share the search minimises (each trial's "
+        "param_share): deployed (the default) or trainable.")
     spec: StudySpec | dict[str, Any] = Field(
         union_mode="left_to_right",  # a client parsing the JSON gets a StudySpec back
         description="The spec; shown as stored when an older version stored one that no "
@@ -116,6 +130,9 @@ class ParetoOut(BaseModel):
     study_id: int
     reference_point: dict[str, float]
     hypervolume: float
+    param_share_count: ParamShareCount = Field(
+        "deployed", description="Which share the front minimises (each trial's "
+        "param_share): deployed (the default) or trainable.")
     trials: list[TrialSummary]
 
 
