@@ -81,7 +81,13 @@ class TrialResult(BaseModel):
 
     ``objective`` is the held-out score (the metric the search maximises); ``dev`` holds the
     task's dev-split metrics, reported but never selected on. Parameter counts exclude the
-    task head; the share is in percent of the backbone. A re-training run on the whole train
+    task head; each is reported twice, as a count and as a share in percent of the
+    backbone: ``trainable`` (what trains, a prefix's reparameterising MLP included) and
+    ``deployed`` (what is stored per task after training, the MLP folded away). The
+    study's ``param_share`` picks which share is the objective (deployed by default); the
+    server checks both counts against its own and shows both shares (``TrialSummary``).
+    ``deployed_percent`` stays optional so that older workers' reports still parse; the
+    server then derives it from the counts. A re-training run on the whole train
     split (``autopeft retrain``; never a search trial) has no held-out part: its ``held_out``
     is empty and ``objective`` repeats the dev score.
     """
@@ -96,7 +102,9 @@ class TrialResult(BaseModel):
     dev: dict[str, Annotated[StrictFloat, Field(ge=-1e9, le=1e9)]] = Field(max_length=64)
     dev_score: StrictFloat = Field(ge=-1e9, le=1e9)
     trainable_parameters: StrictInt = Field(ge=0, le=10**15)
-    trainable_percent: StrictFloat = Field(ge=0, le=1e6)
+    trainable_percent: StrictFloat = Field(
+        ge=0, le=1e6, description="Trainable parameters (a prefix's MLP included) in "
+        "percent of the backbone.")
     deployed_parameters: StrictInt = Field(ge=0, le=10**15)
     deployed_percent: StrictFloat | None = Field(
         None, ge=0, le=1e6, description="Deployed parameters in percent of the backbone (the "
