@@ -40,6 +40,7 @@ from autopeft_service.domain.trial import (
 from workers.artifact import save_artifact
 from workers.backbone import Backbone, load_backbone
 from workers.data import (
+    Example,
     TaskData,
     TaskType,
     TokenizedCache,
@@ -150,20 +151,34 @@ class TrialRunner:
                                          **request.task_options)  # type: ignore[arg-type]
         return self._tasks[key]
 
-    def _prepare(self, request: TrialRequest, backbone: Backbone) -> _PreparedData:
+    def splits(self, request: TrialRequest) -> tuple[tuple[Example, ...], tuple[Example, ...],
+                                                     tuple[Example, ...]]:
+        """The (fit, held-out, dev) examples a request trains and scores on.
+
+        ``settings.data_seed`` picks the held-out part and the subsamples; with
+        ``hold_out`` False the held-out part is empty and fit is the whole train split
+        (subsampled to ``max_train_examples``). ``run`` trains on exactly these.
+        """
         settings = request.settings
         task = self.task(request)
         if request.hold_out:
             fit, held_out = holdout_split(task.train, settings.held_out_fraction,
                                           settings.data_seed, settings.max_held_out_examples)
-            held_key = f"held={settings.held_out_fraction}/{settings.max_held_out_examples}"
         else:
-            fit, held_out, held_key = task.train, (), "held=none"
+            fit, held_out = tuple(task.train), ()
         if settings.max_train_examples is not None:
             fit = subsample(fit, settings.max_train_examples, settings.data_seed)
-        dev = task.dev
+        dev = tuple(task.dev)
         if settings.max_dev_examples is not None:
             dev = subsample(dev, settings.max_dev_examples, settings.data_seed)
+        return tuple(fit), tuple(held_out), dev
+
+    def _prepare(self, request: TrialRequest, backbone: Backbone) -> _PreparedData:
+        settings = request.settings
+        task = self.task(request)
+        fit, held_out, dev = self.splits(request)
+        held_key = (f"held={settings.held_out_fraction}/{settings.max_held_out_examples}"
+                    if request.hold_out else "held=none")
         split_key = (f"{task.fingerprint}:seed={settings.data_seed}:{held_key}:"
                      f"train={settings.max_train_examples}:dev={settings.max_dev_examples}")
 
