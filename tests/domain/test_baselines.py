@@ -25,7 +25,7 @@ def test_every_baseline_builds_for_any_depth_in_every_layer(num_layers: int) -> 
     assert described == {
         "lora-r8-qv": f"lora[8x{n}:query,value]", "serial-adapter-64": f"serial@ffn[64x{n}]",
         "parallel-adapter": f"parallel@ffn[64x{n}]", "prefix-30": f"prefix[30x{n}]",
-        "mam": f"parallel@ffn[512x{n}] + prefix[30x{n}]", "head-only": "head only",
+        "mam": f"parallel@ffn[16x{n}] + prefix[16x{n}]", "head-only": "head only",
         "full-ft": "full fine-tuning"}
     for baseline in BASELINES.values():
         config = baseline.config(num_layers)
@@ -59,7 +59,34 @@ def test_parameter_shares_on_minilm() -> None:
         6 * (2 * 384 * 64 + 64 + 384))
     mlp = 384 * 800 + 800 + 800 * 768 + 768
     assert share["prefix-30"].trainable == 6 * 30 * 384 + mlp
-    assert share["mam"].trainable == 6 * 30 * 384 + mlp + 6 * (2 * 384 * 512 + 512 + 384)
+
+
+def test_mam_is_he_et_al_glue_setting_and_its_counts_match_a_hand_count_on_minilm() -> None:
+    """He et al.'s exps/run_glue.sh: attn_mode=prefix, attn_bn=16, --mid_dim 800,
+    ffn_option=parallel, ffn_bn=16, ffn_adapter_scalar=2 (not the XSum 30 / 512 / 4)."""
+    config = BASELINES["mam"].config(6)
+    assert config.prefix is not None
+    assert (config.prefix.lengths, config.prefix.reparameterize, config.prefix.mlp_width) == (
+        (16,) * 6, True, 800)
+    (adapter,) = config.parallel_adapters
+    assert (adapter.sizes, adapter.position.value, adapter.scale, adapter.learned_scale) == (
+        (16,) * 6, "ffn", 2.0, False)
+    assert not config.serial_adapters and not config.lora and config.bitfit is None
+    # MiniLM-L6: d = 384, 6 layers, prefix length l = 16, MLP width 800, bottleneck r = 16.
+    d, layers, length, width, r = 384, 6, 16, 800, 16
+    prefix_embedding_per_layer = length * d                      # 16 x 384 = 6,144
+    prefix_mlp = (d * width + width) + (width * 2 * d + 2 * d)   # 307,200 + 800 + 614,400 + 768
+    prefix_deployed_per_layer = 2 * length * d                   # keys and values: 12,288
+    adapter_per_layer = d * r + r + r * d + d                    # down + bias + up + bias: 12,688
+    assert prefix_mlp == 923_168 and adapter_per_layer == 12_688
+    trainable = layers * prefix_embedding_per_layer + prefix_mlp + layers * adapter_per_layer
+    deployed = layers * prefix_deployed_per_layer + layers * adapter_per_layer
+    assert (trainable, deployed) == (1_036_160, 149_856)
+    count = count_parameters(config, MINILM)
+    assert (count.trainable, count.deployed) == (trainable, deployed)
+    # 0.660 % of MiniLM deployed (4.56 % trainable), against the XSum setting's 11.02 %.
+    assert round(count.deployed_percent, 3) == 0.660
+    assert round(count.trainable_percent, 2) == 4.56
 
 
 def test_only_full_finetuning_overrides_the_settings() -> None:

@@ -62,7 +62,7 @@ EXAMPLES: dict[str, Callable[[], PeftConfig]] = {
     "lora[8x6:query,value]": lambda: _example("lora_config.json"),
     "lora[8x30:query,value]": lambda: _example("smollm2_lora_config.json"),
     "serial@ffn[24x6] + parallel@ffn[12x6]": lambda: _example("autopeft_config.json"),
-    "parallel@ffn[512x6] + prefix[30x6]": lambda: _example("mam_adapter_config.json"),
+    "parallel@ffn[16x6] + prefix[16x6]": lambda: _example("mam_adapter_config.json"),
     "serial@ffn[12x3]": lambda: _point("autopeft", [0, 2, 4], serial_adapter_size=12,
                                        parallel_adapter_size=0, prefix_length=0),
     "parallel@attention[16x3]": lambda: _point(
