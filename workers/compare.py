@@ -81,12 +81,13 @@ def train_fingerprint(examples: Sequence[Example]) -> str:
 
 
 def run_key(model: str, task: str, data_dir: str | None, task_options: Mapping[str, Any],
-            config: PeftConfig, settings: TrainingSettings, seed: int, device: str) -> str:
-    """What determines a run, hashed: equal keys, the same run (the journal's key)."""
+            config: PeftConfig, settings: TrainingSettings, seed: int) -> str:
+    """What determines a run, hashed: equal keys, the same run (the journal's key). The
+    hardware is not part of it (a run resumed elsewhere counts); each record names its
+    device, threads and host."""
     document = {"model": model, "task": task, "data_dir": data_dir,
                 "task_options": dict(task_options), "config": config.model_dump(mode="json"),
-                "settings": settings.model_dump(mode="json"), "seed": seed,
-                "device": device.split(":")[0]}
+                "settings": settings.model_dump(mode="json"), "seed": seed}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
@@ -142,7 +143,8 @@ class ComparisonTarget:
     task_options: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _runs(arms: Sequence[Arm], seeds: Sequence[int]) -> Iterator[tuple[int, Arm]]:
+def ordered_runs(arms: Sequence[Arm], seeds: Sequence[int]) -> Iterator[tuple[int, Arm]]:
+    """(seed, arm) in run order."""
     for seed in seeds:  # seed-major: a stopped comparison has complete pairs
         for arm in arms:
             yield seed, arm
@@ -172,10 +174,10 @@ def run_arms(runner: TrialRunner, target: ComparisonTarget, arms: Sequence[Arm],
     """
     records: dict[str, dict[int, dict[str, Any]]] = {arm.name: {} for arm in arms}
     total = len(arms) * len(seeds)
-    for done, (seed, arm) in enumerate(_runs(arms, seeds), 1):
+    for done, (seed, arm) in enumerate(ordered_runs(arms, seeds), 1):
         settings = seed_settings(arm.settings, seed)
         key = run_key(target.model, target.task, target.data_dir, target.task_options,
-                      arm.config, settings, seed, str(runner.device))
+                      arm.config, settings, seed)
         record = journal.get(key)
         cached = record is not None
         if record is None:
