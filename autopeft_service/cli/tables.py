@@ -112,9 +112,29 @@ def progress_line(study: StudyOut) -> str:
     return ", ".join(parts)
 
 
+def share_headers(objective: str) -> tuple[str, str]:
+    """The deployed and trainable share columns' headers, the objective one (the study's
+    ``param_share_count``) marked ``*``; on two lines (as the score's), so that the
+    configuration keeps its width on 80 columns."""
+    if objective == "trainable":
+        return "deployed\n%", "trainable\n%*"
+    return "deployed\n%*", "trainable\n%"
+
+
+def trial_shares(trial: TrialSummary, objective: str) -> tuple[float | None, float | None]:
+    """A trial's (deployed, trainable) share; from a server too old to send them, its
+    objective share in the objective's column."""
+    deployed, trainable = trial.deployed_share, trial.trainable_share
+    if deployed is None and trainable is None:
+        return ((None, trial.param_share) if objective == "trainable"
+                else (trial.param_share, None))
+    return deployed, trainable
+
+
 def pareto_table(pareto: ParetoOut, title: str) -> Table:
-    """The front as a table: one row a trial, the configuration the one column that
-    narrows (cut with an ellipsis) on a small terminal."""
+    """The front as a table: one row a trial, both shares (deployed and trainable, the
+    objective marked ``*``), the configuration the one column that narrows (cut with an
+    ellipsis) on a small terminal."""
     from rich.table import Table
     from rich.text import Text
 
@@ -122,15 +142,19 @@ def pareto_table(pareto: ParetoOut, title: str) -> Table:
     reference = pareto.reference_point
     table = Table(title=Text(title, style="bold"), caption=(
         f"hypervolume {pareto.hypervolume:.4f} (reference: score "
-        f"{reference.get('score', 0):g}, share {reference.get('param_share', 0):g} %)"))
+        f"{reference.get('score', 0):g}, share {reference.get('param_share', 0):g} %); "
+        "*: the objective"))
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("configuration", overflow="ellipsis")  # the one column that narrows
-    table.add_column(f"held-out {metric(trials)}", justify="right", no_wrap=True)
+    table.add_column(f"held-out\n{metric(trials)}", justify="right", no_wrap=True)
     table.add_column("dev", justify="right", no_wrap=True)
-    table.add_column("params %", justify="right", no_wrap=True)
+    for header in share_headers(pareto.param_share_count):
+        table.add_column(header, justify="right", no_wrap=True)
     for trial in trials:
+        deployed, trainable = trial_shares(trial, pareto.param_share_count)
         table.add_row(str(trial.number), clipped(trial.config_description),
-                      score(trial.objective), score(trial.dev_score), share(trial.param_share))
+                      score(trial.objective), score(trial.dev_score), share(deployed),
+                      share(trainable))
     return table
 
 

@@ -128,7 +128,8 @@ def test_watch_ends_when_the_study_completes(server: ServerThread) -> None:
                      r"best 0\.\d{4}, Pareto \d+", stdout), stdout
     pareto = api(server, f"/v1/studies/{study_id}/pareto")
     assert f"study {study_id} (watched): Pareto front, {len(pareto['trials'])} trials" in stdout
-    for column in ("#", "configuration", "held-out accuracy", "dev", "params %"):
+    for column in ("#", "configuration", "held-out", "accuracy", "dev", "deployed",
+                   "trainable", "%*"):
         assert column in stdout
 
     # pareto --json is the API's body; the table shows every front trial
@@ -139,8 +140,10 @@ def test_watch_ends_when_the_study_completes(server: ServerThread) -> None:
     for trial in pareto["trials"]:
         row = re.search(rf"│\s+{trial['number']} │ {re.escape(trial['config_description'])}\s+│"
                         rf"\s+{trial['objective']:.4f} │\s+{trial['dev_score']:.4f} │"
-                        rf"\s+{trial['param_share']:.3f} │", table.stdout)
+                        rf"\s+{trial['deployed_share']:.3f} │"
+                        rf"\s+{trial['trainable_share']:.3f} │", table.stdout)
         assert row, (trial, table.stdout)
+        assert trial["param_share"] == trial["deployed_share"]  # the default objective
     assert f"hypervolume {pareto['hypervolume']:.4f}" in table.stdout
 
     # on a terminal: a rich progress bar (the study is over: returns at once)
@@ -299,6 +302,7 @@ def test_the_pareto_table_fits_80_columns() -> None:
     pareto = ParetoOut(study_id=1, hypervolume=1.5,
                        reference_point={"score": 0.5, "param_share": 10.0},
                        trials=[_trial(n, d, objective=0.9, dev_score=0.85, param_share=0.123,
+                                      deployed_share=0.123, trainable_share=4.166,
                                       result={"metric": "accuracy"})
                                for n, d in ((12, long), (3, "lora[8x6:query,value]"))])
     console = Console(width=80, record=True, highlight=False)
@@ -307,9 +311,14 @@ def test_the_pareto_table_fits_80_columns() -> None:
     assert max(len(line) for line in text.splitlines()) <= 80, text
     rows = [line for line in text.splitlines() if line.startswith("│")]
     assert len(rows) == 2, text  # one line a trial
-    assert rows[0].startswith("│ 12 │ serial@ffn[18/25/35/44/53x5] +") and "…" in rows[0]
-    assert rows[0].endswith(" 0.9000 │ 0.8500 │    0.123 │")  # numbers whole
-    assert "held-out accuracy" in text
+    assert rows[0].startswith("│ 12 │ serial@ffn[18/25/35/44/53x5") and "…" in rows[0]
+    assert rows[0].endswith("│   0.9000 │ 0.8500 │    0.123 │     4.166 │")  # numbers whole
+    assert "held-out" in text and "accuracy" in text
+    # both shares, the objective (deployed, the default) marked
+    header = [line for line in text.splitlines() if line.startswith("┃")]
+    assert header[0].endswith("┃ held-out ┃        ┃ deployed ┃ trainable ┃"), text
+    assert header[1].endswith("┃ accuracy ┃    dev ┃       %* ┃         % ┃"), text
+    assert "*: the objective" in text
     assert "lora[8x6:query,value]" in rows[1]
 
 
