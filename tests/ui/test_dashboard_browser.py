@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -81,6 +82,12 @@ def test_the_pareto_plot_shows_the_apis_front_and_the_pending_trials(
     page.hover(f"#pareto circle[data-trial='{best['number']}']")
     tip = page.inner_text("#tooltip")
     assert best["config_description"] in tip and "dev score" in tip
+    # ... and both shares, the objective (deployed, the default) marked
+    shares = re.search(r"deployed share (\S+) % \(objective\) · trainable share (\S+) %$",
+                       tip, re.MULTILINE)
+    assert shares, tip
+    assert float(shares[1]) == pytest.approx(best["deployed_share"], rel=1e-2)
+    assert float(shares[2]) == pytest.approx(best["trainable_share"], rel=1e-2)
     # hypervolume against completed trials: one step per completed trial
     assert page.locator("#hypervolume circle.hv-point").count() == 6
 
@@ -100,6 +107,15 @@ def test_the_trial_table_updates_after_a_report_without_a_reload(
         page.wait_for_selector(f"{row} .badge.completed", timeout=LIVE_MS)
         assert time.monotonic() - reported < LIVE_MS / 1000
         assert page.inner_text(f"{row} td.score") == "0.8125"
+        # both shares, side by side; the objective's header starred
+        trial = next(t for t in http.get(f"/v1/studies/{study['id']}/trials",
+                                         headers=CLIENT).json()["items"]
+                     if t["number"] == held["number"])
+        for name in ("deployed", "trainable"):
+            shown = float(page.inner_text(f"{row} td.share.{name}"))
+            assert shown == pytest.approx(trial[f"{name}_share"], rel=1e-2), name
+        assert page.inner_text("#trials th[data-share='deployed']") == "deployed % \u2605"
+        assert page.inner_text("#trials th[data-share='trainable']") == "trainable %"
         assert page.evaluate("window.notReloaded") is True
         page.wait_for_selector("#study-counts [data-count='completed'] .value:has-text('1')",
                                timeout=LIVE_MS)

@@ -18,6 +18,7 @@ const state = {
   polling: null,        // the poll in flight (a promise), or null: one poll at a time
   pollAgain: false,     // a poll was asked for while one was in flight: run one after it
   clock: null,          // {server, local}: the server's clock (epoch s) read at local ms
+  shareCount: "deployed",  // the share the study minimises (param_share): deployed or trainable
 };
 
 // ----------------------------------------------------------------------------- helpers
@@ -168,6 +169,7 @@ function navigate() {
   state.generation += 1;
   state.route = parseRoute();
   state.trials = [];
+  state.shareCount = "deployed";
   state.etags.clear();  // the new view starts empty: its first answers must be full
   showError("");
   if (!sessionStorage.getItem(TOKEN_KEY)) {
@@ -288,6 +290,8 @@ async function refreshStudy(id, generation) {
 
 function renderStudyHead(study) {
   const spec = study.spec || {};
+  state.shareCount = study.param_share_count || spec.param_share || "deployed";
+  markObjectiveShare();
   $("#study-title").textContent = `${study.id}: ${study.name}`;
   $("#study-name").textContent = study.name;
   $("#study-meta").textContent = [
@@ -374,10 +378,31 @@ function tooltipFor(node, lines) {
   node.addEventListener("mouseleave", () => { $("#tooltip").hidden = true; });
 }
 
+/** "deployed share 0.203 % (objective) · trainable share 4.17 %": both shares of a
+ * trial, percent of the backbone, the one the study minimises marked. */
+function shareLine(trial) {
+  return ["deployed", "trainable"].map((name) => `${name} share `
+    + `${fmt.share(trial[`${name}_share`])} %${name === state.shareCount ? " (objective)" : ""}`)
+    .join(" · ");
+}
+
 function trialLines(trial) {
   return [`trial #${trial.number} (${trial.state})`, trial.config_description,
     `score ${fmt.score(trial.objective)} · dev score ${fmt.score(trial.dev_score)}`,
-    `parameter share ${fmt.share(trial.param_share)} %`];
+    shareLine(trial)];
+}
+
+/** The trial table's share headers: both shares, the objective one marked with a star. */
+function markObjectiveShare() {
+  for (const th of document.querySelectorAll("#trials th[data-share]")) {
+    const objective = th.dataset.share === state.shareCount;
+    th.textContent = `${th.dataset.share} %${objective ? " \u2605" : ""}`;
+    th.classList.toggle("objective", objective);
+    th.title = (th.dataset.share === "deployed"
+      ? "Parameters stored per task after training (a prefix's MLP folded away)"
+      : "Parameters that train (a prefix's MLP included)")
+      + ", percent of the backbone" + (objective ? "; the share this study minimises" : "");
+  }
 }
 
 function renderPareto(pareto, trials) {
@@ -408,7 +433,8 @@ function renderPareto(pareto, trials) {
   const y = linearScale(ylo, yhi, plotBottom, top);
   const xTicks = [];
   for (let e = Math.ceil(xlo); e <= Math.floor(xhi); e++) xTicks.push(e);
-  axes(node, xTicks, niceTicks(ylo, yhi), x, y, "parameter share (% of the backbone, log scale)",
+  axes(node, xTicks, niceTicks(ylo, yhi), x, y,
+    `${state.shareCount} share (% of the backbone, log scale)`,
     "held-out score", (e) => `${Number(Math.pow(10, e).toPrecision(1))}%`, (v) => v.toFixed(3));
 
   const front = scored.filter((t) => frontIds.has(t.id))
@@ -531,7 +557,8 @@ function renderTrials() {
   const rows = state.trials.map(trialRow)
     .filter((t) => !only || t.state === only)
     .filter((t) => !text || [t.number, t.state, t.generator, t.worker, t.config,
-      fmt.score(t.objective), fmt.score(t.dev_score), t.failure_reason, t.progress_text]
+      fmt.score(t.objective), fmt.score(t.dev_score), fmt.share(t.deployed_share),
+      fmt.share(t.trainable_share), t.failure_reason, t.progress_text]
       .some((v) => v !== null && v !== undefined && String(v).toLowerCase().includes(text)))
     .sort((a, b) => {
       const [u, v] = [a[key], b[key]];
@@ -553,7 +580,8 @@ function renderTrials() {
     progressCell(t),
     el("td", {class: "num score"}, fmt.score(t.objective)),
     el("td", {class: "num"}, fmt.score(t.dev_score)),
-    el("td", {class: "num"}, fmt.share(t.param_share)),
+    el("td", {class: "num share deployed"}, fmt.share(t.deployed_share)),
+    el("td", {class: "num share trainable"}, fmt.share(t.trainable_share)),
     el("td", {class: "config", title: t.failure_reason || ""}, t.config))));
   $("#trial-count").textContent = `${rows.length} of ${state.trials.length}`;
   for (const th of document.querySelectorAll("#trials th")) {
