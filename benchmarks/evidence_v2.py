@@ -4,10 +4,11 @@ paired comparison (``autopeft compare``'s engine) at a higher fidelity, resumabl
 Phases (``--phase``; default ``all`` = plan, then run, then report):
 
 1. ``plan``: writes the comparison plans under ``--out`` (default
-   ``benchmarks/results/evidence_v2/``) **before any run**, once: ``plans/*.yaml`` and
+   ``benchmarks/results/evidence_v2/``) **before their runs**: ``plans/*.yaml`` and
    ``selection.json``, the rule that chose the headline candidates and what it chose. An
    existing plan is never rewritten (``--replan`` forces it), so the candidates stay the
-   ones chosen before the results were seen.
+   ones chosen before the results were seen; a plan that cannot be built yet is skipped
+   with its reason and written by a later call.
    * ``headline``: at most 6 configurations from the committed SST-2 searches
      (``real_search_sst2/trials_<family>.csv``) against the 7 catalogue baselines. The
      rule (``HEADLINE_RULE``) reads the searches' own held-out score, never dev.
@@ -59,6 +60,7 @@ import yaml
 from autopeft_service.domain.backbone import MINILM_DIMS
 from autopeft_service.domain.baselines import BASELINES
 from autopeft_service.domain.comparison_plan import ComparisonPlan
+from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.peft_config import (
     ParallelAdapterConfig,
     PeftConfig,
@@ -184,7 +186,11 @@ def build_plans() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
             [{"name": f"parallel-ffn-{size}-s4", "config": _parallel(size)}],
             [{"name": f"parallel-ffn-{size}-s1", "config": _parallel(size, scale=1.0)}])
     for budget in GROUPING_BUDGETS:
-        arms = {p: _grouped(p, budget) for p in ("spindle", "uniform", "increasing")}
+        try:
+            arms = {p: _grouped(p, budget) for p in ("spindle", "uniform", "increasing")}
+        except ConfigError as error:
+            print(f"plan: no grouping plan at budget {budget:g}: {error}", file=sys.stderr)
+            continue
         plans[f"grouping-{budget:g}"] = _plan(
             [{"name": f"spindle-{budget:g}", "config": arms["spindle"][0]}],
             [{"name": f"{p}-{budget:g}", "config": arms[p][0]} for p in ("uniform", "increasing")])
@@ -196,16 +202,18 @@ def build_plans() -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
 def write_plans(out: Path, replan: bool) -> None:
     """Write the plans and the selection once (``--replan`` rewrites them)."""
     folder = out / "plans"
-    if folder.exists() and any(folder.iterdir()) and not replan:
-        print(f"plan: {folder} exists; kept (chosen before the run)", file=sys.stderr)
-        return
     plans, selection = build_plans()
     folder.mkdir(parents=True, exist_ok=True)
     for name, plan in plans.items():
-        (folder / f"{name}.yaml").write_text(yaml.safe_dump(plan, sort_keys=False), "utf-8")
+        path = folder / f"{name}.yaml"
+        if path.exists() and not replan:
+            continue  # chosen before the run: kept
+        path.write_text(yaml.safe_dump(plan, sort_keys=False), "utf-8")
+        print(f"plan: wrote {path}", file=sys.stderr)
+    if (out / "selection.json").exists() and not replan:
+        return
     selection["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "selection.json").write_text(json.dumps(selection, indent=2) + "\n", "utf-8")
-    print(f"plan: wrote {len(plans)} plans to {folder}", file=sys.stderr)
 
 
 def read_plans(out: Path) -> dict[str, ComparisonPlan]:
