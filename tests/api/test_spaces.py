@@ -148,6 +148,22 @@ def test_a_new_study_needs_backbone_dims_and_a_fitting_space(http: httpx.Client)
     assert ["body", "search_space", "max_groups"] in [d["loc"] for d in design.json()["detail"]]
 
 
+def test_a_design_space_naming_a_pattern_its_depth_cannot_shape_gets_422(
+        http: httpx.Client) -> None:
+    """Issue 30: patterns are never aliased; a spindle needs three groups, so a space of at
+    most two groups on MiniLM cannot offer it and the spec is refused, naming the field."""
+    spindle = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        search_space={"kind": "design_space", "max_groups": 2, "patterns": ["spindle"]}))
+    assert spindle.status_code == 422
+    detail = spindle.json()["detail"]
+    assert ["body", "search_space", "patterns"] in [d["loc"] for d in detail]
+    assert "spindle is offered at no group count" in str(detail)
+    three = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        search_space={"kind": "design_space", "max_groups": 3, "patterns": ["spindle"],
+                      "budgets": [1.0]}))
+    assert three.status_code == 201, three.text
+
+
 def test_a_packaged_decoder_needs_no_dims_and_a_projection_it_lacks_is_refused(
         http: httpx.Client) -> None:
     from autopeft_service.domain.backbone import SMOLLM2_DIMS

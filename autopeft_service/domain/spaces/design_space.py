@@ -7,8 +7,27 @@ A design is four choices:
   by a ``pattern``: ``uniform`` (equal), ``increasing`` (fewer layers in the early groups:
   weights 1, 2, ..., G), ``decreasing`` (the reverse), ``spindle`` (fewer in the end groups,
   more in the middle: weights min(g + 1, G - g), e.g. 1, 2, 2, 1) or ``bottleneck`` (the
-  reverse of spindle: 2, 1, 1, 2). Layers are apportioned to the weights by largest
-  remainder with at least one layer per group (12 layers, G = 4: spindle 2, 4, 4, 2);
+  reverse of spindle: 2, 1, 1, 2). The L layers are apportioned to the weights by largest
+  remainder (Hamilton) on the whole depth: group g's quota is L w_g / sum w, each group
+  gets the floor of its quota but at least one layer (paid for by the group furthest above
+  its quota), and the layers left go to the largest remainders, ties to the heavier group,
+  then the earlier one (12 layers, G = 4: spindle 2, 4, 4, 2; increasing 1, 2, 4, 5).
+
+  **A pattern is offered at (L, G) only where its grouping has the pattern's shape**, and
+  the shapes exclude one another, so two offered patterns never give the same grouping
+  (the old rule, one layer each and the rest by weight, made uniform = decreasing =
+  [2, 2, 1, 1] on 6 layers and 4 groups). The shapes: ``uniform``, all groups equal (G
+  divides L); ``increasing``, sizes never fall and the last group is larger than the first
+  (L > G); ``decreasing``, the mirror; ``spindle``, G >= 3, sizes rise then fall and both
+  end groups are smaller than the largest (L > G); ``bottleneck``, G >= 3, sizes fall then
+  rise and both ends are larger than the smallest (L >= G + 2). Largest remainder reaches
+  the shape whenever one exists (tested for L up to 48 and G up to 8). A point whose
+  pattern is not offered at its G is invalid, and its error names ``pattern`` (6 layers,
+  G = 4: increasing 1, 1, 2, 2; decreasing 2, 2, 1, 1; spindle 1, 2, 2, 1; bottleneck
+  2, 1, 1, 2; no uniform, since 4 equal groups of 6 layers do not exist). ``patterns``
+  lists the patterns searched: by default every one offered at some G in 2 .. max_groups
+  on this depth (all five once max_groups >= 3 and the depth allows them); a pattern named
+  in ``patterns`` that no such G offers is refused (HTTP 422 naming ``patterns``);
 * **tunable groups**: ``group_<g>_tuned``;
 * **strategy assignment**: per group a subset of {adapter, prefix, BitFit, LoRA}
   (``group_<g>_<strategy>`` flags). Adapter: serial bottleneck adapter after the FFN (ReLU);
@@ -36,15 +55,26 @@ non-empty decoded configuration.
 
 The paper's discovered design (G = 4, spindle, uniform allocation, all groups tuned, a
 strategy mix per group) is a point: ``discovered_design`` gives it, with the per-group
-strategies as we read the paper (G1 adapter + LoRA, G2 adapter + prefix, G3 adapter +
-prefix + LoRA, G4 prefix + BitFit + LoRA).
+strategies **as we read the paper, unverified**: G1 adapter + LoRA, G2 adapter + prefix,
+G3 adapter + prefix + LoRA, G4 prefix + BitFit + LoRA. Issue 30 asked for this reading to
+be checked against Chen et al. (arXiv 2301.01821, ICLR 2023) with the page cited; that
+check could not be made here. The stored copies of the paper reachable from this
+project's tools (arXiv/ar5iv, the ICLR text, SPIQA's LaTeX source) give only their
+opening (abstract and introduction), which state the four patterns (spindle grouping,
+uniform allocation, all groups tuned, "proper" strategies per group) but not which
+strategies each group gets; the released code (github.com/amazon-science/peft-design-spaces,
+commit e3e8cee) has no per-group assignment either: its ``PEFT`` adapter config
+(``models/transformers/parameter-efficient-finetuning/configuration.py``) is a union of
+prefix tuning (length 10), a Pfeiffer adapter (reduction 16) and LoRA (r = 8), each gated,
+in every layer. In particular whether G3 holds LoRA or BitFit is unverified
+(``docs/papers.md``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self, get_args
 
 from pydantic import Field, StrictFloat, StrictInt, model_validator
 
@@ -71,7 +101,8 @@ from autopeft_service.domain.spaces.base import (
 )
 from autopeft_service.domain.validation import FieldError
 
-PATTERNS = ("uniform", "increasing", "decreasing", "spindle", "bottleneck")
+PatternName = Literal["uniform", "increasing", "decreasing", "spindle", "bottleneck"]
+PATTERNS: tuple[str, ...] = get_args(PatternName)
 ALLOCATIONS = ("uniform", "increasing", "decreasing")
 STRATEGIES = ("adapter", "prefix", "bitfit", "lora")
 #: Budget choices, percent of the backbone's parameters.
@@ -102,21 +133,90 @@ def pattern_weights(pattern: str, groups: int) -> list[int]:
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
-def group_layers(num_layers: int, groups: int, pattern: str) -> list[range]:
-    """Consecutive layer ranges of the groups: largest remainder, at least one layer each.
-
-    Raises:
-        ValueError: more groups than layers.
-    """
-    if groups > num_layers:
-        raise ValueError(f"{groups} groups exceed {num_layers} layers")
-    weights = pattern_weights(pattern, groups)
-    spare = num_layers - groups  # one layer each first, the rest by weight
-    quotas = [spare * w / sum(weights) for w in weights]
-    counts = [1 + math.floor(q) for q in quotas]
-    order = sorted(range(groups), key=lambda g: (-(quotas[g] - math.floor(quotas[g])), g))
+def _apportion(num_layers: int, weights: list[int]) -> list[int]:
+    """Largest remainder on the whole depth, at least one layer a group (module docstring)."""
+    total = sum(weights)
+    quotas = [num_layers * w / total for w in weights]
+    counts = [max(1, math.floor(q)) for q in quotas]
+    while sum(counts) > num_layers:  # the groups raised to one layer are paid for
+        g = max((g for g, c in enumerate(counts) if c > 1),
+                key=lambda g: (counts[g] - quotas[g], -weights[g], g))
+        counts[g] -= 1
+    order = sorted(range(len(weights)), key=lambda g: (counts[g] - quotas[g], -weights[g], g))
     for g in order[:num_layers - sum(counts)]:
         counts[g] += 1
+    return counts
+
+
+def _rises(sizes: list[int]) -> bool:
+    return all(a <= b for a, b in zip(sizes, sizes[1:], strict=False))
+
+
+def has_shape(pattern: str, sizes: list[int]) -> bool:
+    """Whether group sizes have a pattern's shape (module docstring); the shapes exclude
+    one another, so no grouping has two."""
+    if pattern == "uniform":
+        return len(set(sizes)) == 1
+    if pattern == "increasing":
+        return _rises(sizes) and sizes[0] < sizes[-1]
+    if pattern == "decreasing":
+        return _rises(sizes[::-1]) and sizes[0] > sizes[-1]
+    if len(sizes) < 3:
+        return False
+    if pattern == "spindle":
+        top = sizes.index(max(sizes))
+        return (_rises(sizes[:top + 1]) and _rises(sizes[top:][::-1])
+                and max(sizes[0], sizes[-1]) < sizes[top])
+    if pattern == "bottleneck":
+        low = sizes.index(min(sizes))
+        return (_rises(sizes[:low + 1][::-1]) and _rises(sizes[low:])
+                and min(sizes[0], sizes[-1]) > sizes[low])
+    raise ValueError(f"unknown pattern {pattern!r}")
+
+
+def pattern_error(num_layers: int, groups: int, pattern: str) -> str | None:
+    """Why ``pattern`` cannot group ``num_layers`` layers into ``groups`` groups, or None.
+
+    One group has no shape (any pattern: None). Otherwise the pattern is offered only where
+    its grouping has its shape, so offered patterns never coincide (module docstring).
+
+    Raises:
+        ValueError: an unknown pattern.
+    """
+    weights = pattern_weights(pattern, groups)
+    if groups > num_layers:
+        return f"{groups} groups exceed {num_layers} layers"
+    if groups == 1:
+        return None
+    if has_shape(pattern, _apportion(num_layers, weights)):
+        return None
+    if pattern == "uniform":
+        return (f"uniform needs {groups} equal groups, and {groups} does not divide "
+                f"{num_layers} layers")
+    if pattern in ("spindle", "bottleneck") and groups < 3:
+        return f"{pattern} needs at least 3 groups (two ends and a middle), got {groups}"
+    least = groups + (2 if pattern == "bottleneck" else 1)
+    return (f"{pattern} cannot shape {num_layers} layers into {groups} groups (it needs at "
+            f"least {least} layers)")
+
+
+def offered_patterns(num_layers: int, groups: int) -> tuple[str, ...]:
+    """The patterns that can group ``num_layers`` layers into ``groups`` groups."""
+    return tuple(p for p in PATTERNS if pattern_error(num_layers, groups, p) is None)
+
+
+def group_layers(num_layers: int, groups: int, pattern: str) -> list[range]:
+    """Consecutive layer ranges of the groups (largest remainder, at least one layer each).
+
+    Raises:
+        ValueError: more groups than layers, or a pattern not offered at this depth and
+            group count (``pattern_error``): a pattern never stands in for another.
+    """
+    error = pattern_error(num_layers, groups, pattern)
+    if error is not None:
+        raise ValueError(error)
+    counts = [num_layers] if groups == 1 else _apportion(num_layers,
+                                                         pattern_weights(pattern, groups))
     out, start = [], 0
     for count in counts:
         out.append(range(start, start + count))
@@ -139,6 +239,11 @@ class DesignSpace(SearchSpaceBase):
     budgets: tuple[Annotated[StrictFloat, Field(ge=1e-4, le=100)], ...] = Field(
         DEFAULT_BUDGETS, min_length=1, max_length=MAX_CHOICES,
                                        description="Budget choices, percent of the backbone.")
+    patterns: tuple[PatternName, ...] | None = Field(
+        None, min_length=1, max_length=len(PATTERNS),
+        description="Grouping patterns searched; default: every pattern some group count "
+        "2 .. max_groups can shape on this depth. A pattern is offered at a group count "
+        "only where its grouping has its shape, so no two give the same groups.")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -146,6 +251,16 @@ class DesignSpace(SearchSpaceBase):
         if self.max_groups > self.backbone.num_layers:
             raise FieldError("max_groups", f"{self.max_groups} exceeds the backbone's "
                              f"{self.backbone.num_layers} layers")
+        if self.patterns is not None:
+            if len(set(self.patterns)) != len(self.patterns):
+                raise FieldError("patterns", f"each pattern once, got {list(self.patterns)}")
+            counts = range(2, self.max_groups + 1)
+            for pattern in self.patterns:
+                if not any(pattern_error(self.num_layers, g, pattern) is None for g in counts):
+                    why = "; ".join(f"G = {g}: {pattern_error(self.num_layers, g, pattern)}"
+                                    for g in counts) or "max_groups 1 has no pattern"
+                    raise FieldError("patterns", f"{pattern} is offered at no group count of "
+                                     f"this space on {self.num_layers} layers ({why})")
         return self
 
     @classmethod
@@ -160,11 +275,24 @@ class DesignSpace(SearchSpaceBase):
         """Layers of the backbone."""
         return self.backbone.num_layers
 
+    @property
+    def pattern_choices(self) -> tuple[str, ...]:
+        """The ``pattern`` parameter's values: ``patterns``, or by default every pattern
+        offered at some G in 2 .. max_groups (``uniform`` alone when max_groups is 1, where
+        the pattern is never active)."""
+        if self.patterns is not None:
+            return tuple(self.patterns)
+        counts = range(2, self.max_groups + 1)
+        offered = tuple(p for p in PATTERNS
+                        if any(pattern_error(self.num_layers, g, p) is None for g in counts))
+        return offered or PATTERNS[:1]
+
     def build_parameters(self) -> list[SearchParameter]:
         """G, pattern, per group (tuned + four strategies), budget, allocation."""
         out = [SearchParameter(name="groups", kind=ParameterKind.ORDINAL,
                                values=tuple(range(1, self.max_groups + 1))),
-               SearchParameter(name="pattern", kind=ParameterKind.CATEGORICAL, values=PATTERNS)]
+               SearchParameter(name="pattern", kind=ParameterKind.CATEGORICAL,
+                               values=self.pattern_choices)]
         for g in range(self.max_groups):
             out += [SearchParameter(name=group_parameter(g, what), kind=ParameterKind.BINARY,
                                     values=(0, 1)) for what in ("tuned", *STRATEGIES)]
@@ -185,8 +313,12 @@ class DesignSpace(SearchSpaceBase):
         return out
 
     def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
-        """A tuned group, a strategy in each tuned group, and a non-empty decoded config."""
+        """A pattern offered at G, a tuned group, a strategy in each tuned group, and a
+        non-empty decoded config."""
         groups = int(point["groups"])
+        shape = pattern_error(self.num_layers, groups, str(point["pattern"]))
+        if shape is not None:
+            return f"pattern: {shape}"
         tuned = [g for g in range(groups) if point[group_parameter(g, "tuned")]]
         if not tuned:
             return "group_0_tuned: no group is tuned: at least one group_<g>_tuned must be 1"
@@ -214,7 +346,7 @@ class DesignSpace(SearchSpaceBase):
         biases = dims.layer_bias_parameters  # what BitFit trains per layer (0: refused)
         lora_per_rank = sum(sum(lora_target_shape(t, dims)) for t in _LORA_TARGETS)
         groups = int(point["groups"])
-        ranges = group_layers(n, groups, str(point["pattern"]) if groups > 1 else "uniform")
+        ranges = group_layers(n, groups, str(point["pattern"]))
         strategies: list[tuple[str, ...]] = [()] * n
         for g, layers in enumerate(ranges):
             if point[group_parameter(g, "tuned")]:
@@ -277,7 +409,8 @@ class DesignSpace(SearchSpaceBase):
 
     def encode(self, config: PeftConfig) -> dict[str, ParamValue]:
         """A point whose ``decode`` is ``config``: the first found trying every grouping
-        (fewest groups first, patterns in ``PATTERNS`` order), budget and allocation with
+        (fewest groups first, the offered patterns in ``pattern_choices`` order), budget and
+        allocation with
         the per-group strategies read from ``config`` (a design's sizes are a function of
         those choices, so there is no closed-form inverse). Several points can decode to
         one configuration (the family is not injective); this is their representative, so
@@ -292,7 +425,9 @@ class DesignSpace(SearchSpaceBase):
                               f"{self.num_layers}")
         check_family(config, self.kind)
         for groups in range(1, self.max_groups + 1):
-            for pattern in (PATTERNS if groups > 1 else PATTERNS[:1]):
+            for pattern in self.pattern_choices[:1 if groups == 1 else None]:
+                if pattern_error(self.num_layers, groups, pattern) is not None:
+                    continue
                 ranges = group_layers(self.num_layers, groups, pattern)
                 flags = self._strategies_by_group(config, ranges)
                 if flags is None:
@@ -338,12 +473,14 @@ class DesignSpace(SearchSpaceBase):
         return out
 
     def size(self) -> int:
-        """Structurally valid points: per G, (patterns) x (16^G - 1 group settings with a
-        tuned group: untuned, or tuned with one of 15 strategy sets) x budgets x allocations.
-        Points whose budget rounds every size to 0 are counted too (an upper bound)."""
+        """Structurally valid points: per G, (the patterns offered at G) x (16^G - 1 group
+        settings with a tuned group: untuned, or tuned with one of 15 strategy sets) x
+        budgets x allocations. Points whose budget rounds every size to 0 are counted too
+        (an upper bound)."""
         total = 0
         for groups in range(1, self.max_groups + 1):
-            patterns = 1 if groups == 1 else len(PATTERNS)
+            patterns = 1 if groups == 1 else sum(
+                pattern_error(self.num_layers, groups, p) is None for p in self.pattern_choices)
             total += patterns * (16 ** groups - 1)
         return total * len(self.budgets) * len(ALLOCATIONS)
 
@@ -351,10 +488,15 @@ class DesignSpace(SearchSpaceBase):
         """Chen et al.'s discovered design at ``budget`` (default: the median choice).
 
         Raises:
-            ConfigError: the space cannot hold it (fewer than 4 groups or layers).
+            ConfigError: the space cannot hold it (fewer than 4 groups, or no spindle of 4
+                groups on this depth or in ``patterns``).
         """
         if self.max_groups < 4:
             raise ConfigError("max_groups: the discovered design has 4 groups")
+        spindle = pattern_error(self.num_layers, 4, "spindle")
+        if spindle is not None or "spindle" not in self.pattern_choices:
+            raise ConfigError(f"pattern: the discovered design is a spindle of 4 groups "
+                              f"({spindle or 'patterns leaves spindle out'})")
         mix = [("adapter", "lora"), ("adapter", "prefix"), ("adapter", "prefix", "lora"),
                ("prefix", "bitfit", "lora")]
         point: dict[str, ParamValue] = {
@@ -373,5 +515,6 @@ def decoded_share_within_budget(space: DesignSpace, point: Mapping[str, ParamVal
     return deployed <= space.budget_parameters(point)
 
 
-__all__ = ["ALLOCATIONS", "PATTERNS", "STRATEGIES", "DesignSpace",
-           "decoded_share_within_budget", "group_layers", "pattern_weights"]
+__all__ = ["ALLOCATIONS", "PATTERNS", "STRATEGIES", "DesignSpace", "PatternName",
+           "decoded_share_within_budget", "group_layers", "has_shape", "offered_patterns",
+           "pattern_error", "pattern_weights"]
