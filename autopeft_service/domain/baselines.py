@@ -7,10 +7,10 @@ plus the training settings it overrides:
 | name | configuration | reference |
 |---|---|---|
 | ``lora-r8-qv`` | LoRA rank 8 (alpha 16) on query and value | Hu et al. 2022 |
-| ``serial-adapter-64`` | serial bottleneck adapter 64 on the FFN output, before its residual and LayerNorm (ReLU) | Houlsby 2019 placement, FFN only |
+| ``serial-adapter-64`` | serial adapter 64 on the FFN output, before its LayerNorm | Houlsby 2019 |
 | ``parallel-adapter`` | parallel adapter 64 beside the FFN, scale 4 | He et al. 2022 |
 | ``prefix-30`` | prefix length 30, MLP reparameterisation (width 800) | Li & Liang 2021 |
-| ``mam`` | prefix 16 at attention (MLP reparameterisation, width 800) + parallel adapter 16 at the FFN, scale 2 | He et al. 2022, GLUE setting |
+| ``mam`` | prefix 16 (MLP 800) + parallel adapter 16 at the FFN, scale 2 | He et al. 2022, GLUE |
 | ``head-only`` | no module: only the task head trains | |
 | ``full-ft`` | full fine-tuning, learning rate 1e-4 | |
 
@@ -30,7 +30,7 @@ block ``# ----- MAM adapter -----``), mapped to ``PeftConfig`` fields:
 | ``attn_mode`` / ``attn_option`` | ``prefix`` / ``concat`` | ``prefix`` (prefix tuning at self-attention) |
 | ``attn_bn`` | 16 | ``PrefixConfig.lengths`` = 16 in every layer |
 | ``--mid_dim`` (command line) | 800 | ``PrefixConfig.mlp_width`` = 800 |
-| (``attn_mode`` ``prefix``, not ``prefix_nomlp``) | MLP reparameterised (``petl/petl_enc_model.py``: ``Prefix``, tanh) | ``PrefixConfig.reparameterize`` = True |
+| ``attn_mode`` ``prefix`` (not ``prefix_nomlp``) | MLP, tanh (``petl``'s ``Prefix``) | ``reparameterize`` = True |
 | ``ffn_mode`` / ``ffn_option`` | ``adapter`` / ``parallel`` | ``parallel_adapters``, ``position`` = ffn |
 | ``ffn_bn`` | 16 | ``ParallelAdapterConfig.sizes`` = 16 in every layer |
 | ``ffn_adapter_scalar`` | 2 | ``ParallelAdapterConfig.scale`` = 2.0 (fixed, not learned) |
@@ -41,8 +41,9 @@ The parallel adapter reads the FFN input (``attention_output``) and adds to the 
 before the residual and LayerNorm (``modeling_roberta.py``, ``feed_forward_chunk`` and
 ``RobertaOutput``), as ``ParallelAdapterConfig`` does. Until issue 30 this baseline was the
 XSum setting of ``exps/run_xsum.sh`` (prefix 30 + parallel adapter 512, scale 4: 11.02 %
-of MiniLM-L6, a bottleneck wider than its hidden size). One difference stays: He et al.'s prefix MLP maps one (l x d) prefix
-embedding to every layer's keys and values (d -> 800 -> 2 L d), ours maps a per-layer
+of MiniLM-L6, a bottleneck wider than its hidden size). One difference stays: He et al.'s
+prefix MLP maps one (l x d) prefix embedding to every layer's keys and values
+(d -> 800 -> 2 L d; ``petl/petl_factory.py``, ``Prefix``), ours maps a per-layer
 (l x d) embedding through one shared d -> 800 -> 2d MLP; the deployed prefixes are the same
 size (2 l d a layer), the trainable count differs (``docs/papers.md``).
 

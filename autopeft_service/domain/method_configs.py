@@ -72,10 +72,18 @@ def _check_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class SerialAdapterConfig(_Frozen):
-    """Bottleneck adapter in sequence (Houlsby/Pfeiffer): h <- h + f(h W_down) W_up.
+    """Bottleneck adapter in sequence, Houlsby placement: h <- h + f(h W_down) W_up.
 
-    At ``ffn`` it sits after the FFN output projection, before the residual and LayerNorm
-    (Pfeiffer placement); at ``attention`` after the attention output projection.
+    h is the sublayer's projected output (after its dense and dropout), read **before** the
+    residual add and the LayerNorm; the adapter's output is added back to h there, and the
+    layer goes on as it would: LayerNorm(h + f(h W_down) W_up + x), x the sublayer input.
+    At ``ffn`` h is the FFN output projection's output, at ``attention`` the attention
+    output projection's (``workers/peft/sublayer.py``). On a pre-norm decoder (no norm
+    after the sublayer) h is the sublayer's output before its residual add. This is
+    Houlsby et al.'s (2019) placement, one position at a time, and He et al.'s sequential
+    adapter (``ffn_option=sequential``); it is **not** Pfeiffer et al.'s (2021), which
+    reads the normed LayerNorm(h + x), adds back to h and applies the LayerNorm again
+    (the placement AutoPEFT's serial adapter uses; ``docs/papers.md``).
     Per layer: 2*d*r + r + d trainable parameters for bottleneck r.
     """
 

@@ -256,7 +256,7 @@ def _single(attribute: str) -> Callable[[Any], list[tuple[str, tuple[Any, ...]]]
 METHODS: tuple[MethodDescriptor, ...] = (
     MethodDescriptor(
         field="serial_adapters", label="serial adapters",
-        summary="Houlsby/Pfeiffer adapter, sequential form",
+        summary="bottleneck adapter, sequential form, Houlsby placement",
         families=frozenset({AUTOPEFT, UNIFIED, DESIGN_SPACE}),
         export="bottleneck adapters have no peft form",
         per_layer=_indexed("sizes"),

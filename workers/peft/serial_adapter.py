@@ -1,8 +1,13 @@
-"""Serial (sequential) bottleneck adapter: Houlsby et al. 2019, Pfeiffer et al. 2021.
+"""Serial (sequential) bottleneck adapter in Houlsby et al.'s (2019) placement.
 
-Config: ``autopeft_service.domain.peft_config.SerialAdapterConfig``. At position ``ffn``
-the adapter follows the FFN output projection; at ``attention`` the attention output
-projection; both before the residual and LayerNorm (``sublayer.py``).
+Config: ``autopeft_service.domain.peft_config.SerialAdapterConfig``. The adapter reads the
+sublayer's projected output h (FFN output projection at ``ffn``, attention output
+projection at ``attention``, after its dropout) and adds its output back to h **before**
+the residual add and the LayerNorm: LayerNorm(h + adapter(h) + x) on a post-norm layer
+(``sublayer.py``), h + adapter(h) before the residual add on a pre-norm one. This is also
+He et al.'s sequential adapter; Pfeiffer et al.'s placement (adapter on the normed
+LayerNorm(h + x), LayerNorm applied again), which AutoPEFT's released code uses, is not
+built (``docs/papers.md``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,23 @@ For an L-layer backbone:
     prefix length L_PT, each an ordered choice of {0 (off), 1, hidden/2^k ...}.
 That is L + 3 dimensions (15 for 12 layers, 27 for 24). A point is valid when at least
 one layer is on and at least one module is on. Defaults as in the paper: serial adapter
-after the FFN (Pfeiffer placement), ReLU; parallel adapter beside the FFN with scale 4;
-prefix at self-attention, reparameterised in training by an MLP of width 800.
+at the FFN only, ReLU; parallel adapter beside the FFN with scale 4; prefix at
+self-attention, reparameterised in training by an MLP of width 800.
+
+**Serial adapter placement.** AutoPEFT's serial adapter is in **Pfeiffer** placement:
+Zhou et al.'s released code (github.com/cambridgeltl/autopeft, commit 572dcaf) builds it
+from ``AutoPEFTConfig`` (``adapter-transformers-adapters3.1.0/src/transformers/adapters/
+configuration.py``: adapter-transformers' ``PfeifferConfig`` renamed, with
+``original_ln_before=True``, ``residual_before_ln=True``, ``mh_adapter=False``,
+``output_adapter=True``, ReLU), combined with the parallel adapter in ``modeling_sappa.py``
+(``adapterhub/nas_search.py``, ``adapter_name == 'sappa'``): the serial adapter reads
+LayerNorm(h + x), h the FFN output and x its input, adds back to h, and the FFN's
+LayerNorm is applied again to that sum plus the parallel adapter's 4 x f(x) and x. This
+space builds the serial adapter in **Houlsby** placement (``SerialAdapterConfig``: it reads
+h before the residual and LayerNorm), the placement of He et al.'s sequential adapter. The
+paper's text was not reachable from this project's tools beyond its abstract and
+introduction, so the finding rests on the code. A Pfeiffer placement is not offered:
+``docs/papers.md`` says why.
 
 A point is ``{name: int}``: ``layer_<i>`` in {0, 1} and the three size parameters holding
 the size itself (one of their choices). Every parameter is active at every point.
