@@ -231,6 +231,9 @@ def test_argument_errors_are_one_line(study: _Study, waiting_study: int,
          f"study {waiting_study} has no completed trials, so no Pareto front"),
         (["999999", *at(server)], 1, "HTTP 404 Not Found: study 999999 does not exist"),
         ([study_id], 2, "no token: pass --token or set AUTOPEFT_TOKEN"),
+        ([study_id, "--compare", *at(server)], 2, "--compare: needs --baselines"),
+        ([*standalone, "--baselines", "mam", "--compare"], 2, "--compare: needs a STUDY_ID"),
+        ([study_id, "--journal", "runs.jsonl", *at(server)], 2, "--journal: only with --compare"),
     ]
     for args, code, message in cases:
         assert_one_line_error(autopeft("retrain", *args), code, message)
@@ -254,3 +257,28 @@ def test_missing_or_mismatched_model_is_one_line(study: _Study, server: ServerTh
     assert error(study_id, "--trials", str(number), "--model", str(three), *at(server)) == (
         f"autopeft: error: trial #{number} is configured for 2 layers but {three} has 3; "
         "pass the study's backbone with --model\n")
+
+
+def test_compare_pairs_the_trials_with_the_baselines(
+        study: _Study, server: ServerThread, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """``--compare``: seed k trains every arm on data seed k's subset, each trial is compared
+    with each baseline, and a rerun with the journal trains nothing."""
+    first = study.pareto.trials[0].number
+    journal = tmp_path / "runs.jsonl"
+    args = [str(study.study.id), "--trials", str(first), "--compare", "--baselines",
+            "head-only", "lora-r8-qv", "--seeds", "2", "--epochs", "0.25",
+            "--max-train-examples", "120", "--journal", str(journal), *at(server)]
+    report, stderr = retrain(capsys, *args)
+    assert report["complete"] and report["seeds"] == [0, 1]
+    assert [(c["candidate"], c["baseline"]) for c in report["comparisons"]] == [
+        (f"trial #{first}", "head-only"), (f"trial #{first}", "lora-r8-qv")]
+    arms = {a["name"]: a for a in report["arms"]}
+    for seed in ("0", "1"):
+        assert len({a["train_fingerprints"][seed] for a in arms.values()}) == 1
+    assert arms["head-only"]["train_fingerprints"]["0"] != arms["head-only"]["train_fingerprints"]["1"]
+    assert arms["lora-r8-qv"]["settings"]["learning_rate"] == TRAINING["learning_rate"]
+    assert stderr.count("compare: [") == 6
+    again, stderr = retrain(capsys, *args)
+    assert stderr.count("from the journal") == 6
+    assert again["comparisons"] == report["comparisons"]

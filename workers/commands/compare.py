@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
         fail("interrupted (the journal keeps the finished runs)", INTERRUPTED)
 
 
-def _progress(arm: Arm, seed: int, record: dict[str, Any], cached: bool, done: int,
+def print_progress(arm: Arm, seed: int, record: dict[str, Any], cached: bool, done: int,
               total: int) -> None:
+    """One stderr line per run (``workers.compare.RunCallback``)."""
     how = "from the journal" if cached else f"{record['train_seconds']:.1f} s"
     print(f"compare: [{done}/{total}] seed {seed} {arm.name}: dev {record['metric']} "
           f"{record['dev_score']:.4f} ({how})", file=sys.stderr, flush=True)
@@ -127,7 +128,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"compare: {len(arms)} arm(s) x {len(seeds)} seed(s) on {plan.model}, task "
           f"{plan.task}: train split (data seed = seed), scored on dev", file=sys.stderr,
           flush=True)
-    records = run_arms(runner, target, arms, seeds, journal, on_run=_progress,
+    records = run_arms(runner, target, arms, seeds, journal, on_run=print_progress,
                        should_stop=(lambda: True) if args.report_only else None)
     report = comparison_report(arms, seeds, records, alpha=plan.alpha,
                                resamples=plan.resamples, context={

@@ -6,6 +6,11 @@ is taken out) and scored on the **dev split**, which the search never selected o
 
     autopeft retrain STUDY_ID [--trials N ...] [--baselines NAME ... | all] [--seeds K]
     autopeft retrain --baselines NAME ... --model PATH --task TASK [--data-dir DIR]
+    autopeft retrain STUDY_ID --compare --baselines NAME ... [--seeds K] [--journal FILE]
+
+``--compare`` makes it a paired comparison (``autopeft compare``'s engine and report): seed
+k trains every configuration on the subset of data seed k, and each trial is compared with
+each baseline (mean paired difference, bootstrap CI, Holm across the baselines, verdict).
 
 With a study (read through the server: ``--server``/``--token`` as ``autopeft pareto``),
 the trials are its Pareto front unless ``--trials`` names them (numbers as the ``#``
@@ -35,6 +40,7 @@ from autopeft_service.cli.arguments import positive_int, study_id, trial_number
 from autopeft_service.cli.connection import INTERRUPTED, common_arguments, connection, explain
 from autopeft_service.cli.parser import RUNTIME_ERROR, USAGE_ERROR, fail
 from autopeft_service.domain.baselines import ALL, BASELINES, Baseline, select_baselines
+from autopeft_service.domain.comparison import DEFAULT_ALPHA, DEFAULT_RESAMPLES
 from autopeft_service.domain.errors import AutopeftError, ConfigError, TrialError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.study import StudySpec
@@ -114,6 +120,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output", type=Path, metavar="FILE",
                         help="also write every run's result as JSON to FILE")
     parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.add_argument("--compare", action="store_true",
+                        help="paired comparison (as `autopeft compare`): seed k trains every "
+                        "configuration on the subset of data seed k; each trial against each "
+                        "baseline with a bootstrap CI, Holm and a verdict (needs --baselines)")
+    parser.add_argument("--journal", type=Path, metavar="FILE",
+                        help="with --compare: finished runs as JSON lines, read to resume")
     parser.add_argument("--save", type=Path, metavar="DIR",
                         help="write each run's trained adapter as an artefact: "
                         "DIR/<configuration>/seed-<k>")
@@ -226,6 +238,7 @@ def _table(report: dict[str, Any], title: str) -> Table:
         f"({'/'.join(map(str, train_examples))} examples), scored on dev; std over seeds (ddof=1)"))
     table.add_column("configuration", overflow="fold")
     table.add_column("deployed %", justify="right")
+    table.add_column("trainable %", justify="right")
     table.add_column(f"dev {report['metric']} mean ± std", justify="right")
     table.add_column("per seed", overflow="fold")
     table.add_column("train s (mean)", justify="right")
@@ -236,7 +249,8 @@ def _table(report: dict[str, Any], title: str) -> Table:
         name = row["name"]
         if row["source"].get("kind") == "trial":
             name += f": {row['config_description']}"
-        table.add_row(Text(name), f"{row['deployed_percent']:.3f}", score,
+        table.add_row(Text(name), f"{row['deployed_percent']:.3f}",
+                      f"{row['trainable_percent']:.3f}", score,
                       " ".join(f"{s:.4f}" for s in row["dev_scores"]),
                       f"{row['train_seconds_mean']:.2f}")
     return table
@@ -335,6 +349,7 @@ def _run(args: argparse.Namespace) -> int:
         baselines = select_baselines(args.baselines or [])
     except ConfigError as error:
         raise ConfigError(f"--baselines: {error}") from None
+    _check_compare(args, baselines)
     target = (_standalone_target(args, baselines) if args.study is None
               else _study_target(args, baselines))
     settings = _settings(target.settings, args)
@@ -352,6 +367,8 @@ def _run(args: argparse.Namespace) -> int:
     num_layers = runner.backbone(target.model).dims.num_layers  # a bad model fails first
     cases = ([_trial_case(t, num_layers, settings, target.model) for t in target.trials]
              + [_baseline_case(b, num_layers, settings) for b in baselines])
+    if args.compare:
+        return _compare(args, target, cases, seeds)
     print(f"retrain: {len(cases)} configuration(s) x {len(seeds)} seed(s) on {target.model}, "
           f"task {target.task}: whole train split, scored on dev", file=sys.stderr, flush=True)
     outcomes = retrain(runner, cases, seeds, model=target.model, task=target.task,
@@ -371,6 +388,63 @@ def _run(args: argparse.Namespace) -> int:
     })
     _emit(report, args, study.id if study else None,
           study.name if study else f"{target.task} on {Path(target.model).name}")
+    return 0
+
+
+def _check_compare(args: argparse.Namespace, baselines: list[Baseline]) -> None:
+    """``--compare`` needs baselines and trials; ``--journal`` needs ``--compare``.
+
+    Raises:
+        ConfigError: naming the flag.
+    """
+    if args.journal is not None and not args.compare:
+        raise ConfigError("--journal: only with --compare")
+    if not args.compare:
+        return
+    if not baselines:
+        raise ConfigError("--compare: needs --baselines (what the trials are compared with)")
+    if args.study is None:
+        raise ConfigError("--compare: needs a STUDY_ID (its trials are the candidates); "
+                          "compare baselines alone with `autopeft compare PLAN`")
+    if args.save is not None:
+        raise ConfigError("--save: not with --compare (compare keeps scores, not adapters)")
+
+
+def _compare(args: argparse.Namespace, target: _Target, cases: list[RetrainCase],
+             seeds: list[int]) -> int:
+    """The paired comparison of the study's trials (candidates) with the baselines."""
+    import torch
+
+    from workers.commands.compare import emit, print_progress
+    from workers.compare import (
+        BASELINE,
+        CANDIDATE,
+        Arm,
+        ComparisonTarget,
+        Journal,
+        comparison_report,
+        run_arms,
+    )
+
+    arms = [Arm(c.name, BASELINE if c.source.get("kind") == "baseline" else CANDIDATE,
+                c.config, c.settings, c.source) for c in cases]
+    print(f"retrain --compare: {len(arms)} arm(s) x {len(seeds)} paired seed(s) on "
+          f"{target.model}, task {target.task}: train split (data seed = seed), scored on dev",
+          file=sys.stderr, flush=True)
+    from workers.trial import TrialRunner
+
+    runner = TrialRunner(device=args.device)
+    records = run_arms(runner, ComparisonTarget(
+        target.model, target.task, None if target.data_dir is None else str(target.data_dir),
+        target.task_options), arms, seeds, Journal(args.journal), on_run=print_progress)
+    study = target.study
+    report = comparison_report(arms, seeds, records, alpha=DEFAULT_ALPHA,
+                               resamples=DEFAULT_RESAMPLES, context={
+                                   "study": None if study is None else study.id,
+                                   "model": target.model, "task": target.task,
+                                   "device": args.device, "threads": torch.get_num_threads()})
+    emit(report, args.output, args.json,
+         f"study {args.study}" + ("" if study is None else f" ({study.name})"))
     return 0
 
 
