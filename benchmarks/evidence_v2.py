@@ -20,7 +20,8 @@ Phases (``--phase``; default ``all`` = plan, then run, then report):
      allocation, at one budget, grouped spindle against uniform and increasing).
 2. ``run``: every plan's arms with every seed, **seed-major across all plans** (seed 0 of
    every plan, then seed 1, ...), so that a stopped run leaves every comparison with the
-   same complete seeds. One journal (``runs.jsonl``) serves all plans: an arm shared by two
+   same complete seeds, in ``--workers`` processes of one torch thread each (default: one
+   per core; each takes every n-th run). One journal (``runs.jsonl``) serves all plans: an arm shared by two
    plans at the same fidelity (the FFN parallel adapter 64 appears in three) trains once.
    Each run is appended as it finishes; a rerun resumes. ``--commit`` commits the results
    folder after every run (``git commit -- <out>``), ``--hours H`` stops starting new runs
@@ -237,12 +238,35 @@ def _commit(out: Path, message: str) -> None:
     print(f"run: could not commit ({done.stderr.strip()[:200]})", file=sys.stderr)
 
 
-def run(out: Path, threads: int, device: str, hours: float | None, commit: bool) -> None:
-    """Every plan's arms, seed-major across the plans, into one journal."""
+def planned_runs(plans: Mapping[str, ComparisonPlan], num_layers: int) -> list[tuple[str, int, Any]]:
+    """Every distinct run (plan name, seed, arm), seed-major across the plans; an arm two
+    plans share at one seed (same run key) appears once, under the first plan."""
+    from autopeft_service.domain.comparison_plan import seed_settings
+    from workers.compare import plan_arms, run_key
+
+    out, seen = [], set()
+    seeds = max(len(p.seed_list()) for p in plans.values())
+    for seed in range(seeds):
+        for name, plan in plans.items():
+            if seed not in plan.seed_list():
+                continue
+            for arm in plan_arms(plan, num_layers):
+                key = run_key(plan.model, plan.task, plan.data_dir, plan.task_options,
+                              arm.config, seed_settings(arm.settings, seed), seed)
+                if key not in seen:
+                    seen.add(key)
+                    out.append((name, seed, arm))
+    return out
+
+
+def run(out: Path, threads: int, device: str, hours: float | None, commit: bool,
+        shard: tuple[int, int] = (0, 1)) -> None:
+    """The runs of shard ``i`` of ``n`` (every n-th planned run from the i-th), into the
+    journal that all shards share (one line per run, appended in one write)."""
     import torch
 
     from workers.commands.trial import quiet_libraries
-    from workers.compare import ComparisonTarget, Journal, plan_arms, run_arms
+    from workers.compare import ComparisonTarget, Journal, run_arms
     from workers.trial import TrialRunner
 
     quiet_libraries()
@@ -251,6 +275,7 @@ def run(out: Path, threads: int, device: str, hours: float | None, commit: bool)
     runner = TrialRunner(device=device)
     journal = Journal(out / "runs.jsonl")
     started = time.monotonic()
+    index, count = shard
 
     def stop() -> bool:
         return hours is not None and time.monotonic() - started > hours * 3600
@@ -259,27 +284,47 @@ def run(out: Path, threads: int, device: str, hours: float | None, commit: bool)
                  total: int) -> None:
         if cached:
             return
-        print(f"run: seed {seed} {arm.name}: dev {record['dev_score']:.4f} in "
-              f"{record['train_seconds']:.0f} s train + {record['eval_seconds']:.0f} s eval "
-              f"({len(journal.records)} runs journalled, {time.monotonic() - started:.0f} s)",
-              file=sys.stderr, flush=True)
-        report(out, quiet=True)
+        print(f"run [{index}/{count}]: seed {seed} {arm.name}: dev {record['dev_score']:.4f} "
+              f"in {record['train_seconds']:.0f} s train + {record['eval_seconds']:.0f} s eval "
+              f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        summary = report(out, quiet=True)
         if commit:
             _commit(out, f"evidence_v2: seed {seed} {arm.name} (dev {record['dev_score']:.4f}); "
-                    f"{len(journal.records)} runs journalled")
+                    f"{summary['cost'].get('runs', 0)} of "
+                    f"{summary['cost'].get('runs_needed', '?')} runs journalled")
 
-    seeds = max(len(p.seed_list()) for p in plans.values())
-    for seed in range(seeds):
-        for plan in plans.values():
-            if seed not in plan.seed_list():
-                continue
-            num_layers = runner.backbone(plan.model).dims.num_layers
-            target = ComparisonTarget(plan.model, plan.task, plan.data_dir, plan.task_options)
-            run_arms(runner, target, plan_arms(plan, num_layers), [seed], journal,
-                     on_run=progress, should_stop=stop)
-            if stop():
-                print(f"run: stopped after {hours} h; rerun to resume", file=sys.stderr)
-                return
+    runs = planned_runs(plans, MINILM_DIMS.num_layers)
+    for position, (name, seed, arm) in enumerate(runs):
+        if position % count != index:
+            continue
+        if stop():
+            print(f"run: stopped after {hours} h; rerun to resume", file=sys.stderr)
+            return
+        plan = plans[name]
+        target = ComparisonTarget(plan.model, plan.task, plan.data_dir, plan.task_options)
+        run_arms(runner, target, [arm], [seed], journal, on_run=progress, should_stop=stop)
+
+
+def run_shards(out: Path, workers: int, device: str, hours: float | None,
+               commit: bool) -> None:
+    """``workers`` processes with one torch thread each, shard i running every
+    ``workers``-th run: on this 2-core machine two one-thread runs do more per hour than
+    one two-thread run (batches of short sentences scale poorly across threads)."""
+    if workers == 1:
+        run(out, os.cpu_count() or 1, device, hours, commit)
+        return
+    command = [sys.executable, __file__, "--phase", "run", "--out", str(out), "--threads", "1",
+               "--device", device, *(["--hours", str(hours)] if hours else []),
+               *(["--commit"] if commit else [])]
+    children = [subprocess.Popen([*command, "--shard", f"{i}/{workers}"])
+                for i in range(workers)]
+    try:
+        for child in children:
+            child.wait()
+    except KeyboardInterrupt:
+        for child in children:
+            child.terminate()
+        raise
 
 
 # ---------------------------------------------------------------------------- report
@@ -441,16 +486,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--phase", choices=("plan", "run", "report", "all"), default="all")
     parser.add_argument("--out", type=Path, default=RESULTS / "evidence_v2")
     parser.add_argument("--replan", action="store_true", help="rewrite existing plans")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads with --workers 1")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hours", type=float, help="stop starting runs after H hours")
     parser.add_argument("--commit", action="store_true", help="git commit results per run")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="run processes, one torch thread each (default: the cores)")
+    parser.add_argument("--shard", help=argparse.SUPPRESS)  # i/n: one worker process
     args = parser.parse_args(argv)
     print(f"evidence_v2 on {platform.node()} ({os.cpu_count()} cores)", file=sys.stderr)
     if args.phase in ("plan", "all"):
         write_plans(args.out, args.replan)
+    if args.shard:
+        index, count = (int(x) for x in args.shard.split("/"))
+        run(args.out, args.threads, args.device, args.hours, args.commit, (index, count))
+        return 0
     if args.phase in ("run", "all"):
-        run(args.out, args.threads, args.device, args.hours, args.commit)
+        run_shards(args.out, args.workers, args.device, args.hours, args.commit)
     if args.phase in ("report", "all"):
         report(args.out)
     return 0
