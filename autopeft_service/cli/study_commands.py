@@ -23,7 +23,15 @@ from autopeft_service.cli.tables import (
 
 if TYPE_CHECKING:
     from autopeft_service.client import AutopeftClient
-    from autopeft_service.domain.views import StudyOut
+    from autopeft_service.domain.views import StudyOut, TrialSummary
+
+
+def _shares(trial: TrialSummary) -> str:
+    """``deployed 0.203 %, trainable 4.166 %`` (the objective's alone from an older server)."""
+    if trial.deployed_share is None or trial.trainable_share is None:
+        return f"{share(trial.param_share)} % of parameters"
+    return (f"deployed {share(trial.deployed_share)} %, trainable "
+            f"{share(trial.trainable_share)} %")
 
 
 def submit(client: AutopeftClient, args: argparse.Namespace) -> int:
@@ -57,8 +65,7 @@ def status(client: AutopeftClient, args: argparse.Namespace) -> int:
     print(f"  progress: {progress_line(study)}")
     if best:
         print(f"  best: trial {best.number}, held-out {score(best.objective)}, "
-              f"dev {score(best.dev_score)}, {share(best.param_share)} % of parameters: "
-              f"{best.config_description}")
+              f"dev {score(best.dev_score)}, {_shares(best)}: {best.config_description}")
     else:
         print("  best: no completed trial yet")
     print(f"  Pareto front: {study.pareto_size} trials, "
