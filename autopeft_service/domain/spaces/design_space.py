@@ -30,7 +30,8 @@ A design is four choices:
   in ``patterns`` that no such G offers is refused (HTTP 422 naming ``patterns``);
 * **tunable groups**: ``group_<g>_tuned``;
 * **strategy assignment**: per group a subset of {adapter, prefix, BitFit, LoRA}
-  (``group_<g>_<strategy>`` flags). Adapter: serial bottleneck adapter after the FFN (ReLU);
+  (``group_<g>_<strategy>`` flags). Adapter: serial bottleneck adapter on the FFN output,
+  Houlsby placement (ReLU);
   prefix: prefix tuning at self-attention (reparameterised in training, counted deployed);
   LoRA: on query and value (alpha/r = 2); BitFit: the layer's biases;
 * **trainable parameter allocation**: a total ``budget`` in percent of the backbone's
@@ -50,8 +51,8 @@ module is invalid, and so is BitFit on a backbone whose layers have no bias (Lla
 
 Inactive parameters (first value in the canonical form): ``pattern`` when G = 1 (one group
 has no shape); every flag of groups g >= G; the strategies of an untuned group. Valid: a
-tuned group with a strategy in each tuned group, G at most the number of layers, and a
-non-empty decoded configuration.
+pattern offered at G, a tuned group with a strategy in each tuned group, G at most the
+number of layers, and a non-empty decoded configuration.
 
 The paper's discovered design (G = 4, spindle, uniform allocation, all groups tuned, a
 strategy mix per group) is a point: ``discovered_design`` gives it, with the per-group
