@@ -37,8 +37,18 @@ from autopeft_service.domain.trial import (
     TrialResult,
     resolve_pooling,
 )
-from workers.artifact import save_artifact
+from workers.artifact import backbone_identity, save_artifact
 from workers.backbone import Backbone, load_backbone
+from workers.checkpoint import (
+    CheckpointError,
+    CheckpointIdentity,
+    TrainingState,
+    capture_rng,
+    load_checkpoint,
+    restore_parameters,
+    restore_rng,
+    save_checkpoint,
+)
 from workers.data import (
     Example,
     TaskData,
@@ -76,6 +86,15 @@ class TrialRequest:
             ignored) and score dev only; the result's ``held_out`` is then empty and its
             ``objective`` is the dev score, so such a result must never be reported to a
             study as a search trial.
+        fidelity: the fraction of the full training budget to train to, in (0, 1]. The full
+            budget is ``ceil(epochs * batches_per_epoch)`` steps (``training_steps``); the LR
+            schedule (warm-up, then linear decay) always spans all of it, and the run stops
+            after ``stop_step(fidelity, total)`` = ``max(1, round(fidelity * total))`` steps,
+            so a run continued from a lower fidelity follows one uninterrupted run's schedule.
+        resume_from: a checkpoint folder (``workers.checkpoint``) written by an earlier run of
+            the same model, task, configuration, settings, seed and ``hold_out`` at a lower
+            fidelity; the run loads it and trains on from its step. ``ConfigError`` names what
+            differs, a damaged checkpoint, or a checkpoint not below the new stop step.
     """
 
     model: str | Path
@@ -87,6 +106,25 @@ class TrialRequest:
     task_options: dict[str, object] = field(default_factory=dict)
     hold_out: bool = True
     expected_dims: BackboneDims | None = None
+    fidelity: float = 1.0
+    resume_from: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        fidelity = self.fidelity
+        if (isinstance(fidelity, bool) or not isinstance(fidelity, int | float)
+                or not math.isfinite(fidelity) or not 0 < fidelity <= 1):
+            raise ConfigError(f"fidelity: must be a fraction of the training budget in (0, 1], "
+                              f"got {fidelity!r}")
+
+
+def training_steps(examples: int, settings: TrainingSettings) -> int:
+    """Steps of the full training budget: ``ceil(epochs * batches_per_epoch)``, at least 1."""
+    return max(1, math.ceil(settings.epochs * math.ceil(examples / settings.batch_size)))
+
+
+def stop_step(fidelity: float, total_steps: int) -> int:
+    """The step a run at ``fidelity`` stops after: ``max(1, round(fidelity * total_steps))``."""
+    return min(total_steps, max(1, round(fidelity * total_steps)))
 
 
 @dataclass(frozen=True)
@@ -107,6 +145,17 @@ ProgressCallback = Callable[[TrialProgress], bool]
 ScoredCallback = Callable[[int], None]
 #: Called with each rung score as it is taken; return False to stop the trial there.
 RungCallback = Callable[[RungScore], bool]
+
+
+@dataclass
+class _Trained:
+    """What ``TrialRunner._train`` ends with: the step it stopped at, the examples this run
+    saw, the last loss, and the state a checkpoint keeps."""
+
+    step: int
+    new_examples: int
+    loss: float
+    state: TrainingState
 
 
 @dataclass
@@ -202,7 +251,8 @@ class TrialRunner:
             trial_info: dict[str, object] | None = None,
             early_stopping: EarlyStopping | None = None,
             on_rung: RungCallback | None = None,
-            observer: TrialObserver | None = None) -> TrialResult:
+            observer: TrialObserver | None = None,
+            checkpoint_dir: str | Path | None = None) -> TrialResult:
         """Train and score one configuration.
 
         Args:
@@ -220,14 +270,27 @@ class TrialRunner:
             observer: told each phase as it starts (``workers.progress.Phase``, in order),
                 then every training step and every scored batch (rung scoring is part of
                 training), and ``done`` at the end; for display only (it cannot stop the
-                trial).
+                trial). Its training phase counts this run's steps only (a resumed run's
+                from 0).
+            checkpoint_dir: when given, once training reaches its stop step (before scoring)
+                a checkpoint (``workers.checkpoint``) is written there (replaced whole) for a
+                later run at a higher fidelity to resume (``TrialRequest.resume_from``), on
+                this worker or another. A trial stopped early (``TrialStopped``) writes none.
+
+        The request's ``fidelity`` sets the stop step; rung steps stay on the full budget,
+        and a resumed run scores only the rungs after its checkpoint's step. ``progress``
+        gets the absolute step and this run's stop step as its total.
 
         Returns:
             The trial's result (with ``request.hold_out`` False: ``held_out`` empty and
-            ``objective`` equal to ``dev_score``; see ``TrialRequest``).
+            ``objective`` equal to ``dev_score``; see ``TrialRequest``). ``steps`` is the
+            step training ended at, ``start_step`` the resumed checkpoint's (0 when fresh);
+            ``train_seconds`` and ``examples_per_second`` cover the steps after it.
 
         Raises:
-            DataError / ModelError / ConfigError: bad task, model or configuration.
+            DataError / ModelError / ConfigError: bad task, model or configuration;
+                ``workers.checkpoint.CheckpointError`` (a ConfigError) for a checkpoint that
+                cannot be resumed.
             TrialError: the loss became NaN or infinite.
             TrialStopped: ``progress`` asked to stop.
         """
@@ -246,6 +309,15 @@ class TrialRunner:
                 "server's; fix the study's backbone_dims or the worker's model folder")
         watch.phase(Phase.TOKENISING)
         data = self._prepare(request, backbone)
+        total_steps = training_steps(len(data.fit), settings)
+        stop = stop_step(request.fidelity, total_steps)
+        identity = self._checkpoint_identity(request, backbone, data.task)
+        resumed = (None if request.resume_from is None else  # refused before building
+                   load_checkpoint(request.resume_from, identity, stop))
+        if resumed is not None and resumed.manifest.total_steps != total_steps:
+            raise CheckpointError(f"resume_from: the checkpoint's full budget is "
+                                  f"{resumed.manifest.total_steps} steps, this trial's "
+                                  f"{total_steps}: the training split differs")
         watch.phase(Phase.BUILDING)
         counts = count_parameters(request.config, backbone.dims)  # ConfigError: e.g. BitFit
         torch.manual_seed(request.seed)                          # on a bias-less backbone
@@ -257,6 +329,8 @@ class TrialRunner:
                 activation_checkpointing_kwargs={"use_reentrant": False})
         is_regression = data.task.task_type is TaskType.REGRESSION
         model = self._task_model(encoder, backbone, data.task, settings).to(self.device)
+        if resumed is not None:
+            restore_parameters(model, resumed.state.parameters)
         head_parameters = model.head_parameter_count()
         built = trainable_parameter_count(model) - head_parameters
         if built != counts.trainable:  # the exact-count contract; tested, checked every trial
@@ -267,10 +341,14 @@ class TrialRunner:
         memory = _PeakMemory(self.device)
         rungs = _RungScorer(self, model, data, settings, is_regression, early_stopping, on_rung)
         train_start = time.perf_counter()
-        steps, examples_seen, final_loss = self._train(
+        trained = self._train(
             model, data.fit, settings, request.seed, is_regression, progress, progress_every,
-            memory, rungs, watch)
+            memory, rungs, watch, stop=stop, resume=None if resumed is None else resumed.state)
         train_seconds = time.perf_counter() - train_start - rungs.seconds
+        steps, examples_seen, final_loss = trained.step, trained.new_examples, trained.loss
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, identity, trained.state, request.fidelity,
+                            trial_info)
 
         eval_start = time.perf_counter()
         held_out = ({} if data.held_out is None else
@@ -294,7 +372,8 @@ class TrialRunner:
             examples_per_second=examples_seen / max(train_seconds, 1e-9),
             final_loss=final_loss, peak_memory_mb=memory.peak_mb, device=str(self.device),
             seed=request.seed, config_description=request.config.describe(),
-            rungs=rungs.scores, rung_eval_seconds=rungs.seconds)
+            rungs=rungs.scores, rung_eval_seconds=rungs.seconds, fidelity=request.fidelity,
+            start_step=0 if resumed is None else resumed.state.step)
         if artifact_dir is not None:
             watch.phase(Phase.SAVING)
             save_artifact(artifact_dir, model, backbone, request.config, data.task, settings,
@@ -320,36 +399,66 @@ class TrialRunner:
                          resolve_pooling(settings.pooling, backbone.dims.is_decoder),
                          settings.head_dropout)
 
+    @staticmethod
+    def _checkpoint_identity(request: TrialRequest, backbone: Backbone,
+                             task: TaskData) -> CheckpointIdentity:
+        """What a checkpoint of ``request`` must match to be resumed by it."""
+        return CheckpointIdentity(
+            backbone_dims=backbone.dims,
+            backbone_config_sha256=backbone_identity(backbone).config_sha256,
+            task_fingerprint=task.fingerprint, hold_out=request.hold_out,
+            config=request.config, settings=request.settings, seed=request.seed)
+
     def _train(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, settings: TrainingSettings,
                seed: int, is_regression: bool, progress: ProgressCallback | None,
                progress_every: int, memory: _PeakMemory,
                rungs: _RungScorer | None = None,
-               observer: TrialObserver | None = None) -> tuple[int, int, float]:
-        """Train in place; return (steps, examples seen, last loss).
+               observer: TrialObserver | None = None, stop: int | None = None,
+               resume: TrainingState | None = None) -> _Trained:
+        """Train in place from step 0 (or ``resume``'s step) to ``stop`` (default: the full
+        budget, ``training_steps``); the LR schedule spans the full budget whatever ``stop``.
 
-        ``observer`` gets the training phase with its total steps, then every step.
+        Batches: each epoch draws a permutation from a generator seeded with ``seed``; the
+        state of that generator at the start of the current epoch and the batches of the
+        epoch already trained are the data position a checkpoint keeps. ``resume`` puts
+        back the optimiser, scheduler, random states and data position (its parameters are
+        already in ``model``), so training goes on exactly as it would have without a stop.
+        ``observer`` gets the training phase with this run's steps, then every step.
         """
-        parameters = [p for p in model.parameters() if p.requires_grad]
+        named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+        parameters = [p for _, p in named]
         if not parameters:  # a causal-LM task has no new head: only PEFT modules train
             raise ConfigError("nothing to train: the configuration has no PEFT module and a "
                               "causal-LM task trains no head; add a module")
         optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate,
                                       weight_decay=settings.weight_decay)
         batches_per_epoch = math.ceil(len(data) / settings.batch_size)
-        total_steps = max(1, math.ceil(settings.epochs * batches_per_epoch))
+        if not batches_per_epoch:
+            raise TrialError("the training split has no example")
+        total_steps = training_steps(len(data), settings)
+        stop = total_steps if stop is None else stop
         scheduler = get_linear_schedule_with_warmup(
             optimizer, int(settings.warmup_ratio * total_steps), total_steps)
         generator = torch.Generator().manual_seed(seed)
+        step, offset, seen_before = 0, 0, 0
+        if resume is not None:
+            optimizer.load_state_dict(resume.optimizer)
+            scheduler.load_state_dict(resume.scheduler)
+            generator.set_state(resume.epoch_generator)
+            restore_rng(resume.rng)
+            step, offset, seen_before = resume.step, resume.epoch_offset, resume.examples_seen
+        start_step = step
         loss_fn: nn.Module = nn.MSELoss() if is_regression else nn.CrossEntropyLoss()
         watch = observer if observer is not None else TrialObserver()
-        watch.phase(Phase.TRAINING, total_steps)
+        watch.phase(Phase.TRAINING, stop - start_step)
         model.train()
-        step, seen, loss_value = 0, 0, float("nan")
-        while step < total_steps:
+        seen, loss_value = 0, float("nan")
+        epoch_state = generator.get_state()
+        while step < stop:
+            epoch_state = generator.get_state()
             order = torch.randperm(len(data), generator=generator)
-            for start in range(0, len(data), settings.batch_size):
-                if step >= total_steps:
-                    break
+            while offset < batches_per_epoch and step < stop:
+                start = offset * settings.batch_size
                 batch = self._to_device(data.batch(order[start:start + settings.batch_size]))
                 seen += len(batch["labels"])
                 if isinstance(model, CausalLMModel):
@@ -367,14 +476,24 @@ class TrialRunner:
                 optimizer.step()
                 scheduler.step()
                 step += 1
+                offset += 1
                 memory.sample()
-                watch.advance(step, loss_value)
-                if progress is not None and (step % progress_every == 0 or step == total_steps):
-                    if not progress(TrialProgress(step, total_steps, loss_value)):
-                        raise TrialStopped(f"stopped at step {step} of {total_steps}")
+                watch.advance(step - start_step, loss_value)
+                if progress is not None and (step % progress_every == 0 or step == stop):
+                    if not progress(TrialProgress(step, stop, loss_value)):
+                        raise TrialStopped(f"stopped at step {step} of {stop}")
                 if rungs is not None and not rungs.after_step(step, total_steps):
-                    raise TrialStopped(f"stopped at rung (step {step} of {total_steps})")
-        return step, seen, loss_value
+                    raise TrialStopped(f"stopped at rung (step {step} of {stop})")
+            if step < stop:
+                offset = 0
+        # the position stays in the epoch it stopped in (offset may equal batches_per_epoch:
+        # a resumed run then replays that epoch's permutation and starts the next one)
+        state = TrainingState(
+            step=step, total_steps=total_steps, examples_seen=seen_before + seen,
+            parameters={name: p.detach() for name, p in named},
+            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+            rng=capture_rng(), epoch_generator=epoch_state, epoch_offset=offset)
+        return _Trained(step=step, new_examples=seen, loss=loss_value, state=state)
 
     def _score(self, model: TaskModel | CausalLMModel, data: TokenizedSplit, task: TaskData,
                settings: TrainingSettings, is_regression: bool, phase: Phase,

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from autopeft_service.domain.early_stopping import MAX_RUNGS
-from autopeft_service.domain.validation import parse_model
+from autopeft_service.domain.validation import FieldError, parse_model
 
 #: Sentence vector for a classification head: the mean over tokens, the first token
 #: (``cls``), the last real token (``last``, what a decoder's causal attention needs), or
@@ -113,7 +121,8 @@ class TrialResult(BaseModel):
     train_seconds: StrictFloat = Field(ge=0, le=1e9)
     eval_seconds: StrictFloat = Field(ge=0, le=1e9)
     load_seconds: StrictFloat = Field(ge=0, le=1e9)
-    steps: StrictInt = Field(ge=0, le=10**12)
+    steps: StrictInt = Field(ge=0, le=10**12, description="The step training ended at, "
+                             "counting a resumed checkpoint's steps (see start_step).")
     train_examples: StrictInt = Field(ge=0, le=10**12)
     examples_per_second: StrictFloat = Field(ge=0, le=1e12)
     final_loss: StrictFloat = Field(ge=-1e12, le=1e12)
@@ -126,3 +135,17 @@ class TrialResult(BaseModel):
         description="Scores at the study's rungs (none when it names no rungs).")
     rung_eval_seconds: StrictFloat = Field(
         0.0, ge=0, le=1e9, description="Seconds spent scoring rungs (not in train_seconds).")
+    fidelity: StrictFloat = Field(
+        1.0, gt=0, le=1, description="Fraction of the full training budget (steps) the run "
+        "trained to; 1 for a full run and for results of older workers.")
+    start_step: StrictInt = Field(
+        0, ge=0, le=10**12, description="Steps already trained in the checkpoint the run "
+        "resumed from (freeze-thaw continuation); 0 for a fresh run. train_seconds and "
+        "examples_per_second cover only the steps after it.")
+
+    @model_validator(mode="after")
+    def _start_within_steps(self) -> Self:
+        if self.start_step > self.steps:
+            raise FieldError("start_step", f"{self.start_step} exceeds steps ({self.steps}): "
+                             "a resumed run ends after the step it resumed from")
+        return self
