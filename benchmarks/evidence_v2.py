@@ -16,8 +16,8 @@ Phases (``--phase``; default ``all`` = plan, then run, then report):
      ``parallel-vs-serial`` (equal share: same bottleneck, both after the FFN sublayer),
      ``ffn-vs-attention`` (a parallel adapter of one size beside the FFN or beside the
      attention block: equal share), ``scale-4-vs-1`` (the FFN parallel adapter with s = 4
-     or 1), and ``grouping`` (Chen et al.'s design with its per-group strategies, uniform
-     allocation, at one budget, grouped spindle against uniform and increasing).
+     or 1), and ``grouping`` (3 groups with different strategies, uniform allocation, at
+     one budget, grouped spindle against uniform and increasing: ``GROUPING_STRATEGIES``).
 2. ``run``: every plan's arms with every seed, **seed-major across all plans** (seed 0 of
    every plan, then seed 1, ...), so that a stopped run leaves every comparison with the
    same complete seeds, in ``--workers`` processes of one torch thread each (default: one
@@ -156,10 +156,23 @@ def _serial(size: int) -> dict[str, Any]:
         SerialAdapterConfig(sizes=(size,) * layers, position=Position.FFN),)))
 
 
+#: The grouping finding's per-group strategies at 3 groups (MiniLM-L6's 6 layers hold the
+#: three patterns distinct only at 3 groups: spindle [2, 3, 1], uniform [2, 2, 2],
+#: increasing [1, 2, 3]): Chen et al.'s discovered design's first, second and last
+#: groups, so that the groups differ and the pattern decides which layers get what.
+GROUPING_STRATEGIES = (("adapter", "lora"), ("adapter", "prefix"), ("prefix", "bitfit", "lora"))
+
+
 def _grouped(pattern: str, budget: float) -> tuple[dict[str, Any], str]:
+    from autopeft_service.domain.spaces.design_space import STRATEGIES, group_parameter
+
     space = DesignSpace.for_backbone(MINILM_DIMS, budgets=GROUPING_BUDGETS)
-    point = dict(space.discovered_design(budget))
-    point["pattern"] = pattern
+    point: dict[str, Any] = {"groups": len(GROUPING_STRATEGIES), "pattern": pattern,
+                             "allocation": "uniform", "budget": budget}
+    for g in range(space.max_groups):
+        chosen = GROUPING_STRATEGIES[g] if g < len(GROUPING_STRATEGIES) else ()
+        point[group_parameter(g, "tuned")] = int(bool(chosen))
+        point.update({group_parameter(g, s): int(s in chosen) for s in STRATEGIES})
     config = space.decode(space.canonical(point))
     return _config(config), config.describe()
 
