@@ -44,6 +44,7 @@ from autopeft_service.optimizers.base import (
 )
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.proposal_pool import ProposalPool
+from autopeft_service.proposer_fidelity import fidelity_pass
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
@@ -59,7 +60,7 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
         spec = StudySpec.model_validate(study.spec)
         rows = repo.trials_in_states(session, study_id, [
             TrialState.COMPLETED.value, TrialState.READY.value, TrialState.LEASED.value,
-            TrialState.FAILED.value, TrialState.PRUNED.value])
+            TrialState.FAILED.value, TrialState.PRUNED.value, TrialState.PAUSED.value])
         counts = repo.trial_counts(session, study_id)
     # A completed row without both objectives (written before results were validated) is
     # no observation: it is kept from being proposed again, as a failed point is.
@@ -70,7 +71,10 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
                                                      TrialState.LEASED.value)]
     failed = [r.params for r in rows if r.state == TrialState.FAILED.value
               or (r.state == TrialState.COMPLETED.value and not _scored(r))]
-    pruned = [r.params for r in rows if r.state == TrialState.PRUNED.value]
+    # Paused (a fidelity study's trial at a lower level) are not proposed again and not
+    # modelled: a lower-fidelity score is not the full-training one (domain.fidelity).
+    pruned = [r.params for r in rows if r.state in (TrialState.PRUNED.value,
+                                                    TrialState.PAUSED.value)]
     return spec, History(completed=completed, pending=pending, failed=failed,
                          pruned=pruned), counts
 
@@ -293,14 +297,20 @@ class Proposer(BackgroundLoop):
             # the study failed with the reason, not completed.
             if self._stop_on_repeated_failure(session, study_id, spec, counts):
                 return 0
-            if sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
+            if spec.fidelity is not None:
+                promoted, want = fidelity_pass(session, study_id, spec, counts)
+                if promoted:
+                    self.added(promoted)
+            elif sum(counts[state.value] for state in BUDGET_STATES) >= spec.budget.total_trials:
                 self._finish(session, study_id, counts)
                 return 0
-            want = free_slots(spec, counts)
+            else:
+                want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
             return 0
         spec, history, counts = load_history(self.database, study_id)
-        want = free_slots(spec, counts)
+        if spec.fidelity is None:
+            want = free_slots(spec, counts)
         if want <= 0:
             return 0
         optimizer = self._optimizers.get(study_id)
@@ -362,7 +372,9 @@ class Proposer(BackgroundLoop):
         config = spec.space.decode(suggestion.params)
         proposal = repo.Proposal(params=suggestion.params,
                                  config=config.model_dump(mode="json"),
-                                 generator=suggestion.generator)
+                                 generator=suggestion.generator,
+                                 fidelity=None if spec.fidelity is None
+                                 else spec.fidelity.levels[0])
         if spec.backbone_dims is None:  # a study stored before backbone_dims existed
             return proposal
         planned = planned_counts(config, spec.backbone_dims, spec.param_share)

@@ -8,6 +8,7 @@ raised: ``LeaseLost`` (409: the lease is no longer ours), ``ProtocolError`` (401
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import socket
@@ -218,6 +219,44 @@ class ServerClient:
             timeout=self.timeout + len(data) / 1e6, interruptible=interruptible)
         self._raise_lost(response)
         return response.json()
+
+    def upload_checkpoint(self, trial_id: int, token: str, data: bytes, sha256: str,
+                          step: int) -> dict[str, Any]:
+        """Upload a paused trial's packed checkpoint under its lease (before its result),
+        retrying transient failures.
+
+        Returns:
+            The server's ``CheckpointOut``.
+
+        Raises:
+            LeaseLost: 404/409: the lease is gone, or the trial trains in full.
+            ProtocolError: 413, 422 (hash or archive refused), 401/403.
+            Interrupted: the stop event was set while waiting to retry.
+        """
+        response = self._request(
+            f"/v1/trials/{trial_id}/checkpoint", method="PUT", content=data,
+            headers={"X-Lease-Token": token, "X-Artifact-SHA256": sha256,
+                     "X-Checkpoint-Step": str(step), "Content-Type": "application/x-tar"},
+            timeout=self.timeout + len(data) / 1e6)
+        self._raise_lost(response)
+        return dict(response.json())
+
+    def download_checkpoint(self, trial_id: int, sha256: str) -> bytes:
+        """The trial's checkpoint, checked against ``sha256`` (the lease's
+        ``resume_sha256``).
+
+        Raises:
+            LeaseLost: 404: the server has no checkpoint for the trial.
+            ProtocolError: the bytes that arrived have another SHA-256.
+            Interrupted: the stop event was set while waiting to retry.
+        """
+        response = self._request(f"/v1/trials/{trial_id}/checkpoint", method="GET")
+        self._raise_lost(response)
+        data = response.content
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ProtocolError(f"trial {trial_id}: the checkpoint that arrived is not "
+                                f"{sha256} (damaged in transit, or replaced)")
+        return data
 
     @staticmethod
     def _raise_lost(response: httpx.Response) -> None:

@@ -28,8 +28,10 @@ Fault handling:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import signal
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.protocol import LeaseOut
 from autopeft_service.domain.trial import RungScore, TrialResult
+from workers.checkpoint import pack_checkpoint, unpack_checkpoint
 from workers.client import (
     Interrupted,
     LeaseLost,
@@ -200,23 +203,30 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat, args=(lease, control), daemon=True,
                                 name=f"heartbeat-{lease.trial_id}")
         beat.start()
-        request = TrialRequest(model=lease.backbone, task=lease.task, config=lease.config,
-                               settings=lease.training, seed=lease.seed,
-                               data_dir=Path(lease.data_dir) if lease.data_dir else None,
-                               task_options=lease.task_options,
-                               expected_dims=lease.backbone_dims)
         rungs: _RungArguments = {"early_stopping": lease.early_stopping,
                  "on_rung": lambda score: self._report_rung(lease, control, score)
                  } if lease.early_stopping.rungs else {}
-        artifact: _ArtifactArguments = {} if self.uploads is None else {
+        pausing = lease.fidelity < 1.0  # a fidelity study's level: checkpoint, no artefact
+        artifact: _ArtifactArguments = {} if self.uploads is None or pausing else {
             "artifact_dir": self.uploads.artifact_dir(lease.trial_id),
             "trial_info": {"study": lease.study_id, "trial": lease.number,
                            "trial_id": lease.trial_id, "attempt": lease.attempt}}
         delivered = False
+        scratch = tempfile.TemporaryDirectory(prefix=f"autopeft-trial-{lease.trial_id}-")
         try:
+            resume = self._fetch_checkpoint(lease, Path(scratch.name))
+            request = TrialRequest(model=lease.backbone, task=lease.task, config=lease.config,
+                                   settings=lease.training, seed=lease.seed,
+                                   data_dir=Path(lease.data_dir) if lease.data_dir else None,
+                                   task_options=lease.task_options,
+                                   expected_dims=lease.backbone_dims,
+                                   fidelity=lease.fidelity, resume_from=resume)
+            checkpoint = Path(scratch.name) / "checkpoint" if pausing else None
             result = self.runner.run(request, progress=control.on_progress, progress_every=1,
                                      observer=progress_logger(lease.trial_id),
-                                     **rungs, **artifact)
+                                     checkpoint_dir=checkpoint, **rungs, **artifact)
+            if checkpoint is not None:
+                self._upload_checkpoint(lease, checkpoint, result.steps)
         except TrialStopped:
             if control.stop_step is not None:
                 self.stats.stop_lag_steps.append(
@@ -233,9 +243,33 @@ class Worker:
         finally:
             control.request_stop("trial ended")
             beat.join(5)
+            scratch.cleanup()
             self.stats.trial_seconds += time.monotonic() - start
-        if self.uploads is not None:
+        if self.uploads is not None and not pausing:
             self._upload_artifact(lease, delivered)
+
+    def _fetch_checkpoint(self, lease: LeaseOut, scratch: Path) -> Path | None:
+        """The unpacked checkpoint a continued trial resumes from (None for a fresh one).
+
+        Raises:
+            LeaseLost / ProtocolError: the server has no such checkpoint, or other bytes.
+            CheckpointError: the archive is not a checkpoint.
+        """
+        if lease.resume_sha256 is None:
+            return None
+        data = self.client.download_checkpoint(lease.trial_id, lease.resume_sha256)
+        folder = scratch / "resume"
+        unpack_checkpoint(data, folder)
+        log.info("trial %s: resuming from its checkpoint (%d bytes) to level %g",
+                 lease.trial_id, len(data), lease.fidelity)
+        return folder
+
+    def _upload_checkpoint(self, lease: LeaseOut, folder: Path, step: int) -> None:
+        """Send a paused trial's checkpoint before its result (the server needs it to
+        pause the trial). Raises LeaseLost / ProtocolError / Interrupted."""
+        data = pack_checkpoint(folder)
+        self.client.upload_checkpoint(lease.trial_id, lease.token, data,
+                                      hashlib.sha256(data).hexdigest(), step)
 
     def _upload_artifact(self, lease: LeaseOut, delivered: bool) -> None:
         """Upload a completed trial's artefact (kept on disk if the server cannot take it

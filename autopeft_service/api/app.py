@@ -25,7 +25,16 @@ from autopeft_service.api.middleware import (
     TokenGate,
     is_artifact_upload,
 )
-from autopeft_service.api.routes import artifacts, dashboard, health, metrics, studies, ui, workers
+from autopeft_service.api.routes import (
+    artifacts,
+    checkpoints,
+    dashboard,
+    health,
+    metrics,
+    studies,
+    ui,
+    workers,
+)
 from autopeft_service.api.services import Services
 from autopeft_service.core.config import Settings
 from autopeft_service.domain.errors import ConfigError
@@ -144,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studies.router)
     app.include_router(workers.router)
     app.include_router(artifacts.router)
+    app.include_router(checkpoints.router)
     app.include_router(dashboard.router)
     ui.mount(app)
 

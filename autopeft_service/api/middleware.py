@@ -128,10 +128,11 @@ class BodySizeLimit:
 
 
 def is_artifact_upload(scope: Scope) -> bool:
-    """``PUT /v1/trials/{id}/artifact``: the one body streamed to its route."""
+    """``PUT /v1/trials/{id}/artifact`` and ``.../checkpoint``: the bodies streamed to their
+    route (which caps them at ``max_artifact_bytes``)."""
     path = scope.get("path", "")
     return (scope.get("method") == "PUT" and path.startswith("/v1/trials/")
-            and path.endswith("/artifact"))
+            and path.endswith(("/artifact", "/checkpoint")))
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:

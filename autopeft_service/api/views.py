@@ -27,6 +27,7 @@ from autopeft_service.domain.views import (
     ArtifactInfo,
     HypervolumeHistory,
     HypervolumePoint,
+    ObservationOut,
     ParetoOut,
     RungOut,
     StudyOut,
@@ -37,7 +38,8 @@ from autopeft_service.domain.views import (
 )
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import database_now
-from autopeft_service.storage.models import RungRow, StudyRow, TrialRow
+from autopeft_service.storage.models import ObservationRow, RungRow, StudyRow, TrialRow
+from autopeft_service.storage.repository.fidelity import observations_of
 from autopeft_service.storage.rungs import rungs_of
 
 
@@ -111,17 +113,20 @@ def trial_summaries(session: Session, rows: Sequence[TrialRow],
     (once per study, without a query when the route already loaded it).
     """
     rungs = rungs_of(session, [row.id for row in rows])
+    observations = observations_of(session, [row.id for row in rows if row.fidelity is not None])
     totals: dict[int, int | None] = {}
     for study_id in {row.study_id for row in rows} if backbone_total == "look up" else ():
         study = session.get(StudyRow, study_id)
         totals[study_id] = None if study is None else study_backbone_total(study)
     return [trial_summary(row, rungs[row.id], totals.get(row.study_id)
-                          if backbone_total == "look up" else backbone_total)
+                          if backbone_total == "look up" else backbone_total,
+                          observations.get(row.id, ()))
             for row in rows]
 
 
 def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = (),
-                  backbone_total: int | None = None) -> TrialSummary:
+                  backbone_total: int | None = None,
+                  observations: Sequence[ObservationRow] = ()) -> TrialSummary:
     deployed, trainable = trial_shares(row, backbone_total)
     return TrialSummary(
         id=row.id, number=row.number, state=row.state, generator=row.generator,
@@ -138,7 +143,12 @@ def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = (),
             uploaded_at=row.artifact_at),
         rungs=[RungOut(rung=r.rung, step=r.step, score=_finite(r.score), examples=r.examples,
                        eval_seconds=r.eval_seconds, proceed=r.proceed, decision=r.decision)
-               for r in rungs])
+               for r in rungs],
+        fidelity=row.fidelity,
+        observations=[ObservationOut(fidelity=o.fidelity, score=_finite(o.score),
+                                     dev_score=_finite(o.dev_score), step=o.step,
+                                     cost_seconds=o.cost_seconds, worker=o.worker)
+                      for o in observations])
 
 
 def _spec_backbone_total(spec: StudySpec | dict[str, Any]) -> int | None:

@@ -56,6 +56,13 @@ class LeaseOut(BaseModel):
     early_stopping: EarlyStopping = Field(
         default_factory=EarlyStopping, description="The study's rungs: the worker scores "
         "each and sends the score with a heartbeat.")
+    fidelity: float = Field(
+        1.0, gt=0, le=1, description="Train to this fraction of the full budget (a fidelity "
+        "study's level; 1 otherwise). Below 1 the worker uploads a checkpoint "
+        "(PUT /v1/trials/{id}/checkpoint) before it reports the result.")
+    resume_sha256: str | None = Field(
+        None, description="The trial paused at a lower level: resume from its checkpoint "
+        "(GET /v1/trials/{id}/checkpoint, this SHA-256) instead of starting again.")
 
 
 class HeartbeatIn(_Body):

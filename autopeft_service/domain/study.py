@@ -18,6 +18,7 @@ from pydantic import (
 from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.early_stopping import EarlyStopping
 from autopeft_service.domain.errors import DataError
+from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.peft_config import LoraTarget
 from autopeft_service.domain.spaces import (
     MAX_SIZE,
@@ -58,6 +59,7 @@ class TrialState(StrEnum):
     FAILED = "failed"  # failed max_attempts times, or a permanent failure
     CANCELLED = "cancelled"  # the study was cancelled first
     PRUNED = "pruned"  # stopped at a rung by the early-stopping rule (rung scores kept)
+    PAUSED = "paused"  # reached a fidelity level below 1, checkpointed; may continue
 
 
 #: States in which a trial still occupies a slot of the budget and counts as pending.
@@ -205,6 +207,11 @@ class StudySpec(_Spec, StorableInput):
     early_stopping: EarlyStopping = Field(
         default_factory=EarlyStopping, description="Rungs at which trials are scored early, "
         "and the rule that stops those that cannot reach the front (default: none).")
+    fidelity: Fidelity | None = Field(
+        None, description="A fidelity axis (fractions of the full training budget): trials "
+        "pause at each level and the promising ones continue from their checkpoint; the "
+        "budget then counts full-training equivalents. None (default): every trial trains "
+        "in full.")
     seed: StrictInt = Field(0, ge=0, le=MAX_SEED,
                       description="Training seed of every trial (fair comparison).")
     kind: Literal["autopeft"] = "autopeft"
@@ -266,6 +273,14 @@ class StudySpec(_Spec, StorableInput):
         if problem is not None:
             field, _, reason = problem.partition(": ")
             raise FieldError(f"search_space.{field}", reason)
+        return self
+
+    @model_validator(mode="after")
+    def _one_way_to_stop_early(self) -> Self:
+        if self.fidelity is not None and self.early_stopping.rule != "none":
+            raise FieldError("early_stopping.rule", f"{self.early_stopping.rule!r} cannot be "
+                             "combined with a fidelity section (its rule decides which trials "
+                             "continue); use rule none")
         return self
 
     @model_validator(mode="after")

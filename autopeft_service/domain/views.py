@@ -39,6 +39,18 @@ class RungOut(BaseModel):
     decision: str | None
 
 
+class ObservationOut(BaseModel):
+    """A fidelity study's trial scored at one level (``domain.fidelity``)."""
+
+    fidelity: float = Field(description="The level: a fraction of the full training budget.")
+    score: float | None = Field(description="The held-out score there (maximised).")
+    dev_score: float | None
+    step: int
+    cost_seconds: float = Field(description="Training plus scoring seconds of the lease "
+                                "that reached the level (new steps only).")
+    worker: str | None
+
+
 class TrialSummary(BaseModel):
     """A trial as users see it."""
 
@@ -76,6 +88,12 @@ class TrialSummary(BaseModel):
         "None until its worker uploads it.")
     rungs: list[RungOut] = Field(default_factory=list, description="Scores at the study's "
                                  "early-stopping rungs, in rung order (kept when pruned).")
+    fidelity: float | None = Field(
+        None, description="A fidelity study's level the trial trains (or trained) to; None "
+        "in a study without fidelity.")
+    observations: list[ObservationOut] = Field(
+        default_factory=list, description="A fidelity study's scores at each level the "
+        "trial reached, in level order.")
 
 
 class StudyOut(BaseModel):

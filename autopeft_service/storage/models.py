@@ -85,6 +85,14 @@ class TrialRow(Base):
     artifact_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     artifact_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: A fidelity study's target level for the trial's current (or last) lease; None in a
+    #: study without fidelity (every trial trains in full).
+    fidelity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: The checkpoint of a trial paused below full training (bytes in the artefact store).
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: The training step the checkpoint holds (a pause needs one at the result's step).
+    checkpoint_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
     leased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -115,6 +123,28 @@ class RungRow(Base):
     #: The rule's decision: True go on, False pruned, None no rule (curve recorded only).
     proceed: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     decision: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class ObservationRow(Base):
+    """A fidelity study's trial scored at one level (``domain.fidelity``): one row per
+    trial and level, written with the result that reached it (idempotent by level)."""
+
+    __tablename__ = "trial_observations"
+    __table_args__ = (Index("ix_trial_observations_study", "study_id"),)
+
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    fidelity: Mapped[float] = mapped_column(Float, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    lease_token: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    dev_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    step: Mapped[int] = mapped_column(BigInteger)
+    #: Training plus scoring seconds of the lease that reached this level (new steps only).
+    cost_seconds: Mapped[float] = mapped_column(Float)
+    worker: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
 
 

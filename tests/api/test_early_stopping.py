@@ -135,7 +135,7 @@ def test_a_pruned_trial_uses_its_budget_slot(http: httpx.Client) -> None:
         assert time.monotonic() < end, got
         time.sleep(0.05)
     assert got["counts"] == {"ready": 0, "leased": 0, "completed": 2, "failed": 0,
-                             "cancelled": 0, "pruned": 1}
+                             "cancelled": 0, "pruned": 1, "paused": 0}
     assert http.get(f"/v1/studies/{study['id']}/trials", headers=CLIENT).json()["total"] == 3
 
 

@@ -119,11 +119,11 @@ def test_trial_gauges_equal_the_api_and_histograms_count_every_call(
         samples = scrape(http)
         api = {study["id"]: counts(http, study["id"]) for study in (first, second)}
 
-    # Every state but pruned (early stopping) is non-zero in one of the studies.
+    # Every state but pruned and paused (early stopping, fidelity) is non-zero in one of the studies.
     assert api == {first["id"]: {"ready": 1, "leased": 1, "completed": 2, "failed": 1,
-                                 "cancelled": 0, "pruned": 0},
+                                 "cancelled": 0, "pruned": 0, "paused": 0},
                    second["id"]: {"ready": 0, "leased": 0, "completed": 0, "failed": 0,
-                                  "cancelled": 2, "pruned": 0}}
+                                  "cancelled": 2, "pruned": 0, "paused": 0}}
     scraped: dict[int, dict[str, int]] = {}
     for labels, count in series(samples, "autopeft_trials").items():
         label = dict(labels)

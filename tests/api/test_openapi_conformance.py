@@ -32,7 +32,23 @@ def _zip_bodies() -> Any:
     return st.one_of(st.just(buffer.getvalue()), st.binary(max_size=256))
 
 
+def _tar_bodies() -> Any:
+    """Checkpoint upload bodies: a well-formed tar, or arbitrary bytes."""
+    import io
+    import tarfile
+
+    from hypothesis import strategies as st
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        info = tarfile.TarInfo("checkpoint.json")
+        info.size = 2
+        archive.addfile(info, io.BytesIO(b"{}"))
+    return st.one_of(st.just(buffer.getvalue()), st.binary(max_size=256))
+
+
 schemathesis.openapi.media_type("application/zip", _zip_bodies())
+schemathesis.openapi.media_type("application/x-tar", _tar_bodies())
 
 #: What the issue asks of the document; other schemathesis checks judge API design
 #: choices (e.g. that every valid-looking body gets 2xx), not truthfulness.

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from autopeft_service.cli.main import main as cli_main
 from autopeft_service.client import backbone_dims_of
 from autopeft_service.domain.trial import TrainingSettings
-from autopeft_service.local import LocalWorkers
 from autopeft_service.testing.server import CLIENT_TOKEN, ServerProcess
 from workers.artifact import load_classifier
 from workers.data import TokenizedCache, compute_metrics
@@ -35,45 +31,6 @@ def spec(model: Path, trials: int, train_examples: int = 200, epochs: float = 0.
             "training": {"epochs": epochs, "max_train_examples": train_examples,
                          "max_length": 24, "max_held_out_examples": 100,
                          "max_dev_examples": 100, "learning_rate": 3e-3}}
-
-
-@pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'autopeft.db'}"
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Any]:
-    servers: list[ServerProcess] = []
-
-    def start(url: str, **settings: str) -> ServerProcess:
-        server = ServerProcess(url, log=tmp_path / "server.log", **settings).start()
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.stop()
-
-
-class Workers(LocalWorkers):
-    """Single-threaded workers with a private token cache."""
-
-    def start(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
-        return super().start(name, "--threads", "1", *extra)
-
-
-@pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Any]:
-    made: list[Workers] = []
-
-    def make(server: ServerProcess) -> Workers:
-        made.append(Workers(server, tmp_path, env={"AUTOPEFT_CACHE_DIR": str(tmp_path / "cache")}))
-        return made[-1]
-
-    yield make
-    for group in made:
-        group.stop(timeout=5)
 
 
 def submit(server: ServerProcess, body: dict[str, Any]) -> int:

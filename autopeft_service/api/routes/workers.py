@@ -69,7 +69,9 @@ def _try_lease(services: Services, worker: str, first: bool = True) -> LeaseOut 
         "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
         "task_options": spec["task_options"], "training": spec["training"],
         "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims"),
-        "early_stopping": spec.get("early_stopping") or {}})
+        "early_stopping": spec.get("early_stopping") or {},
+        "fidelity": 1.0 if lease.fidelity is None else lease.fidelity,
+        "resume_sha256": lease.checkpoint_sha256})
     services.proposer.wake()  # a slot opened in the ready queue
     return out
 

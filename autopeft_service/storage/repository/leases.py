@@ -43,6 +43,8 @@ class Lease:
     config: dict[str, Any]
     token: str
     deadline: float
+    fidelity: float | None = None
+    checkpoint_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,8 @@ def _lease_statement(postgres: bool, now: Any) -> Any:
                     lease_deadline=now + bindparam("p_seconds", type_=Float),
                     worker=bindparam("p_worker"), attempt=_TRIALS.c.attempt + 1, leased_at=now)
             .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.number, _TRIALS.c.attempt,
-                       _TRIALS.c.params, _TRIALS.c.config, _TRIALS.c.lease_deadline))
+                       _TRIALS.c.params, _TRIALS.c.config, _TRIALS.c.lease_deadline,
+                       _TRIALS.c.fidelity, _TRIALS.c.checkpoint_sha256))
 
 
 def _lease_and_touch_statement(touch: bool) -> Callable[[bool, Any], Any]:
@@ -131,7 +134,8 @@ def lease_trial(session: Session, worker: str, lease_seconds: float,
         return None
     return Lease(trial_id=row.id, study_id=row.study_id, number=row.number,
                  attempt=row.attempt, params=row.params, config=row.config, token=token,
-                 deadline=float(row.lease_deadline))
+                 deadline=float(row.lease_deadline), fidelity=row.fidelity,
+                 checkpoint_sha256=row.checkpoint_sha256)
 
 
 def _extend_statement(with_progress: bool) -> Callable[[bool, Any], Any]:

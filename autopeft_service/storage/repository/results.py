@@ -13,7 +13,7 @@ from autopeft_service.domain.errors import AutopeftError
 from autopeft_service.domain.study import TrialState
 from autopeft_service.domain.trial import TrialResult
 from autopeft_service.storage.database import database_now, database_now_expression
-from autopeft_service.storage.models import TrialRow
+from autopeft_service.storage.models import ObservationRow, TrialRow
 from autopeft_service.storage.repository._common import _TRIALS, LeaseConflict, _not_current, _prebuilt
 from autopeft_service.storage.repository.trials import get_trial
 
@@ -51,6 +51,8 @@ def _complete_statement(_postgres: bool, now: Any) -> Any:
                    # into the SQL at every execution (half of this statement's CPU).
                    or_(_TRIALS.c.state == TrialState.LEASED.value,
                        _TRIALS.c.state == TrialState.READY.value),
+                   # a fidelity study's trial pauses or records its level: the slow path
+                   _TRIALS.c.fidelity.is_(None),
                    # The worker's counts must be the server's (when the server has them).
                    or_(_TRIALS.c.expected_trainable.is_(None),
                        and_(_TRIALS.c.expected_trainable == bindparam("p_trainable"),
@@ -92,6 +94,8 @@ def complete_trial(session: Session, trial_id: int, token: str,
                                                failure_reason=row.failure_reason),
                              duplicate=False)
     trial = get_trial(session, trial_id)  # why not: decide between duplicate and conflict
+    if trial.fidelity is not None:
+        return complete_fidelity_trial(session, trial_id, token, result)
     if trial.lease_token != token:
         raise LeaseConflict(_not_current(trial_id))
     if trial.state == TrialState.COMPLETED.value:
@@ -128,6 +132,57 @@ def _fail_count_mismatch(session: Session, trial: TrialRow,
                                            attempt=row.attempt,
                                            failure_reason=row.failure_reason),
                          duplicate=False)
+
+
+def complete_fidelity_trial(session: Session, trial_id: int, token: str,
+                            result: TrialResult) -> ReportOutcome:
+    """Record a fidelity trial's result: an observation at its level, then paused (below
+    1; the checkpoint of the result's step must have arrived) or completed (at 1).
+
+    Idempotent by lease token, as ``complete_trial``.
+
+    Raises:
+        NotFound: no such trial.
+        LeaseConflict: the token is not the trial's lease, the trial cannot end now, or a
+            pause without its checkpoint.
+    """
+    trial = get_trial(session, trial_id, lock=True)
+    if trial.lease_token != token:
+        raise LeaseConflict(_not_current(trial_id))
+    if trial.state in (TrialState.PAUSED.value, TrialState.COMPLETED.value):
+        return ReportOutcome(trial=TrialStatus.of(trial), duplicate=True)
+    if trial.state not in (TrialState.LEASED.value, TrialState.READY.value):
+        raise LeaseConflict(f"trial {trial_id}: cannot complete a {trial.state} trial")
+    if trial.expected_trainable is not None and (
+            trial.expected_trainable != result.trainable_parameters
+            or trial.expected_deployed != result.deployed_parameters):
+        return _fail_count_mismatch(session, trial, result)
+    level = 1.0 if trial.fidelity is None else float(trial.fidelity)
+    pausing = level < 1.0
+    if pausing and trial.checkpoint_step != result.steps:
+        raise LeaseConflict(f"trial {trial_id}: upload the checkpoint of step {result.steps} "
+                            "(PUT /v1/trials/{id}/checkpoint) before the result of a level "
+                            "below 1")
+    now = database_now(session)
+    session.merge(ObservationRow(
+        trial_id=trial.id, fidelity=level, study_id=trial.study_id, lease_token=token,
+        score=result.objective, dev_score=result.dev_score, share=trial.param_share,
+        step=result.steps, cost_seconds=result.train_seconds + result.eval_seconds,
+        worker=trial.worker, created_at=now))
+    trial.result = result.model_dump(mode="json")
+    trial.lease_deadline = None
+    trial.failure_reason = None
+    trial.dev_score = result.dev_score
+    if pausing:
+        trial.state = TrialState.PAUSED.value
+    else:
+        trial.state = TrialState.COMPLETED.value
+        trial.objective = result.objective
+        if trial.param_share is None:
+            trial.param_share = result.trainable_percent
+        trial.finished_at = now
+    session.flush()
+    return ReportOutcome(trial=TrialStatus.of(trial), duplicate=False)
 
 
 def fail_trial(session: Session, trial_id: int, token: str, reason: str, max_attempts: int,

@@ -73,6 +73,12 @@ def fail_study(session: Session, study_id: int, reason: str) -> StudyRow:
     return _end_study(session, study_id, StudyState.FAILED, reason)
 
 
+def complete_study(session: Session, study_id: int) -> StudyRow:
+    """End a running study ``completed`` now (a fidelity study whose compute budget is
+    spent; ``finish_study_if_done`` counts trials instead). Raises NotFound."""
+    return _end_study(session, study_id, StudyState.COMPLETED, None)
+
+
 def _end_study(session: Session, study_id: int, state: StudyState,
                reason: str | None) -> StudyRow:
     study = _lock_study(session, study_id)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.spaces import point_key
@@ -28,6 +29,7 @@ class Proposal:
     param_share: float | None = None
     expected_trainable: int | None = None
     expected_deployed: int | None = None
+    fidelity: float | None = None
 
 
 def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
@@ -52,6 +54,10 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
     existing = session.execute(select(func.count(), func.max(TrialRow.number)).where(
         TrialRow.study_id == study_id, TrialRow.state != TrialState.CANCELLED.value)).one()
     free = budget.total_trials - int(existing[0])
+    if proposals and proposals[0].fidelity is not None:
+        # a fidelity study's budget is compute: full-training equivalents (domain.fidelity)
+        left = budget.total_trials - fidelity_spent(session, study_id)
+        free = math.floor(left / proposals[0].fidelity + 1e-9)
     next_number = session.execute(select(func.max(TrialRow.number)).where(
         TrialRow.study_id == study_id)).scalar_one()
     next_number = 0 if next_number is None else int(next_number) + 1
@@ -73,7 +79,8 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
                        generator=proposal.generator, attempt=0, created_at=now,
                        param_share=proposal.param_share,
                        expected_trainable=proposal.expected_trainable,
-                       expected_deployed=proposal.expected_deployed)
+                       expected_deployed=proposal.expected_deployed,
+                       fidelity=proposal.fidelity)
         next_number += 1
         rows.append(row)
     session.add_all(rows)
@@ -150,3 +157,18 @@ def worker_names_of_study(session: Session, study_id: int) -> set[str]:
         select(TrialRow.worker).where(TrialRow.study_id == study_id,
                                       TrialRow.worker.is_not(None)).distinct()).scalars()
             if name is not None}
+
+
+#: States whose trials use their level of the compute budget (cancelled ones do not).
+_SPENDING = (TrialState.READY.value, TrialState.LEASED.value, TrialState.PAUSED.value,
+             TrialState.FAILED.value, TrialState.COMPLETED.value, TrialState.PRUNED.value)
+
+
+def fidelity_spent(session: Session, study_id: int) -> float:
+    """Full-training equivalents the study has used or committed: each trial's level
+    (ready, leased, paused, failed) or 1 (completed)."""
+    spent = session.execute(select(func.coalesce(func.sum(case(
+        (TrialRow.state == TrialState.COMPLETED.value, 1.0),
+        else_=func.coalesce(TrialRow.fidelity, 1.0))), 0.0)).where(
+        TrialRow.study_id == study_id, TrialRow.state.in_(_SPENDING))).scalar_one()
+    return float(spent)

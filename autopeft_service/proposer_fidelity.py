@@ -1,0 +1,86 @@
+"""The proposer's pass over a fidelity study (``domain.fidelity``): continue the paused
+trials its rule promotes, say how many new configurations fit the compute budget, and end
+the study once nothing more can run.
+
+Rule ``asha``: a trial paused at level i continues to level i+1 when it ranks among the
+best ``max(1, floor(n / eta))`` of the n trials observed at level i, by the two objectives
+(``domain.early_stopping.moasha_decision``: non-dominated sorting, then crowding
+distance), as asynchronous successive halving promotes. A trial not promoted now may be
+later, when more trials have reached its level. Continuations go before new
+configurations: they cost only their new steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from sqlalchemy.orm import Session
+
+from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
+from autopeft_service.domain.study import StudySpec, TrialState
+from autopeft_service.storage import repository as repo
+from autopeft_service.storage.repository import fidelity as fidelity_repo
+
+log = logging.getLogger(__name__)
+#: Budget arithmetic tolerance (levels such as 1/3 are not exact in binary).
+_EPS = 1e-9
+
+
+def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
+                  counts: dict[str, int]) -> tuple[int, int]:
+    """Promote paused trials, end the study when it is done, and size the new work.
+
+    Args:
+        session: an open transaction.
+        study_id: the running fidelity study.
+        spec: its spec (``spec.fidelity`` set).
+        counts: its trials by state.
+
+    Returns:
+        (trials continued now, new configurations to propose at the lowest level).
+    """
+    fidelity = spec.fidelity
+    assert fidelity is not None
+    left = spec.budget.total_trials - fidelity_repo.fidelity_spent(session, study_id)
+    observations = fidelity_repo.study_observations(session, study_id)
+    promoted = 0
+    can_grow = False  # a paused trial that could continue within the budget
+    for trial in fidelity_repo.paused_trials(session, study_id):
+        level = float(trial.fidelity or 1.0)
+        after = fidelity.next_level(level)
+        if after is None:
+            continue
+        cost = after - level
+        if cost > left + _EPS:
+            continue
+        can_grow = True
+        entries = [RungEntry(o.trial_id, o.score, o.share) for o in observations
+                   if abs(o.fidelity - level) <= _EPS and o.share is not None]
+        if not any(e.key == trial.id for e in entries):
+            continue  # its observation lacks a share (a study without backbone_dims)
+        decision = moasha_decision(trial.id, entries, fidelity.eta)
+        if decision.proceed and fidelity_repo.continue_trial(session, trial.id, after):
+            left -= cost
+            promoted += 1
+            log.info("study %s: trial %s continues to level %g (%s)", study_id, trial.id,
+                     after, decision.describe(fidelity.level_index(level), level))
+    ready = counts[TrialState.READY.value] + promoted
+    active = ready + counts[TrialState.LEASED.value]
+    fits = math.floor(left / fidelity.levels[0] + _EPS)
+    if active == 0 and fits <= 0 and not can_grow:
+        session.flush()
+        _finish(session, study_id, counts)
+        return promoted, 0
+    return promoted, max(0, min(spec.budget.max_parallel - ready, fits))
+
+
+def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:
+    """End a fidelity study whose budget is spent: completed when any trial reached a
+    level (paused or completed), failed when every trial failed."""
+    if counts[TrialState.COMPLETED.value] or counts[TrialState.PAUSED.value] \
+            or not counts[TrialState.FAILED.value]:
+        repo.complete_study(session, study_id)
+        return
+    repo.fail_study(session, study_id, f"all {counts[TrialState.FAILED.value]} trials failed "
+                    "and none reached a fidelity level")
