@@ -374,10 +374,14 @@ class AutopeftClient:
                               transient=True)
         return unpack_artifact(data, directory)
 
-    def pareto(self, study_id: int) -> ParetoOut:
+    def pareto(self, study_id: int, front: str = "observed") -> ParetoOut:
         """The Pareto front as a ``ParetoOut``: ``trials`` ordered by parameter share, the
-        hypervolume and its reference point."""
-        return self._get(ParetoOut, "GET", f"/v1/studies/{int(study_id)}/pareto")
+        hypervolume and its reference point. ``front="model"``: the front of the model's
+        predicted full-training scores, each trial with ``predicted`` (mean and 90 %
+        interval); the observed front with a ``note`` when the model has too few
+        observations."""
+        suffix = "" if front == "observed" else f"?front={front}"
+        return self._get(ParetoOut, "GET", f"/v1/studies/{int(study_id)}/pareto{suffix}")
 
     def cancel(self, study_id: int) -> StudyOut:
         """Stop a study (queued and running trials become cancelled); returns it as a

@@ -8,6 +8,8 @@ hypervolume; a stored spec that no longer validates is shown as stored.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,12 +31,19 @@ from autopeft_service.domain.views import (
     HypervolumePoint,
     ObservationOut,
     ParetoOut,
+    PredictionOut,
     RungOut,
     StudyOut,
     TrialSummary,
     WorkerList,
     WorkerOut,
     WorkerTrial,
+)
+from autopeft_service.optimizers.prediction import (
+    MIN_OBSERVATIONS,
+    PredictedScore,
+    ScoreObservation,
+    predict_scores,
 )
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import database_now
@@ -246,6 +255,75 @@ def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
     return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
                      hypervolume=volume, param_share_count=_share_count(spec),
                      trials=trial_summaries(session, front, _spec_backbone_total(spec)))
+
+
+#: Model fronts by (study, observations): a study's front is refitted only when its
+#: observations change (a fit takes about a second).
+_PREDICTIONS: OrderedDict[tuple[int, int], dict[int, PredictedScore]] = OrderedDict()
+_PREDICTIONS_LOCK = threading.Lock()
+_PREDICTIONS_KEPT = 64
+
+
+def _predictions(study_id: int, spec: StudySpec, observations: list[ScoreObservation]
+                 ) -> dict[int, PredictedScore]:
+    key = (study_id, hash(tuple((o.trial_id, o.fidelity, o.score) for o in observations)))
+    with _PREDICTIONS_LOCK:
+        if key in _PREDICTIONS:
+            _PREDICTIONS.move_to_end(key)
+            return _PREDICTIONS[key]
+    predicted = predict_scores(spec.space, observations)
+    with _PREDICTIONS_LOCK:
+        _PREDICTIONS[key] = predicted
+        while len(_PREDICTIONS) > _PREDICTIONS_KEPT:
+            _PREDICTIONS.popitem(last=False)
+    return predicted
+
+
+def _score_observations(session: Session, study_id: int, spec: StudySpec
+                        ) -> tuple[list[ScoreObservation], list[TrialRow]]:
+    """Every score the model learns from, and the trials it predicts (completed, and in a
+    fidelity study paused), each with a finite share."""
+    rows = [r for r in repo.trials_in_states(session, study_id, [
+        TrialState.COMPLETED.value, TrialState.PAUSED.value]) if _finite(r.param_share) is not None]
+    if spec.fidelity is None:
+        scored = [r for r in rows if _finite(r.objective) is not None]
+        return [ScoreObservation(r.id, r.params, 1.0, float(r.objective or 0.0))
+                for r in scored], scored
+    by_trial = observations_of(session, [r.id for r in rows])
+    observations = [ScoreObservation(r.id, r.params, o.fidelity, o.score)
+                    for r in rows for o in by_trial.get(r.id, [])
+                    if _finite(o.score) is not None]
+    return observations, [r for r in rows if r.id in by_trial]
+
+
+def model_pareto_out(session: Session, study: StudyRow) -> ParetoOut:
+    """The front of the model's predicted full-training scores (``optimizers.prediction``),
+    or the observed front with a ``note`` when the model has too few observations or the
+    stored spec no longer validates."""
+    spec, _reference, _total = _stored_spec(study)
+    if not isinstance(spec, StudySpec):
+        return pareto_out(session, study).model_copy(update={
+            "note": "the study's stored spec no longer validates: no model front"})
+    observations, rows = _score_observations(session, study.id, spec)
+    predicted = _predictions(study.id, spec, observations)
+    if not predicted:
+        return pareto_out(session, study).model_copy(update={
+            "note": f"the model needs at least {MIN_OBSERVATIONS} observations; "
+                    f"the study has {len(observations)}: the observed front is shown"})
+    candidates = [r for r in rows if r.id in predicted]
+    points = [ObjectivePoint(score=predicted[r.id].mean, share=float(r.param_share or 0.0))
+              for r in candidates]
+    reference = spec.reference_point
+    front = [candidates[i] for i in pareto_indices(points)]
+    volume = hypervolume(points, ObjectivePoint(score=reference.score,
+                                                share=reference.param_share))
+    summaries = trial_summaries(session, front, _spec_backbone_total(spec))
+    for summary in summaries:
+        p = predicted[summary.id]
+        summary.predicted = PredictionOut(mean=p.mean, low=p.low, high=p.high, level=p.level)
+    return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
+                     hypervolume=volume, param_share_count=_share_count(spec), front="model",
+                     trials=summaries)
 
 
 def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:

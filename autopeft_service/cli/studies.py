@@ -67,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pareto = command("pareto", "print the Pareto front: held-out score vs. parameter share",
                      study_commands.pareto)
     pareto.add_argument("--json", action="store_true", help="print the API's JSON as it is")
+    pareto.add_argument("--front", choices=("observed", "model"), default="observed",
+                        help="observed (default): completed trials' observed scores; model: "
+                        "the model's predicted full-training scores with 90 %% intervals")
 
     cancel = command("cancel", "stop a study (queued and running trials are cancelled)",
                      study_commands.cancel)

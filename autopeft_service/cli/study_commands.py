@@ -164,7 +164,7 @@ def watch_study(client: AutopeftClient, study: int, interval: float = 2.0,
 
 def pareto(client: AutopeftClient, args: argparse.Namespace) -> int:
     """Print the study's Pareto front (table, or the API's JSON)."""
-    front = client.pareto(args.id)
+    front = client.pareto(args.id, front=args.front)
     if args.json:
         print_json(front)
         return 0

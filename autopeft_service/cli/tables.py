@@ -147,14 +147,20 @@ def pareto_table(pareto: ParetoOut, title: str) -> Table:
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("configuration", overflow="ellipsis")  # the one column that narrows
     table.add_column(f"held-out\n{metric(trials)}", justify="right", no_wrap=True)
+    if pareto.front == "model":
+        table.add_column("model\n90 % interval", justify="right", no_wrap=True)
     table.add_column("dev", justify="right", no_wrap=True)
     for header in share_headers(pareto.param_share_count):
         table.add_column(header, justify="right", no_wrap=True)
     for trial in trials:
         deployed, trainable = trial_shares(trial, pareto.param_share_count)
+        predicted = [] if pareto.front != "model" else [
+            "-" if trial.predicted is None else
+            f"{score(trial.predicted.mean)} [{score(trial.predicted.low)}, "
+            f"{score(trial.predicted.high)}]"]
         table.add_row(str(trial.number), clipped(trial.config_description),
-                      score(trial.objective), score(trial.dev_score), share(deployed),
-                      share(trainable))
+                      score(trial.objective), *predicted, score(trial.dev_score),
+                      share(deployed), share(trainable))
     return table
 
 
@@ -164,8 +170,11 @@ def show_pareto(out: Console, pareto: ParetoOut, name: str | None = None) -> Non
     if not pareto.trials:
         out.print(f"{label}: no completed trials yet, so no Pareto front", markup=False)
         return
-    out.print(pareto_table(pareto, f"{label}: Pareto front, {len(pareto.trials)} "
+    kind = "model-predicted Pareto front" if pareto.front == "model" else "Pareto front"
+    out.print(pareto_table(pareto, f"{label}: {kind}, {len(pareto.trials)} "
                            f"trials (score max, parameter share min)"))
+    if pareto.note:
+        out.print(f"note: {pareto.note}", markup=False)
 
 
 def studies_table(studies: list[StudyOut]) -> Table:

@@ -7,7 +7,7 @@ Pure pydantic: nothing here imports the API, storage or HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -49,6 +49,16 @@ class ObservationOut(BaseModel):
     cost_seconds: float = Field(description="Training plus scoring seconds of the lease "
                                 "that reached the level (new steps only).")
     worker: str | None
+
+
+class PredictionOut(BaseModel):
+    """The model's posterior of a trial's score at full training (the model-predicted
+    front's score): mean and the central ``level`` interval."""
+
+    mean: float
+    low: float
+    high: float
+    level: float
 
 
 class TrialSummary(BaseModel):
@@ -94,6 +104,9 @@ class TrialSummary(BaseModel):
     observations: list[ObservationOut] = Field(
         default_factory=list, description="A fidelity study's scores at each level the "
         "trial reached, in level order.")
+    predicted: PredictionOut | None = Field(
+        None, description="On the model-predicted front only: the model's score at full "
+        "training with its interval.")
 
 
 class StudyOut(BaseModel):
@@ -151,6 +164,12 @@ class ParetoOut(BaseModel):
     param_share_count: ParamShareCount = Field(
         "deployed", description="Which share the front minimises (each trial's "
         "param_share): deployed (the default) or trainable.")
+    front: Literal["observed", "model"] = Field(
+        "observed", description="observed: the front of the observed held-out scores of "
+        "completed trials; model: the front of the model's predicted full-training scores "
+        "of every evaluated trial (each with ``predicted``), hypervolume of the means.")
+    note: str | None = Field(None, description="Why a model front was asked for but the "
+                             "observed one is given (too few observations).")
     trials: list[TrialSummary]
 
 

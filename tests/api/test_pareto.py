@@ -40,3 +40,28 @@ def test_pareto_endpoint_matches_brute_force(server) -> None:
     assert shares == sorted(shares)
     assert got["pareto_size"] == len(brute) and got["hypervolume"] == pareto["hypervolume"] > 0
     assert got["best"]["objective"] == max(t["objective"] for t in completed)
+
+
+def test_model_front_carries_predictions_and_falls_back_with_a_note(http) -> None:
+    from tests.api.conftest import report_result, take_lease
+
+    study = create_study(http, budget={"total_trials": 6, "initial_trials": 6,
+                                       "max_parallel": 6})
+    url = f"/v1/studies/{study['id']}/pareto"
+    for score in (0.6, 0.7):
+        report_result(http, take_lease(http), score)
+    few = http.get(url, params={"front": "model"}, headers=CLIENT).json()
+    assert few["front"] == "observed" and "at least 3 observations" in few["note"]
+    for score in (0.65, 0.8, 0.75, 0.72):
+        report_result(http, take_lease(http), score)
+    model = http.get(url, params={"front": "model"}, headers=CLIENT).json()
+    assert model["front"] == "model" and model["note"] is None and model["trials"]
+    for trial in model["trials"]:
+        predicted = trial["predicted"]
+        assert predicted["level"] == 0.9
+        assert predicted["low"] <= predicted["mean"] <= predicted["high"]
+    observed = http.get(url, headers=CLIENT).json()
+    assert observed["front"] == "observed"
+    assert all(t["predicted"] is None for t in observed["trials"])
+    bad = http.get(url, params={"front": "lucky"}, headers=CLIENT)
+    assert bad.status_code == 422 and "front" in bad.text

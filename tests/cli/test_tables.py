@@ -38,3 +38,17 @@ def test_a_server_without_both_shares_fills_the_objective_column() -> None:
     assert pareto.param_share_count == "deployed"
     [row] = [line for line in _render(pareto) if line.startswith("│")]
     assert row.endswith("│    0.325 │         - │")
+
+
+def test_the_model_front_shows_the_prediction_and_its_interval() -> None:
+    from autopeft_service.domain.views import PredictionOut
+
+    trial = _trial(3, "lora[8x6]", objective=0.81, dev_score=0.8, param_share=0.325,
+                   deployed_share=0.325, trainable_share=0.325)
+    trial.predicted = PredictionOut(mean=0.7912, low=0.7701, high=0.8123, level=0.9)
+    lines = _render(ParetoOut(study_id=1, hypervolume=1.0, front="model",
+                              reference_point={"score": 0.0, "param_share": 10.0},
+                              trials=[trial]))
+    assert any("90 % interval" in line for line in lines if line.startswith("┃"))
+    [row] = [line for line in lines if line.startswith("│")]
+    assert "0.7912 [0.7701, 0.8123]" in row

@@ -103,6 +103,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="the study whose trials to re-train (omit for baselines alone)")
     parser.add_argument("--trials", nargs="+", type=trial_number, metavar="N",
                         help="trial numbers (the # of `autopeft pareto`; default: the Pareto front)")
+    parser.add_argument("--front", choices=("observed", "model"), default="observed",
+                        help="without --trials: the observed front (default) or the "
+                        "model-predicted one (`autopeft pareto --front model`)")
     parser.add_argument("--baselines", nargs="+", metavar="NAME",
                         help=f"baselines: {', '.join(BASELINES)}, or {ALL}")
     parser.add_argument("--seeds", type=seed_count, default=DEFAULT_SEEDS, metavar="K",
@@ -146,15 +149,15 @@ def _settings(base: TrainingSettings, args: argparse.Namespace) -> TrainingSetti
     return TrainingSettings.from_dict({**base.model_dump(), **flags})
 
 
-def _study_trials(client: AutopeftClient, study: int,
-                  numbers: list[int] | None) -> list[TrialSummary]:
+def _study_trials(client: AutopeftClient, study: int, numbers: list[int] | None,
+                  front: str = "observed") -> list[TrialSummary]:
     """The trials to re-train: those numbered, else the study's Pareto front.
 
     Raises:
         ConfigError: a number is not a trial of the study, or the trial is not completed.
     """
     if numbers is None:
-        return list(client.pareto(study).trials)
+        return list(client.pareto(study, front=front).trials)
     by_number = {t.number: t for t in client.trials(study)}
     chosen = []
     for number in dict.fromkeys(numbers):
@@ -314,7 +317,7 @@ def _study_target(args: argparse.Namespace, baselines: list[Baseline]) -> _Targe
     server, token = connection(args)
     with AutopeftClient(server, token, timeout=args.timeout) as client:
         study = client.status(args.study)
-        trials = _study_trials(client, args.study, args.trials)
+        trials = _study_trials(client, args.study, args.trials, args.front)
     if not trials and not baselines:
         raise ConfigError(f"study {args.study} has no completed trials, so no Pareto front to "
                           "re-train; give --baselines, or wait for results")

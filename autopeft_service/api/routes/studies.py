@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
 from autopeft_service.api.deps import ClientAuth, ServicesDep, SessionDep
 from autopeft_service.api.schemas import error_responses
-from autopeft_service.api.views import pareto_out, study_out, trial_summaries
+from autopeft_service.api.views import model_pareto_out, pareto_out, study_out, trial_summaries
 from autopeft_service.domain.study import StudySpec, TrialState, check_new_study
 from autopeft_service.domain.views import ParetoOut, StudyOut, StudyPage, TrialPage
 from autopeft_service.optimizers.factory import make_optimizer
@@ -77,6 +77,12 @@ def list_trials(study_id: StudyId, session: SessionDep, state: TrialState | None
 
 
 @router.get("/{study_id}/pareto", response_model=ParetoOut, responses=ONE_STUDY)
-def get_pareto(study_id: StudyId, session: SessionDep) -> ParetoOut:
-    """Non-dominated completed trials: held-out score (max) vs. parameter share (min)."""
-    return pareto_out(session, _study(session, study_id))
+def get_pareto(study_id: StudyId, session: SessionDep,
+               front: Annotated[Literal["observed", "model"], Query(
+                   description="observed (default): completed trials' observed held-out "
+                   "scores; model: the model's predicted full-training scores with 90 % "
+                   "intervals")] = "observed") -> ParetoOut:
+    """Non-dominated trials: held-out score (max) vs. parameter share (min), observed or
+    as the model predicts them."""
+    study = _study(session, study_id)
+    return model_pareto_out(session, study) if front == "model" else pareto_out(session, study)

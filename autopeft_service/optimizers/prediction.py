@@ -1,0 +1,127 @@
+"""The model's view of a study's scores: the posterior of each evaluated configuration's
+score at full training, with an interval.
+
+One observed score is one noisy draw: the best observed points of a front are partly the
+ones that drew good noise. A GP fitted to every observation, its noise learned from the
+data (replicates and neighbours tell it apart from signal), predicts each evaluated
+configuration's noise-free score; the **model-predicted front** is the front of those
+predictions (as Ax's ``use_model_predictions``). In a fidelity study every observation
+enters with its level as an input (BoTorch's ``SingleTaskMultiFidelityGP``, a
+linear-truncated kernel over training iterations), and the prediction is at level 1, so a
+paused trial's low-level score informs its full-training prediction.
+
+The interval is the latent score's central ``level`` interval (mean ± z sd, without the
+observation noise: it is about the score a configuration *has*, not the next draw).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from autopeft_service.domain.spaces import SearchSpaceBase
+from autopeft_service.optimizers.base import Point
+
+#: Fewest distinct observations a prediction needs (a GP on fewer says nothing useful).
+MIN_OBSERVATIONS = 3
+DEFAULT_LEVEL = 0.90
+
+
+@dataclass(frozen=True)
+class ScoreObservation:
+    """One score of a configuration: trial id, its point, the level it was taken at (1 for
+    full training) and the score."""
+
+    trial_id: int
+    params: Point
+    fidelity: float
+    score: float
+
+
+@dataclass(frozen=True)
+class PredictedScore:
+    """The posterior of a configuration's score at full training.
+
+    Attributes:
+        mean: posterior mean.
+        low, high: the central ``level`` interval.
+        level: its coverage (0.9 by default).
+    """
+
+    mean: float
+    low: float
+    high: float
+    level: float
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def predict_scores(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+                   level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[int, PredictedScore]:
+    """Fit a GP to the observations; predict each observed trial's score at full training.
+
+    Args:
+        space: the study's search space (the points' encoding).
+        observations: every score (several per trial in a fidelity study).
+        level: the interval's coverage, in (0, 1).
+        seed: torch seed of the fit (same data, same answer).
+
+    Returns:
+        trial id -> prediction; empty with fewer than ``MIN_OBSERVATIONS`` observations.
+
+    Raises:
+        ValueError: a level outside (0, 1).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if len(observations) < MIN_OBSERVATIONS:
+        return {}
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
+    from botorch.models.transforms import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from autopeft_service.optimizers.saasbo.encoding import Encoding
+
+    encoding = Encoding(space)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        unit = encoding.to_unit(encoding.to_index([o.params for o in observations])).double()
+        scores = torch.tensor([[o.score] for o in observations], dtype=torch.double)
+        fidelities = torch.tensor([[o.fidelity] for o in observations], dtype=torch.double)
+        multi = bool((fidelities < 1).any())
+        model: SingleTaskGP
+        if multi:
+            X = torch.cat([unit, fidelities], dim=-1)
+            model = SingleTaskMultiFidelityGP(X, scores, iteration_fidelity=X.shape[-1] - 1,
+                                              outcome_transform=Standardize(m=1))
+        else:
+            X = unit
+            model = SingleTaskGP(X, scores, outcome_transform=Standardize(m=1))
+        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+        trials: dict[int, Point] = {}
+        for o in observations:
+            trials.setdefault(o.trial_id, o.params)
+        ids = list(trials)
+        at = encoding.to_unit(encoding.to_index([trials[i] for i in ids])).double()
+        if multi:
+            at = torch.cat([at, torch.ones(len(ids), 1, dtype=torch.double)], dim=-1)
+        with torch.no_grad():
+            posterior = model.posterior(at, observation_noise=False)
+            mean = posterior.mean.squeeze(-1)
+            sd = posterior.variance.clamp_min(0).sqrt().squeeze(-1)
+    z = _z(level)
+    out = {}
+    for i, trial_id in enumerate(ids):
+        m, s = float(mean[i]), float(sd[i])
+        if not (math.isfinite(m) and math.isfinite(s)):
+            continue
+        out[trial_id] = PredictedScore(mean=m, low=m - z * s, high=m + z * s, level=level)
+    return out
