@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,6 +64,55 @@ def _z(level: float) -> float:
     return float(norm.ppf(0.5 + level / 2))
 
 
+def _fit(space: SearchSpaceBase, observations: Sequence[ScoreObservation]) -> Any:
+    """The GP fitted to the observations, its encoding and whether it has a level input."""
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
+    from botorch.models.transforms import Standardize
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    from autopeft_service.optimizers.saasbo.encoding import Encoding
+
+    encoding = Encoding(space)
+    unit = encoding.to_unit(encoding.to_index([o.params for o in observations])).double()
+    scores = torch.tensor([[o.score] for o in observations], dtype=torch.double)
+    fidelities = torch.tensor([[o.fidelity] for o in observations], dtype=torch.double)
+    multi = bool((fidelities < 1).any())
+    model: SingleTaskGP
+    if multi:
+        X = torch.cat([unit, fidelities], dim=-1)
+        model = SingleTaskMultiFidelityGP(X, scores, iteration_fidelity=X.shape[-1] - 1,
+                                          outcome_transform=Standardize(m=1))
+    else:
+        model = SingleTaskGP(unit, scores, outcome_transform=Standardize(m=1))
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    return model, encoding, multi
+
+
+def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+                   points: Sequence[Point], seed: int = 0
+                   ) -> tuple[list[float], list[float]] | None:
+    """The posterior mean and sd of the score at full training of each point.
+
+    Returns:
+        (means, sds) in the points' order; None with fewer than ``MIN_OBSERVATIONS``
+        observations.
+    """
+    if len(observations) < MIN_OBSERVATIONS:
+        return None
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model, encoding, multi = _fit(space, observations)
+        at = encoding.to_unit(encoding.to_index(list(points))).double()
+        if multi:
+            at = torch.cat([at, torch.ones(len(points), 1, dtype=torch.double)], dim=-1)
+        with torch.no_grad():
+            posterior = model.posterior(at, observation_noise=False)
+            mean = posterior.mean.squeeze(-1)
+            sd = posterior.variance.clamp_min(0).sqrt().squeeze(-1)
+    return [float(v) for v in mean], [float(v) for v in sd]
+
+
 def predict_scores(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
                    level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[int, PredictedScore]:
     """Fit a GP to the observations; predict each observed trial's score at full training.
@@ -81,47 +131,16 @@ def predict_scores(space: SearchSpaceBase, observations: Sequence[ScoreObservati
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    if len(observations) < MIN_OBSERVATIONS:
+    trials: dict[int, Point] = {}
+    for o in observations:
+        trials.setdefault(o.trial_id, o.params)
+    ids = list(trials)
+    predicted = predict_points(space, observations, [trials[i] for i in ids], seed)
+    if predicted is None:
         return {}
-    from botorch.fit import fit_gpytorch_mll
-    from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
-    from botorch.models.transforms import Standardize
-    from gpytorch.mlls import ExactMarginalLogLikelihood
-
-    from autopeft_service.optimizers.saasbo.encoding import Encoding
-
-    encoding = Encoding(space)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        unit = encoding.to_unit(encoding.to_index([o.params for o in observations])).double()
-        scores = torch.tensor([[o.score] for o in observations], dtype=torch.double)
-        fidelities = torch.tensor([[o.fidelity] for o in observations], dtype=torch.double)
-        multi = bool((fidelities < 1).any())
-        model: SingleTaskGP
-        if multi:
-            X = torch.cat([unit, fidelities], dim=-1)
-            model = SingleTaskMultiFidelityGP(X, scores, iteration_fidelity=X.shape[-1] - 1,
-                                              outcome_transform=Standardize(m=1))
-        else:
-            X = unit
-            model = SingleTaskGP(X, scores, outcome_transform=Standardize(m=1))
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-        trials: dict[int, Point] = {}
-        for o in observations:
-            trials.setdefault(o.trial_id, o.params)
-        ids = list(trials)
-        at = encoding.to_unit(encoding.to_index([trials[i] for i in ids])).double()
-        if multi:
-            at = torch.cat([at, torch.ones(len(ids), 1, dtype=torch.double)], dim=-1)
-        with torch.no_grad():
-            posterior = model.posterior(at, observation_noise=False)
-            mean = posterior.mean.squeeze(-1)
-            sd = posterior.variance.clamp_min(0).sqrt().squeeze(-1)
     z = _z(level)
     out = {}
-    for i, trial_id in enumerate(ids):
-        m, s = float(mean[i]), float(sd[i])
-        if not (math.isfinite(m) and math.isfinite(s)):
-            continue
-        out[trial_id] = PredictedScore(mean=m, low=m - z * s, high=m + z * s, level=level)
+    for trial_id, m, s in zip(ids, *predicted, strict=True):
+        if math.isfinite(m) and math.isfinite(s):
+            out[trial_id] = PredictedScore(mean=m, low=m - z * s, high=m + z * s, level=level)
     return out

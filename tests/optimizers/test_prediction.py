@@ -4,14 +4,13 @@ noise-free scores about as often as they say."""
 
 from __future__ import annotations
 
-import math
 import random
 
 import pytest
 
 from autopeft_service.domain.backbone import MINILM_DIMS
-from autopeft_service.domain.pareto import ObjectivePoint, pareto_indices
 from autopeft_service.domain.param_count import count_parameters
+from autopeft_service.domain.pareto import ObjectivePoint, pareto_indices
 from autopeft_service.domain.spaces.autopeft import AutoPeftSpace
 from autopeft_service.optimizers.base import History
 from autopeft_service.optimizers.prediction import ScoreObservation, predict_scores
