@@ -20,7 +20,6 @@ with that reason at once.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import threading
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from autopeft_service.domain.share import planned_counts
 from autopeft_service.domain.study import BUDGET_STATES, StudySpec, StudyState, TrialState
 from autopeft_service.domain.validation import format_validation_error
 from autopeft_service.optimizers.base import (
@@ -44,7 +42,7 @@ from autopeft_service.optimizers.base import (
 )
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.proposal_pool import ProposalPool
-from autopeft_service.proposer_fidelity import fidelity_pass
+from autopeft_service.proposer_fidelity import fidelity_pass, model_actions, proposal
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
@@ -308,6 +306,11 @@ class Proposer(BackgroundLoop):
                 want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
             return 0
+        if spec.fidelity is not None and spec.fidelity.rule == "model":
+            added = model_actions(self.database, study_id, spec, want)
+            if added:
+                self.added(added)
+            return added
         spec, history, counts = load_history(self.database, study_id)
         if spec.fidelity is None:
             want = free_slots(spec, counts)
@@ -367,20 +370,8 @@ class Proposer(BackgroundLoop):
 
     @staticmethod
     def _proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:
-        """A suggestion as the trial to queue: its config, and the share and counts the
-        server expects when the study knows its backbone."""
-        config = spec.space.decode(suggestion.params)
-        proposal = repo.Proposal(params=suggestion.params,
-                                 config=config.model_dump(mode="json"),
-                                 generator=suggestion.generator,
-                                 fidelity=None if spec.fidelity is None
-                                 else spec.fidelity.levels[0])
-        if spec.backbone_dims is None:  # a study stored before backbone_dims existed
-            return proposal
-        planned = planned_counts(config, spec.backbone_dims, spec.param_share)
-        return dataclasses.replace(proposal, param_share=planned.share,
-                                   expected_trainable=planned.trainable,
-                                   expected_deployed=planned.deployed)
+        """A suggestion as the trial to queue (``proposer_fidelity.proposal``)."""
+        return proposal(spec, suggestion)
 
     @staticmethod
     def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:

@@ -18,13 +18,34 @@ import math
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
+from autopeft_service.domain.pareto import ObjectivePoint
+from autopeft_service.domain.share import planned_counts
 from autopeft_service.domain.study import StudySpec, TrialState
+from autopeft_service.optimizers.base import Point, Suggestion
+from autopeft_service.optimizers.multi_fidelity import PausedTrial, plan_actions
+from autopeft_service.optimizers.prediction import ScoreObservation
 from autopeft_service.storage import repository as repo
+from autopeft_service.storage.database import Database
 from autopeft_service.storage.repository import fidelity as fidelity_repo
 
 log = logging.getLogger(__name__)
 #: Budget arithmetic tolerance (levels such as 1/3 are not exact in binary).
 _EPS = 1e-9
+
+
+def proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:
+    """A suggestion as the trial to queue: its config, the share and counts the server
+    expects when the study knows its backbone, and a fidelity study's lowest level."""
+    config = spec.space.decode(suggestion.params)
+    planned = (None if spec.backbone_dims is None  # a study stored before backbone_dims
+               else planned_counts(config, spec.backbone_dims, spec.param_share))
+    return repo.Proposal(
+        params=suggestion.params, config=config.model_dump(mode="json"),
+        generator=suggestion.generator,
+        fidelity=None if spec.fidelity is None else spec.fidelity.levels[0],
+        param_share=None if planned is None else planned.share,
+        expected_trainable=None if planned is None else planned.trainable,
+        expected_deployed=None if planned is None else planned.deployed)
 
 
 def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
@@ -47,6 +68,11 @@ def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
     promoted = 0
     can_grow = False  # a paused trial that could continue within the budget
     for trial in fidelity_repo.paused_trials(session, study_id):
+        if fidelity.rule == "model":  # the model decides (model_actions), not the ranking
+            after = fidelity.next_level(float(trial.fidelity or 1.0))
+            can_grow = can_grow or (after is not None
+                                    and after - float(trial.fidelity or 1.0) <= left + _EPS)
+            continue
         level = float(trial.fidelity or 1.0)
         after = fidelity.next_level(level)
         if after is None:
@@ -72,6 +98,8 @@ def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
         session.flush()
         _finish(session, study_id, counts)
         return promoted, 0
+    if fidelity.rule == "model":  # its actions may be continuations: not bounded by fits
+        return promoted, max(0, spec.budget.max_parallel - ready) if fits > 0 or can_grow else 0
     return promoted, max(0, min(spec.budget.max_parallel - ready, fits))
 
 
@@ -84,3 +112,50 @@ def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:
         return
     repo.fail_study(session, study_id, f"all {counts[TrialState.FAILED.value]} trials failed "
                     "and none reached a fidelity level")
+
+
+def model_actions(database: Database, study_id: int, spec: StudySpec, want: int,
+                  seed: int = 0) -> int:
+    """Rule ``model``: plan up to ``want`` actions with the multi-fidelity model
+    (``optimizers.multi_fidelity.plan_actions``, outside any transaction), then continue
+    the chosen paused trials and queue the chosen new configurations (the budget checked
+    again under the study's lock). Returns the trials made ready."""
+    fidelity = spec.fidelity
+    assert fidelity is not None
+    with database.session() as session:
+        left = spec.budget.total_trials - fidelity_repo.fidelity_spent(session, study_id)
+        rows = {r.id: r for r in repo.trials_in_states(
+            session, study_id, [s.value for s in TrialState])}
+        observations = [ScoreObservation(o.trial_id, rows[o.trial_id].params, o.fidelity,
+                                         o.score)
+                        for o in fidelity_repo.study_observations(session, study_id)
+                        if o.trial_id in rows]
+        paused = [PausedTrial(r.id, r.params, float(r.fidelity or 1.0))
+                  for r in fidelity_repo.paused_trials(session, study_id)]
+    seen = [r.params for r in rows.values()]
+    reference = ObjectivePoint(score=spec.reference_point.score,
+                               share=spec.reference_point.param_share)
+
+    def share(point: Point) -> float:
+        config = spec.space.decode(point)
+        if spec.backbone_dims is None:
+            return 0.0
+        return planned_counts(config, spec.backbone_dims, spec.param_share).share
+
+    actions = plan_actions(spec.space, fidelity, observations, paused, seen, share, want,
+                           left, reference, seed=seed + len(observations))
+    added = 0
+    with database.session() as session:
+        for action in actions:
+            if action.continue_trial is None:
+                continue
+            spent = fidelity_repo.fidelity_spent(session, study_id)
+            if spent + action.cost <= spec.budget.total_trials + _EPS and \
+                    fidelity_repo.continue_trial(session, action.continue_trial, action.level):
+                added += 1
+    fresh = [a for a in actions if a.continue_trial is None]
+    if fresh:
+        proposals = [proposal(spec, Suggestion(a.params, "mfbo")) for a in fresh]
+        with database.session() as session:
+            added += len(repo.add_trials(session, study_id, proposals, max_new=len(fresh)))
+    return added

@@ -15,9 +15,10 @@ Rules:
   among the best ``1 / eta`` of the trials that reached level i, by the two objectives
   (non-dominated sorting, then crowding distance: ``domain.early_stopping``'s ranking), as
   asynchronous successive halving promotes. The first trial at a level always continues.
-
-(The model-based rule, where the optimiser's multi-fidelity model decides, is issue 29's
-item 3 and not here yet.)
+* ``model``: one GP of the score over configuration and level, fitted to every
+  observation, values each possible action (continue a paused trial to its next level, or
+  start a new configuration at the lowest) by its expected hypervolume improvement at full
+  training per unit of compute, and takes the best (``optimizers.multi_fidelity``).
 
 The budget counts **full-training equivalents**: a trial that reached (or is leased to
 reach) level f uses f of one trial, so ``budget.total_trials`` is compute, and a fidelity
@@ -36,7 +37,7 @@ from autopeft_service.domain.validation import FieldError
 
 #: Most levels a study may name.
 MAX_LEVELS = 8
-FidelityRule = Literal["asha"]
+FidelityRule = Literal["asha", "model"]
 
 
 class Fidelity(BaseModel):
@@ -49,8 +50,9 @@ class Fidelity(BaseModel):
         description="Fractions of the full training budget (steps) at which a trial pauses "
         "and may continue: strictly increasing, in (0, 1], the last exactly 1.")
     rule: FidelityRule = Field(
-        "asha", description="Which paused trials continue: asha (the best 1/eta at their "
-        "level, model-free).")
+        "asha", description="Which paused trials continue and what starts: asha (the best "
+        "1/eta at their level, model-free) or model (a multi-fidelity GP's expected "
+        "hypervolume improvement per unit of compute).")
     eta: StrictFloat = Field(3.0, ge=1.5, le=100,
                              description="asha: about 1/eta of a level's trials continue.")
 

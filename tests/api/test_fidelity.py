@@ -120,3 +120,34 @@ def test_the_rule_keeps_a_dominated_trial_paused(http: httpx.Client) -> None:
     spent = sum(1.0 if t["state"] == "completed" else t["fidelity"] for t in items
                 if t["state"] != "cancelled")
     assert spent <= 3 + 1e-9
+
+
+def test_the_model_rule_runs_a_study_to_its_budget(http: httpx.Client) -> None:
+    """rule model: new trials start at 1/3; once the model has observations it continues
+    paused trials or starts new ones by expected improvement per compute; the study ends
+    with its budget of 2 full-training equivalents spent, never more."""
+    study = create_study(http, fidelity={"levels": LEVELS, "rule": "model"},
+                         budget={"total_trials": 2, "initial_trials": 2, "max_parallel": 2})
+    seen_levels: set[float] = set()
+    end = time.monotonic() + 60
+    while http.get(f"/v1/studies/{study['id']}", headers=CLIENT).json()["state"] == "running":
+        assert time.monotonic() < end, "the model-rule study did not end"
+        response = http.post("/v1/leases", json={"worker": "w", "wait_seconds": 1},
+                             headers=WORKER)
+        if response.status_code == 204:
+            continue
+        lease = response.json()
+        seen_levels.add(lease["fidelity"])
+        score = 0.5 + 0.05 * (lease["number"] % 7) + (0.1 if lease["fidelity"] == 1.0 else 0)
+        if lease["fidelity"] < 1:
+            _pause(http, lease, score)
+        else:
+            assert lease["resume_sha256"], "a level-1 lease here is always a continuation"
+            assert _result(http, lease, score, 10).status_code == 200
+    items = http.get(f"/v1/studies/{study['id']}/trials", headers=CLIENT,
+                     params={"limit": 500}).json()["items"]
+    assert {t["generator"] for t in items} >= {"mfbo"}
+    assert seen_levels == {LEVELS[0], 1.0}
+    spent = sum(1.0 if t["state"] == "completed" else t["fidelity"] for t in items
+                if t["state"] != "cancelled")
+    assert 2 - LEVELS[0] < spent <= 2 + 1e-9

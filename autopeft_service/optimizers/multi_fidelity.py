@@ -1,0 +1,186 @@
+"""The multi-fidelity rule (``fidelity.rule: model``): one model of score against
+configuration and level decides what to train next, at which level, and which paused trial
+to continue.
+
+The model is ``optimizers.prediction``'s GP over (configuration, level) fitted to every
+observation, noise learned from the data. Each possible action is valued by the **expected
+hypervolume improvement at full training** of the configuration it trains (the share is
+exact, the score is the GP's full-training posterior), per unit of the compute it needs to
+reach full training, since only a fully trained configuration joins the front:
+
+* continuing a trial paused at level l needs ``1 - l`` more; its step to the next level
+  l' spends ``l' - l`` of the budget now;
+* a new configuration needs 1; it starts at the lowest level and spends ``levels[0]``.
+
+(Per unit of the next step's cost instead, a new configuration always looks cheaper than a
+continuation, and a study would start configurations at the lowest level until its budget
+is gone without completing one: measured in ``tests/api/test_fidelity.py``'s model-rule
+study before this rule was chosen.)
+
+The n best actions by value per cost are taken greedily; after each, its configuration
+joins the front at its posterior mean ("kriging believer"), so a batch does not pile onto
+one region. New configurations are drawn from the space (valid random points and the
+neighbours of the predicted front's points).
+
+The 2-objective EHVI with one Gaussian objective and one exact one is a one-dimensional
+integral, computed here with Gauss-Hermite quadrature (BoTorch's qLogNEHVI integrates by
+Monte Carlo over every objective and would model the exact share as well). This is a
+freeze-thaw heuristic (Swersky et al., 2014) in the cost-aware form; BoTorch's MOMF and
+MF-HVKG value the information a low-level observation brings about the full-training
+score, which this does not. Which of them does better is for the benchmark to say
+(docs/early_stopping.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from autopeft_service.domain.fidelity import Fidelity
+from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
+from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
+from autopeft_service.optimizers.base import Point
+from autopeft_service.optimizers.prediction import ScoreObservation, predict_points
+
+#: Gauss-Hermite nodes of the EHVI integral.
+_NODES, _WEIGHTS = np.polynomial.hermite.hermgauss(24)
+
+
+@dataclass(frozen=True)
+class PausedTrial:
+    """A trial paused at ``level`` (its checkpoint can be continued)."""
+
+    trial_id: int
+    params: Point
+    level: float
+
+
+@dataclass(frozen=True)
+class FidelityAction:
+    """What to train next.
+
+    Attributes:
+        params: the configuration.
+        level: the level to train it to.
+        continue_trial: the paused trial to continue, or None for a new configuration.
+        value: its expected hypervolume improvement at full training.
+        cost: the budget it spends now, in full-training equivalents.
+    """
+
+    params: dict[str, ParamValue]
+    level: float
+    continue_trial: int | None
+    value: float
+    cost: float
+
+
+def expected_improvement(front: Sequence[ObjectivePoint], share: float, mean: float,
+                         sd: float, reference: ObjectivePoint) -> float:
+    """E[HV(front + (share, Y)) - HV(front)] for Y ~ N(mean, sd^2).
+
+    Args:
+        front: the current points (any; dominated ones add nothing).
+        share: the candidate's exact share (minimised).
+        mean, sd: its score's posterior (maximised).
+        reference: the hypervolume's reference point.
+
+    Returns:
+        The expected improvement (0 when it cannot improve).
+    """
+    if share >= reference.share:
+        return 0.0
+    base = hypervolume(list(front), reference)
+    scores = [mean] if sd <= 0 else [mean + math.sqrt(2) * sd * x for x in _NODES]
+    weights = [1.0] if sd <= 0 else list(_WEIGHTS / math.sqrt(math.pi))
+    total = 0.0
+    for y, w in zip(scores, weights, strict=True):
+        if y <= reference.score:
+            continue
+        total += w * (hypervolume([*front, ObjectivePoint(score=y, share=share)], reference)
+                      - base)
+    return max(0.0, total)
+
+
+def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
+                 observations: Sequence[ScoreObservation], paused: Sequence[PausedTrial],
+                 seen: Sequence[Point], share: Callable[[Point], float], n: int,
+                 budget_left: float, reference: ObjectivePoint, seed: int = 0,
+                 candidates: int = 256) -> list[FidelityAction]:
+    """The next ``n`` actions at most, best value per compute to full training first, each
+    step within ``budget_left``.
+
+    Args:
+        space: the search space.
+        fidelity: the study's levels.
+        observations: every score so far (trial, point, level, score).
+        paused: the trials that may continue.
+        seen: every point the study already has (never proposed anew).
+        share: a point's exact share (minimised).
+        n: most actions.
+        budget_left: full-training equivalents still free.
+        reference: the hypervolume reference point.
+        seed: the candidates' random draw.
+        candidates: random new points considered.
+
+    Returns:
+        The actions (possibly fewer than n: budget, nothing new, no model yet).
+    """
+    from autopeft_service.optimizers.saasbo.encoding import Encoding
+
+    encoding = Encoding(space)
+    generator = torch.Generator().manual_seed(seed)
+    known = {point_key(p) for p in seen}
+    fresh: list[Point] = []
+    for row in encoding.random_valid(candidates, generator):
+        point = encoding.to_point(row)
+        if point_key(point) not in known:
+            known.add(point_key(point))
+            fresh.append(point)
+    # the front the actions improve: trials observed at full training, at their posterior
+    completed = {o.trial_id: o.params for o in observations if o.fidelity >= 1.0}
+    everything = [*completed.values(), *(p.params for p in paused), *fresh]
+    predicted = predict_points(space, observations, everything)
+    if predicted is None:  # too few observations: new points at the lowest level, in order
+        return [FidelityAction(dict(p), fidelity.levels[0], None, 0.0, fidelity.levels[0])
+                for p in fresh[:max(0, min(n, math.floor(budget_left / fidelity.levels[0]
+                                                             + 1e-9)))]]
+    means, sds = predicted
+    index = {point_key(p): i for i, p in enumerate(everything)}
+    front = [ObjectivePoint(score=means[index[point_key(p)]], share=share(p))
+             for p in completed.values()]
+    front = [front[i] for i in pareto_indices(front)] if front else []
+    # (point, level to train to, trial to continue, budget spent now, compute to full)
+    options: list[tuple[Point, float, int | None, float, float]] = []
+    for trial in paused:
+        after = fidelity.next_level(trial.level)
+        if after is not None:
+            options.append((trial.params, after, trial.trial_id, after - trial.level,
+                            1.0 - trial.level))
+    options += [(p, fidelity.levels[0], None, fidelity.levels[0], 1.0) for p in fresh]
+    chosen: list[FidelityAction] = []
+    left = budget_left
+    taken: set[int] = set()
+    for _ in range(n):
+        best: tuple[float, int] | None = None
+        for k, (candidate, _level, _trial, cost, to_full) in enumerate(options):
+            if k in taken or cost > left + 1e-9:
+                continue
+            i = index[point_key(candidate)]
+            value = expected_improvement(front, share(candidate), means[i], sds[i], reference)
+            if best is None or value / to_full > best[0]:
+                best = (value / to_full, k)
+        if best is None:
+            break
+        k = best[1]
+        picked, level, trial_id, cost, to_full = options[k]
+        i = index[point_key(picked)]
+        chosen.append(FidelityAction(dict(picked), level, trial_id, best[0] * to_full, cost))
+        taken.add(k)
+        left -= cost
+        front = [*front, ObjectivePoint(score=means[i], share=share(picked))]
+        front = [front[j] for j in pareto_indices(front)]
+    return chosen
