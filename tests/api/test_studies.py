@@ -45,7 +45,7 @@ def _field_errors(response: httpx.Response) -> list[str]:
         ({"fidelity": {"levels": [0.5, 0.3, 1.0]}}, "fidelity.levels.1"),
         ({"fidelity": {"levels": [1.0]}}, "body.fidelity.levels"),
         ({"fidelity": {"levels": [0.0, 1.0]}}, "body.fidelity.levels.0"),
-        ({"fidelity": {"rule": "model"}}, "body.fidelity.rule"),
+        ({"fidelity": {"rule": "lucky"}}, "body.fidelity.rule"),
         ({"fidelity": {"eta": 1.0}}, "body.fidelity.eta"),
         ({"fidelity": {}, "early_stopping": {"rule": "moasha", "rungs": [0.5]}},
          "early_stopping.rule"),

@@ -23,7 +23,7 @@ def test_levels_and_their_successors() -> None:
     ({"levels": [0.5, 0.9]}, "fidelity.levels.1"),
     ({"levels": [1.0]}, "levels"),
     ({"levels": [-0.1, 1.0]}, "levels.0"),
-    ({"rule": "model"}, "rule"),
+    ({"rule": "lucky"}, "rule"),
     ({"eta": 1.2}, "eta"),
     ({"levels": [0.5, 1.0], "extra": 1}, "extra"),
 ])
