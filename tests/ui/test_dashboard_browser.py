@@ -10,7 +10,14 @@ import httpx
 import pytest
 
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
-from tests.api.conftest import CLIENT, WORKER, report_result, study_spec, take_lease
+from tests.api.conftest import (
+    CLIENT,
+    WORKER,
+    lease_result,
+    report_result,
+    study_spec,
+    take_lease,
+)
 from tests.ui.conftest import PrefixProxy
 
 #: The page polls every 2 s; a change must show within 5 s (the issue's bound).
@@ -317,3 +324,149 @@ def test_a_refresh_asked_during_a_poll_waits_for_it(page: Any, server: ServerThr
     page.evaluate("poll(); poll(); poll();")
     page.wait_for_function("() => window.polls >= 3", timeout=LIVE_MS)
     assert page.evaluate("window.mostInFlight") == 1
+
+
+#: The model front's point text: "mean [low, high]" (fmt.interval).
+INTERVAL = re.compile(r"^(\d\.\d{4}) \[(\d\.\d{4}), (\d\.\d{4})\]$")
+
+
+def test_the_switch_shows_the_model_front_with_intervals_or_the_apis_note(
+        page: Any, server: ServerThread) -> None:
+    """Observed is the default; the model front draws each point's 90 % interval as an
+    error bar and shows mean [low, high] in the front table and the tooltip; below the
+    model's minimum of observations the API's note shows over the observed front."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = submit(http, trials=6)
+        held = [take_lease(http) for _ in range(5)]
+        for trial, score in zip(held[:2], [0.62, 0.81], strict=True):
+            report_result(http, trial, score)
+        sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+        page.wait_for_selector("#front tbody tr")
+        assert page.input_value("#front-choice") == "observed"
+        assert not page.is_visible("#front-note")
+        # two observations: the model falls back to the observed front with the API's note
+        page.select_option("#front-choice", "model")
+        page.wait_for_selector("#front-note:not([hidden])", timeout=LIVE_MS)
+        assert "at least 3 observations" in page.inner_text("#front-note")
+        assert page.locator("#pareto .errorbar").count() == 0
+        assert all(re.fullmatch(r"\d\.\d{4}", text) for text in page.eval_on_selector_all(
+            "#front td.score", "cells => cells.map(c => c.textContent)"))
+        # three more: the model front, polled live (a GP fit: allow it longer)
+        for trial, score in zip(held[2:], [0.70, 0.93, 0.77], strict=True):
+            report_result(http, trial, score)
+        page.wait_for_selector("#pareto g.errorbar", timeout=60_000)
+        model = http.get(f"/v1/studies/{study['id']}/pareto", params={"front": "model"},
+                         headers=CLIENT).json()
+    assert model["front"] == "model" and model["note"] is None
+    # a poll between the reports may have drawn a front of fewer observations first
+    expected = sorted([t["number"], t["predicted"]["low"], t["predicted"]["high"]]
+                      for t in model["trials"])
+    page.wait_for_function("""expected => JSON.stringify([...document.querySelectorAll(
+        '#pareto g.errorbar')].map(n => [Number(n.dataset.trial), Number(n.dataset.low),
+        Number(n.dataset.high)]).sort((a, b) => a[0] - b[0])) === JSON.stringify(expected)""",
+                           arg=expected, timeout=LIVE_MS)
+    assert page.is_hidden("#front-note")
+    numbers = sorted(t["number"] for t in model["trials"])
+    bars = page.eval_on_selector_all("#pareto g.errorbar", "nodes => nodes.map(n => "
+                                     "[Number(n.dataset.trial), n.querySelectorAll('line').length])")
+    assert sorted(number for number, _lines in bars) == numbers
+    assert all(lines == 3 for _number, lines in bars)  # the bar and its two caps
+    assert sorted(int(n) for n in page.eval_on_selector_all(
+        "#pareto circle.front.predicted", "nodes => nodes.map(n => n.dataset.trial)")) == numbers
+    # the table: mean [low, high] as the API gives them, the observed score beside it
+    assert "predicted score" in page.inner_text("#front-score-head")
+    for trial in model["trials"]:
+        row = f"#front tr[data-trial='{trial['number']}']"
+        shown = INTERVAL.match(page.inner_text(f"{row} td.score.predicted"))
+        assert shown, page.inner_text(row)
+        p = trial["predicted"]
+        assert [float(v) for v in shown.groups()] == pytest.approx(
+            [p["mean"], p["low"], p["high"]], abs=6e-5)
+        assert page.inner_text(f"{row} td.observed") == f"{trial['objective']:.4f}"
+    # the tooltip of a point: its interval
+    first = model["trials"][0]
+    page.hover(f"#pareto circle.predicted[data-trial='{first['number']}']")
+    tip = page.inner_text("#tooltip")
+    cell = page.inner_text(f"#front tr[data-trial='{first['number']}'] td.score")
+    assert f"predicted {cell} (mean [90 % interval], full training)" in tip, tip
+    # back to observed: no bars, plain scores
+    page.select_option("#front-choice", "observed")
+    page.wait_for_function("() => document.querySelectorAll('#pareto .errorbar').length === 0",
+                           timeout=LIVE_MS)
+    assert page.locator("#front td.predicted").count() == 0
+    assert page.locator("#pareto circle.point").count() == 5
+
+
+def _pause(http: httpx.Client, lease: dict[str, Any], score: float, step: int = 3) -> None:
+    """A fidelity lease's checkpoint, then its result at a level below 1: paused."""
+    import hashlib
+    import io
+    import tarfile
+
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        data = f"trial {lease['trial_id']}".encode()
+        info = tarfile.TarInfo("checkpoint.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    body = buffer.getvalue()
+    stored = http.put(f"/v1/trials/{lease['trial_id']}/checkpoint", content=body, headers={
+        **WORKER, "X-Lease-Token": lease["token"], "X-Checkpoint-Step": str(step),
+        "X-Artifact-SHA256": hashlib.sha256(body).hexdigest()})
+    assert stored.status_code == 200, stored.text
+    answer = http.post(f"/v1/trials/{lease['trial_id']}/result", headers=WORKER, json={
+        "token": lease["token"], "result": lease_result(lease, score, steps=step)})
+    assert answer.status_code == 200 and answer.json()["state"] == "paused", answer.text
+
+
+def test_a_fidelity_studys_trials_show_their_level_and_scores_by_level(
+        page: Any, server: ServerThread) -> None:
+    """eta 2 at levels 1/3 and 1: the better of two trials continues (leased at level 1,
+    its 1/3 score listed), the dominated one stays paused."""
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        budget = {"total_trials": 3, "initial_trials": 3, "max_parallel": 2}
+        response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+            budget=budget, fidelity={"levels": [1 / 3, 1.0], "eta": 2.0}))
+        assert response.status_code == 201, response.text
+        study = response.json()
+        leases = [take_lease(http), take_lease(http)]
+        shares = {t["id"]: t["param_share"] for t in http.get(
+            f"/v1/studies/{study['id']}/trials", headers=CLIENT).json()["items"]}
+        better, worse = sorted(leases, key=lambda lease: shares[lease["trial_id"]])
+        _pause(http, better, 0.9)
+        continued = take_lease(http)
+        assert continued["trial_id"] == better["trial_id"]
+        _pause(http, worse, 0.1)
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    paused = f"#trials tr[data-trial='{worse['number']}']"
+    running = f"#trials tr[data-trial='{better['number']}']"
+    page.wait_for_selector(f"{paused} .badge.paused")
+    page.wait_for_selector(f"{running} .badge.leased")
+    assert page.is_visible("#trials th.fidelity")
+    # the paused badge is styled like the other states (its own colour)
+    colours = page.eval_on_selector_all(
+        "#trials .badge", "nodes => nodes.map(n => [n.textContent, "
+        "getComputedStyle(n).backgroundColor])")
+    by_state = dict(colours)
+    unstyled = "rgb(233, 236, 239)"  # .badge without a state rule
+    assert by_state["paused"] != unstyled, colours
+    assert by_state["paused"] not in {c for name, c in colours if name != "paused"}, colours
+    cell = f"{paused} td.fidelity"
+    assert page.inner_text(f"{cell}").split("\n")[0] == "0.333"
+    assert page.inner_text(f"{cell} .observations") == "0.333: 0.1000"
+    assert page.get_attribute(cell, "title").endswith("\n0.333: 0.1000")
+    assert page.inner_text(f"{running} td.fidelity").split("\n")[0] == "1"
+    assert page.inner_text(f"{running} td.fidelity .observations") == "0.333: 0.9000"
+    page.select_option("#state-filter", "paused")
+    assert page.locator("#trials tbody tr").count() == 1
+
+
+def test_a_study_without_fidelity_hides_the_level_column(page: Any, server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        study = submit(http, trials=2)
+        report_result(http, take_lease(http), 0.8)
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    page.wait_for_selector("#trials .badge.completed")
+    assert page.locator("#trials td.fidelity").count() == 2
+    assert not page.is_visible("#trials th.fidelity")
+    assert not page.is_visible("#trials td.fidelity")

@@ -19,6 +19,9 @@ const state = {
   pollAgain: false,     // a poll was asked for while one was in flight: run one after it
   clock: null,          // {server, local}: the server's clock (epoch s) read at local ms
   shareCount: "deployed",  // the share the study minimises (param_share): deployed or trainable
+  front: "observed",    // the front plotted and tabled: "observed" (default) or "model"
+  frontDirty: false,    // the front switch changed: redraw the front at the next answer
+  fidelity: false,      // the study declares a fidelity axis (its trials carry a level)
 };
 
 // ----------------------------------------------------------------------------- helpers
@@ -65,7 +68,18 @@ const fmt = {
     return `${Math.floor(v / 3600)} h ${Math.round((v % 3600) / 60)} min`;
   },
   time: (epoch) => new Date(epoch * 1000).toLocaleString(),
+  /** A fidelity level (fraction of full training): "0.333", "1". */
+  level: (v) => (v === null || v === undefined ? "-" : String(Number(v.toPrecision(3)))),
+  /** A model prediction: "0.8123 [0.7901, 0.8345]" (mean [low, high]). */
+  interval: (p) => `${fmt.score(p.mean)} [${fmt.score(p.low)}, ${fmt.score(p.high)}]`,
+  /** A prediction's interval level in percent: "90 %". */
+  percent: (v) => `${Number((100 * v).toPrecision(3))} %`,
 };
+
+/** A fidelity study's trial's scores at each level it reached: "0.333: 0.7012". */
+function observationLines(trial) {
+  return (trial.observations || []).map((o) => `${fmt.level(o.fidelity)}: ${fmt.score(o.score)}`);
+}
 
 /** The server's clock now (epoch s), from the last answer that carried it: leases are
  * stamped by the server, so elapsed times are read against its clock, not this machine's. */
@@ -183,7 +197,13 @@ function navigate() {
       $(id).textContent = "";
     }
     for (const id of ["#pareto", "#hypervolume", "#study-counts"]) $(id).replaceChildren();
-    for (const id of ["#trials tbody", "#workers tbody"]) $(id).replaceChildren();
+    for (const id of ["#trials tbody", "#workers tbody", "#front tbody"]) {
+      $(id).replaceChildren();
+    }
+    $("#front-note").hidden = true;
+    $("#front-count").textContent = "";
+    state.fidelity = false;
+    state.frontDirty = true;  // the new study's front is drawn from its first answer
   }
   show(state.route.view === "study" ? "study-view" : "studies-view");
   poll();
@@ -274,16 +294,25 @@ async function allTrials(id) {
 }
 
 async function refreshStudy(id, generation) {
+  // the observed front keeps its plain URL; the model front is another URL (its own ETag)
+  const front = state.front;
   const [study, pareto, history, trials, workers] = await Promise.all([
-    api(`studies/${id}`), api(`studies/${id}/pareto`), api(`studies/${id}/hypervolume`),
-    allTrials(id), api(`workers?study_id=${id}`)]);
+    api(`studies/${id}`), api(`studies/${id}/pareto${front === "model" ? "?front=model" : ""}`),
+    api(`studies/${id}/hypervolume`), allTrials(id), api(`workers?study_id=${id}`)]);
   if (generation !== state.generation) return;
   state.clock = {server: workers.body.now, local: Date.now()};
   if (study.changed) renderStudyHead(study.body);
   if (trials.changed) state.trials = trials.items;
+  markFidelity();
   // running trials' elapsed times move on between answers: redraw while any runs
   if (trials.changed || state.trials.some((t) => t.state === "leased")) renderTrials();
-  if (trials.changed || pareto.changed) renderPareto(pareto.body, state.trials);
+  // an answer for the front switched away from is not drawn: the poll after it draws
+  // the one chosen (the switch asks for it)
+  if (front === state.front && (trials.changed || pareto.changed || state.frontDirty)) {
+    state.frontDirty = false;
+    renderPareto(pareto.body, state.trials);
+    renderFrontTable(pareto.body);
+  }
   if (history.changed) renderHypervolume(history.body);
   renderWorkers(workers.body);
 }
@@ -291,6 +320,7 @@ async function refreshStudy(id, generation) {
 function renderStudyHead(study) {
   const spec = study.spec || {};
   state.shareCount = study.param_share_count || spec.param_share || "deployed";
+  state.fidelity = Boolean(spec.fidelity);
   markObjectiveShare();
   $("#study-title").textContent = `${study.id}: ${study.name}`;
   $("#study-name").textContent = study.name;
@@ -387,9 +417,24 @@ function shareLine(trial) {
 }
 
 function trialLines(trial) {
-  return [`trial #${trial.number} (${trial.state})`, trial.config_description,
-    `score ${fmt.score(trial.objective)} · dev score ${fmt.score(trial.dev_score)}`,
-    shareLine(trial)];
+  const lines = [`trial #${trial.number} (${trial.state})`, trial.config_description];
+  if (trial.predicted) {
+    lines.push(`predicted ${fmt.interval(trial.predicted)} (mean [${fmt.percent(
+      trial.predicted.level)} interval], full training)`);
+  }
+  lines.push(`score ${fmt.score(trial.objective)} · dev score ${fmt.score(trial.dev_score)}`);
+  if (trial.fidelity !== null && trial.fidelity !== undefined) {
+    const seen = observationLines(trial);
+    lines.push(`level ${fmt.level(trial.fidelity)}${seen.length ? ` · scores by level ${seen.join(", ")}` : ""}`);
+  }
+  lines.push(shareLine(trial));
+  return lines;
+}
+
+/** Show the level columns when the study declares a fidelity axis (or a trial has one). */
+function markFidelity() {
+  const shown = state.fidelity || state.trials.some((t) => t.fidelity !== null && t.fidelity !== undefined);
+  for (const id of ["#trials", "#front"]) $(id).classList.toggle("with-fidelity", shown);
 }
 
 /** The trial table's share headers: both shares, the objective one marked with a star. */
@@ -405,15 +450,35 @@ function markObjectiveShare() {
   }
 }
 
+/** The front switch's state on the page: the note when the model front fell back to the
+ * observed one, the legend's interval key, the table's headers. */
+function markFront(pareto) {
+  const model = pareto.front === "model";
+  const note = $("#front-note");
+  note.textContent = pareto.note || "";
+  note.hidden = !pareto.note;
+  $("#legend-front").textContent = model ? "model-predicted front (posterior mean)" : "Pareto front";
+  $("#legend-interval").hidden = !model;
+  $("#front-title").textContent = model ? "Model-predicted Pareto front" : "Pareto front";
+  $("#front-score-head").textContent = model ? "predicted score [90 % interval]" : "score";
+  $("#front").classList.toggle("model", model);
+}
+
 function renderPareto(pareto, trials) {
   const node = $("#pareto");
   node.replaceChildren();
+  markFront(pareto);
+  const model = pareto.front === "model";
   const frontIds = new Set(pareto.trials.map((t) => t.id));
   const scored = trials.filter((t) => t.state === "completed" && t.objective !== null
     && t.param_share !== null && t.param_share > 0);
   const pending = trials.filter((t) => (t.state === "ready" || t.state === "leased")
     && t.param_share !== null && t.param_share > 0);
-  const shares = [...scored, ...pending].map((t) => Math.log10(t.param_share));
+  // the model front's points: the answer's trials at their predicted means (a fidelity
+  // study's paused trials among them); the observed front's: the completed trials on it
+  const predicted = model ? pareto.trials.filter((t) => t.predicted && t.param_share !== null
+    && t.param_share > 0) : [];
+  const shares = [...scored, ...pending, ...predicted].map((t) => Math.log10(t.param_share));
   const {width, height, left, right, top, bottom} = PLOT;
   if (!shares.length) {
     node.append(svg("text", {x: width / 2, y: height / 2, "text-anchor": "middle",
@@ -423,7 +488,8 @@ function renderPareto(pareto, trials) {
   let [xlo, xhi] = [Math.min(...shares), Math.max(...shares)];
   if (xhi - xlo < 1) { const mid = (xlo + xhi) / 2; xlo = mid - 0.5; xhi = mid + 0.5; }
   xlo -= 0.05 * (xhi - xlo); xhi += 0.05 * (xhi - xlo);
-  const scores = scored.map((t) => t.objective);
+  const scores = [...scored.map((t) => t.objective),
+    ...predicted.flatMap((t) => [t.predicted.low, t.predicted.high])];
   let [ylo, yhi] = scores.length ? [Math.min(...scores), Math.max(...scores)] : [0, 1];
   if (yhi - ylo < 1e-6) { ylo -= 0.05; yhi += 0.05; }
   const pad = 0.08 * (yhi - ylo);
@@ -435,23 +501,46 @@ function renderPareto(pareto, trials) {
   for (let e = Math.ceil(xlo); e <= Math.floor(xhi); e++) xTicks.push(e);
   axes(node, xTicks, niceTicks(ylo, yhi), x, y,
     `${state.shareCount} share (% of the backbone, log scale)`,
-    "held-out score", (e) => `${Number(Math.pow(10, e).toPrecision(1))}%`, (v) => v.toFixed(3));
+    model ? "held-out score (front: predicted at full training)" : "held-out score",
+    (e) => `${Number(Math.pow(10, e).toPrecision(1))}%`, (v) => v.toFixed(3));
 
-  const front = scored.filter((t) => frontIds.has(t.id))
-    .sort((a, b) => a.param_share - b.param_share || a.objective - b.objective);
+  const frontScore = (t) => (model ? t.predicted.mean : t.objective);
+  const front = (model ? predicted : scored.filter((t) => frontIds.has(t.id)))
+    .sort((a, b) => a.param_share - b.param_share || frontScore(a) - frontScore(b));
   if (front.length) {
     // the attainable region's boundary: from each front point, right to the next share, up
-    let path = `M ${x(Math.log10(front[0].param_share))} ${y(front[0].objective)}`;
+    let path = `M ${x(Math.log10(front[0].param_share))} ${y(frontScore(front[0]))}`;
     for (let i = 1; i < front.length; i++) {
-      path += ` H ${x(Math.log10(front[i].param_share))} V ${y(front[i].objective)}`;
+      path += ` H ${x(Math.log10(front[i].param_share))} V ${y(frontScore(front[i]))}`;
     }
     path += ` H ${width - right}`;
-    node.append(svg("path", {d: path, class: "staircase"}));
+    node.append(svg("path", {d: path, class: model ? "staircase model" : "staircase"}));
   }
+  // model front: each point's interval as a vertical error bar (drawn under the points)
+  for (const trial of predicted) {
+    const cx = x(Math.log10(trial.param_share));
+    const [lo, hi] = [y(trial.predicted.low), y(trial.predicted.high)];
+    const bar = svg("g", {class: "errorbar", "data-trial": trial.number,
+      "data-low": trial.predicted.low, "data-high": trial.predicted.high},
+    svg("line", {x1: cx, x2: cx, y1: lo, y2: hi}),
+    svg("line", {x1: cx - 4, x2: cx + 4, y1: lo, y2: lo}),
+    svg("line", {x1: cx - 4, x2: cx + 4, y1: hi, y2: hi}));
+    tooltipFor(bar, trialLines(trial));
+    node.append(bar);
+  }
+  // completed trials at their observed scores (on the model plot, those off its front)
   for (const trial of scored) {
     const onFront = frontIds.has(trial.id);
+    if (model && onFront) continue;  // drawn at its predicted mean below
     const dot = svg("circle", {cx: x(Math.log10(trial.param_share)), cy: y(trial.objective),
       r: onFront ? 5.5 : 4, class: onFront ? "point front" : "point trial",
+      "data-trial": trial.number});
+    tooltipFor(dot, trialLines(trial));
+    node.append(dot);
+  }
+  for (const trial of predicted) {
+    const dot = svg("circle", {cx: x(Math.log10(trial.param_share)),
+      cy: y(trial.predicted.mean), r: 5.5, class: "point front predicted",
       "data-trial": trial.number});
     tooltipFor(dot, trialLines(trial));
     node.append(dot);
@@ -467,6 +556,39 @@ function renderPareto(pareto, trials) {
     tooltipFor(mark, trialLines(trial));
     node.append(mark);
   }
+}
+
+/** The front's trials in a table, by share: the observed score, or on the model front the
+ * predicted score as mean [low, high] beside the observed one. */
+function renderFrontTable(pareto) {
+  const model = pareto.front === "model";
+  const rows = [...pareto.trials]
+    .sort((a, b) => (a.param_share ?? Infinity) - (b.param_share ?? Infinity) || a.number - b.number)
+    .map((t) => el("tr", {"data-trial": t.number},
+      el("td", {class: "num"}, t.number),
+      el("td", {}, el("span", {class: `badge ${t.state}`}, t.state)),
+      fidelityCell(t),
+      model && t.predicted
+        ? el("td", {class: "num score predicted", title: `mean [${fmt.percent(
+          t.predicted.level)} interval] of the score at full training`},
+        fmt.interval(t.predicted))
+        : el("td", {class: "num score"}, fmt.score(t.objective)),
+      el("td", {class: "num observed model-only"}, fmt.score(t.objective)),
+      el("td", {class: "num share deployed"}, fmt.share(t.deployed_share)),
+      el("td", {class: "num share trainable"}, fmt.share(t.trainable_share)),
+      el("td", {class: "config"}, t.config_description)));
+  $("#front tbody").replaceChildren(...rows);
+  $("#front-count").textContent = `${rows.length} trial${rows.length === 1 ? "" : "s"}`;
+}
+
+/** A trial's fidelity level; its scores at each level reached listed small beneath and in
+ * the cell's tooltip ("0.333: 0.7012"). Hidden in a study without fidelity. */
+function fidelityCell(t) {
+  const seen = observationLines(t);
+  return el("td", {class: "num fidelity", title: seen.length
+    ? `scores by level (level: score)\n${seen.join("\n")}` : null},
+  fmt.level(t.fidelity),
+  seen.length ? el("span", {class: "observations"}, seen.join(" · ")) : null);
 }
 
 function renderHypervolume(history) {
@@ -558,7 +680,9 @@ function renderTrials() {
     .filter((t) => !only || t.state === only)
     .filter((t) => !text || [t.number, t.state, t.generator, t.worker, t.config,
       fmt.score(t.objective), fmt.score(t.dev_score), fmt.share(t.deployed_share),
-      fmt.share(t.trainable_share), t.failure_reason, t.progress_text]
+      fmt.share(t.trainable_share), t.failure_reason, t.progress_text,
+      t.fidelity === null || t.fidelity === undefined ? null : fmt.level(t.fidelity),
+      ...observationLines(t)]
       .some((v) => v !== null && v !== undefined && String(v).toLowerCase().includes(text)))
     .sort((a, b) => {
       const [u, v] = [a[key], b[key]];
@@ -578,6 +702,7 @@ function renderTrials() {
       title: t.state === "leased" ? "running: time since its lease" : null},
     fmt.seconds(t.duration)),
     progressCell(t),
+    fidelityCell(t),
     el("td", {class: "num score"}, fmt.score(t.objective)),
     el("td", {class: "num"}, fmt.score(t.dev_score)),
     el("td", {class: "num share deployed"}, fmt.share(t.deployed_share)),
@@ -615,6 +740,12 @@ function start() {
   });
   $("#trial-filter").addEventListener("input", renderTrials);
   $("#state-filter").addEventListener("change", renderTrials);
+  $("#front-choice").value = state.front;
+  $("#front-choice").addEventListener("change", () => {
+    state.front = $("#front-choice").value === "model" ? "model" : "observed";
+    state.frontDirty = true;
+    if (state.route && state.route.view === "study") poll();
+  });
   for (const th of document.querySelectorAll("#trials th")) {
     th.addEventListener("click", () => {
       const key = th.dataset.key;
