@@ -1,0 +1,325 @@
+"""Multi-fidelity search against full-fidelity ``saasbo`` and MO-ASHA (issue 29), on the
+synthetic learning-curve problem of ``early_stopping.py`` (curves that cross; noise sd
+``--noise``), simulated with asynchronous workers.
+
+Arms (5 seeds each by default, ``--workers`` 4):
+
+* ``saasbo-full``: every trial trains in full (``--trials`` of them);
+* ``moasha-saasbo``, ``moasha-random``: MO-ASHA stops trials at a rung at 1/eta, new
+  points from ``saasbo`` or Sobol, until the same compute is spent;
+* ``mf-asha``: a fidelity study, rule ``asha`` (levels ``--levels``): paused trials
+  continue when they rank in the best 1/eta at their level
+  (``proposer_fidelity``'s rule), new points from Sobol;
+* ``mf-model``: rule ``model`` (``optimizers.multi_fidelity.plan_actions``: a
+  multi-fidelity GP values each continuation and each new start).
+
+Every arm gets the compute of ``--trials`` full trainings. A level's cost is its share of a
+full trial's seconds (a continuation pays only its new steps); a worker is busy for it.
+Reported per arm (median over seeds, all seeds in the JSON):
+
+* ``hv_observed_front``: the hypervolume of the **true** (noise-free) scores of the
+  configurations on the observed front (completed trials by their observed score);
+* ``hv_model_front`` (``mf-model``): the same for the model-predicted front
+  (``optimizers.prediction``) of every evaluated configuration;
+* ``compute``: the full-training equivalents spent;
+* ``compute_to_reach``: the compute at which the observed front's true hypervolume first
+  reaches ``saasbo-full``'s median final one, and its ratio to ``saasbo-full``'s compute;
+* ``coverage_90`` (``mf-model``): how often the 90 % intervals of the model front hold the
+  true score.
+
+Results go to ``benchmarks/results/multi_fidelity.json`` as each run ends; a rerun skips
+the runs there with the same settings.
+
+Run (heavy: the saasbo arms fit a SAAS GP per batch; about an hour on two cores):
+    .venv/bin/python benchmarks/multi_fidelity.py --seeds 5 --noise 0.01 0.02
+Smoke (seconds): ``--smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import heapq
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import early_stopping as es
+import numpy as np
+import synthetic_problem
+
+from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
+from autopeft_service.domain.fidelity import Fidelity
+from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
+from autopeft_service.optimizers.base import History
+from autopeft_service.optimizers.multi_fidelity import PausedTrial, plan_actions
+from autopeft_service.optimizers.prediction import ScoreObservation, predict_scores
+from autopeft_service.optimizers.sobol import SobolOptimizer
+
+RESULTS = Path(__file__).parent / "results"
+DEFAULT_OUTPUT = RESULTS / "multi_fidelity.json"
+ARMS = ("saasbo-full", "moasha-saasbo", "moasha-random", "mf-asha", "mf-model")
+VERSION = 1
+
+
+@dataclass
+class Config:
+    """A configuration in a fidelity search: its observations by level."""
+
+    number: int
+    point: dict[str, Any]
+    share: float
+    truth: float
+    level: float = 0.0  # the level reached
+    observed: dict[float, float] = field(default_factory=dict)
+
+
+class NoisyCurves:
+    """``early_stopping.CurveProblem``'s curves, with noise sd ``noise`` at every level
+    (a fresh draw per configuration and level, seeded)."""
+
+    def __init__(self, family: str, seed: int, noise: float) -> None:
+        self.curves = es.CurveProblem(family, seed, (), 1.0, 0.0)
+        self.space = self.curves.space
+        self.reference = self.curves.reference
+        self.noise = noise
+        self.seed = seed
+
+    def config(self, number: int, point: Mapping[str, Any]) -> Config:
+        share = self.curves.family.share(point)
+        return Config(number, dict(point), share, self.curves.curve(point, 1.0))
+
+    def observe(self, config: Config, level: float) -> float:
+        draw = self.curves._uniform(config.point, f"noise@{level:.6f}")
+        z = float(np.random.default_rng(int(draw * 2**63)).standard_normal())
+        return self.curves.curve(config.point, level) + self.noise * z
+
+
+def observed_front_truth(configs: Sequence[Config], reference: tuple[float, float]) -> float:
+    """True hypervolume of the observed front of the fully trained configurations."""
+    done = [c for c in configs if 1.0 in c.observed]
+    if not done:
+        return 0.0
+    points = [ObjectivePoint(c.observed[1.0], c.share) for c in done]
+    front = [done[i] for i in pareto_indices(points)]
+    return hypervolume([ObjectivePoint(c.truth, c.share) for c in front],
+                       ObjectivePoint(*reference))
+
+
+def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers: int,
+                    budget: float, seed: int) -> dict[str, Any]:
+    """One fidelity search (``mf-asha`` or ``mf-model``) of ``budget`` full trainings."""
+    sobol = SobolOptimizer(problem.space, seed=seed)
+    configs: list[Config] = []
+    events: list[tuple[float, int, int, float]] = []  # (time, order, config index, level)
+    spent = committed = 0.0
+    clock = 0.0
+    order = 0
+    busy = 0
+    curve: list[tuple[float, float]] = []
+    reference = problem.reference
+    ref_point = ObjectivePoint(*reference)
+
+    def new_point() -> dict[str, Any]:
+        seen = History(completed=[], pending=[c.point for c in configs])
+        return dict(sobol.suggest(1, seen)[0].params)
+
+    def next_action() -> tuple[int, float] | None:
+        left = budget - spent - committed
+        paused = [i for i, c in enumerate(configs) if c.level < 1.0 and c.level in c.observed
+                  and not c.__dict__.get("running")]
+        if arm == "mf-asha":
+            for i in paused:
+                c = configs[i]
+                after = fidelity.next_level(c.level)
+                if after is None or after - c.level > left + 1e-9:
+                    continue
+                entries = [RungEntry(j, d.observed[c.level], d.share)
+                           for j, d in enumerate(configs) if c.level in d.observed]
+                if moasha_decision(i, entries, fidelity.eta).proceed:
+                    return i, after
+            if fidelity.levels[0] <= left + 1e-9:
+                configs.append(problem.config(len(configs), new_point()))
+                return len(configs) - 1, fidelity.levels[0]
+            return None
+        observations = [ScoreObservation(c.number, c.point, lvl, score)
+                        for c in configs for lvl, score in c.observed.items()]
+        actions = plan_actions(problem.space, fidelity, observations,
+                               [PausedTrial(i, configs[i].point, configs[i].level)
+                                for i in paused],
+                               [c.point for c in configs], problem.curves.family.share, 1,
+                               left, ref_point, seed=seed + len(observations), candidates=128)
+        if not actions:
+            return None
+        action = actions[0]
+        if action.continue_trial is not None:
+            return action.continue_trial, action.level
+        configs.append(problem.config(len(configs), action.params))
+        return len(configs) - 1, action.level
+
+    def start() -> None:
+        nonlocal committed, order, busy
+        while busy < workers:
+            action = next_action()
+            if action is None:
+                return
+            index, level = action
+            config = configs[index]
+            cost = level - config.level
+            config.__dict__["running"] = True
+            committed += cost
+            busy += 1
+            heapq.heappush(events, (clock + cost, order, index, level))
+            order += 1
+
+    start()
+    while events:
+        clock, _, index, level = heapq.heappop(events)
+        config = configs[index]
+        cost = level - config.level
+        committed -= cost
+        spent += cost
+        busy -= 1
+        config.observed[level] = problem.observe(config, level)
+        config.level = level
+        config.__dict__["running"] = False
+        curve.append((spent, observed_front_truth(configs, reference)))
+        start()
+    out: dict[str, Any] = {"compute": [c for c, _ in curve], "hypervolume": [v for _, v in curve],
+                           "configurations": len(configs),
+                           "completed": sum(1.0 in c.observed for c in configs)}
+    if arm == "mf-model":
+        observations = [ScoreObservation(c.number, c.point, lvl, score)
+                        for c in configs for lvl, score in c.observed.items()]
+        predicted = predict_scores(problem.space, observations)
+        ids = [c.number for c in configs if c.number in predicted]
+        points = [ObjectivePoint(predicted[i].mean, configs[i].share) for i in ids]
+        front = [configs[ids[k]] for k in pareto_indices(points)] if points else []
+        out["hv_model_front"] = hypervolume(
+            [ObjectivePoint(c.truth, c.share) for c in front], ref_point)
+        inside = [predicted[c.number].low <= c.truth <= predicted[c.number].high for c in front]
+        out["coverage_90"] = sum(inside) / len(inside) if inside else None
+    return out
+
+
+def plain_search(arm: str, problem_seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``saasbo-full`` and the MO-ASHA arms (``early_stopping.synthetic_search``, with this
+    benchmark's noise and the observed front's true hypervolume)."""
+    # the family task model's final-score noise and the rung noise, at this run's level
+    es.FamilyProblem = functools.partial(synthetic_problem.FamilyProblem, noise=args.noise_now)
+    es.NOISE_SD = args.noise_now
+    options = argparse.Namespace(
+        family=args.family, rungs=(1 / args.eta,), trial_seconds=1.0, rung_cost=0.0,
+        optimizer="random" if arm == "moasha-random" else "saasbo", initial=args.initial,
+        trials=args.trials, workers=args.workers, eta=args.eta)
+    run = es.synthetic_search(options, problem_seed, early=arm != "saasbo-full")
+    return {"compute": run["compute"], "hypervolume": run["hypervolume"],
+            "completed": run["completed"], "trials": run["trials"]}
+
+
+def reach(run: Mapping[str, Any], target: float) -> float | None:
+    for compute, volume in zip(run["compute"], run["hypervolume"], strict=True):
+        if volume >= target - 1e-12:
+            return compute
+    return None
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per noise and arm: medians, and compute to reach saasbo-full's median final HV."""
+    out: dict[str, Any] = {}
+    for noise in sorted({r["noise"] for r in runs}):
+        group = [r for r in runs if r["noise"] == noise]
+        base = [r["result"]["hypervolume"][-1] for r in group if r["arm"] == "saasbo-full"
+                and r["result"]["hypervolume"]]
+        target = statistics.median(base) if base else None
+        rows = {}
+        for arm in ARMS:
+            mine = [r["result"] for r in group if r["arm"] == arm]
+            if not mine:
+                continue
+            finals = [m["hypervolume"][-1] if m["hypervolume"] else 0.0 for m in mine]
+            used = [m["compute"][-1] if m["compute"] else 0.0 for m in mine]
+            reached = [reach(m, target) for m in mine] if target is not None else []
+            row: dict[str, Any] = {"seeds": len(mine), "hv_observed_front": statistics.median(finals),
+                                   "compute": statistics.median(used)}
+            if reached and all(v is not None for v in reached):
+                row["compute_to_reach"] = statistics.median(v for v in reached if v is not None)
+            if "hv_model_front" in mine[0]:
+                row["hv_model_front"] = statistics.median(m["hv_model_front"] for m in mine)
+                row["model_front_beats_observed"] = sum(
+                    m["hv_model_front"] > f for m, f in zip(mine, finals, strict=True))
+                covered = [m["coverage_90"] for m in mine if m["coverage_90"] is not None]
+                row["coverage_90"] = statistics.median(covered) if covered else None
+            rows[arm] = row
+        full = rows.get("saasbo-full", {}).get("compute")
+        for row in rows.values():
+            if full and "compute_to_reach" in row:
+                row["compute_ratio_to_reach"] = row["compute_to_reach"] / full
+        out[f"noise {noise:g}"] = {"target_hv": target, "arms": rows}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.01, 0.02])
+    parser.add_argument("--trials", type=int, default=40, help="compute: full trainings")
+    parser.add_argument("--initial", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--eta", type=float, default=3.0)
+    parser.add_argument("--levels", type=float, nargs="+", default=[1 / 9, 1 / 3, 2 / 3, 1.0])
+    parser.add_argument("--family", default="lora")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--smoke", action="store_true", help="tiny settings, no output file")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seeds, args.trials, args.initial, args.noise = 1, 4, 2, [0.02]
+        args.arms = [a for a in args.arms if a in ("mf-asha", "mf-model", "moasha-random")]
+    synthetic_problem.quiet_libraries()
+    fidelity = Fidelity(levels=tuple(args.levels), eta=args.eta)
+    settings = {"version": VERSION, "trials": args.trials, "initial": args.initial,
+                "workers": args.workers, "eta": args.eta, "levels": args.levels,
+                "family": args.family}
+    done: list[dict[str, Any]] = []
+    if args.output.exists() and not args.smoke:
+        done = [r for r in json.loads(args.output.read_text())["runs"]
+                if r["settings"] == settings]
+    for noise in args.noise:
+        for arm in args.arms:
+            for seed in range(args.seeds):
+                if any(r["arm"] == arm and r["seed"] == seed and r["noise"] == noise
+                       for r in done):
+                    continue
+                began = time.perf_counter()
+                args.noise_now = noise
+                if arm.startswith("mf-"):
+                    problem = NoisyCurves(args.family, seed, noise)
+                    result = fidelity_search(arm, problem, fidelity, args.workers,
+                                             float(args.trials), seed)
+                else:
+                    result = plain_search(arm, seed, args)
+                done.append({"arm": arm, "seed": seed, "noise": noise, "settings": settings,
+                             "seconds": time.perf_counter() - began, "result": result})
+                print(f"{arm} noise {noise:g} seed {seed}: final HV "
+                      f"{result['hypervolume'][-1] if result['hypervolume'] else 0:.4f} in "
+                      f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
+                if not args.smoke:
+                    args.output.parent.mkdir(parents=True, exist_ok=True)
+                    args.output.write_text(json.dumps({
+                        "command": "python benchmarks/multi_fidelity.py " + " ".join(
+                            sys.argv[1:] if argv is None else argv),
+                        "machine": {"platform": platform.platform()},
+                        "summary": summarise(done), "runs": done}, indent=1) + "\n")
+    print(json.dumps(summarise(done), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
