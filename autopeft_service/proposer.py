@@ -42,7 +42,12 @@ from autopeft_service.optimizers.base import (
 )
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.proposal_pool import ProposalPool
-from autopeft_service.proposer_fidelity import fidelity_pass, model_actions, proposal
+from autopeft_service.proposer_fidelity import (
+    continue_suggested,
+    fidelity_history,
+    fidelity_pass,
+    proposal,
+)
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
@@ -73,8 +78,11 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
     # modelled: a lower-fidelity score is not the full-training one (domain.fidelity).
     pruned = [r.params for r in rows if r.state in (TrialState.PRUNED.value,
                                                     TrialState.PAUSED.value)]
-    return spec, History(completed=completed, pending=pending, failed=failed,
-                         pruned=pruned), counts
+    history = History(completed=completed, pending=pending, failed=failed, pruned=pruned)
+    if spec.fidelity is not None:  # the levels' scores, paused trials, compute left
+        with database.session() as session:
+            history = fidelity_history(session, study_id, spec, rows, history)
+    return spec, history, counts
 
 
 def _scores(row: TrialRow) -> tuple[float, float] | None:
@@ -306,11 +314,6 @@ class Proposer(BackgroundLoop):
                 want = free_slots(spec, counts)
         if want <= 0:  # the common case: answered from counts, without loading history
             return 0
-        if spec.fidelity is not None and spec.fidelity.rule == "model":
-            added = model_actions(self.database, study_id, spec, want)
-            if added:
-                self.added(added)
-            return added
         spec, history, counts = load_history(self.database, study_id)
         if spec.fidelity is None:
             want = free_slots(spec, counts)
@@ -354,9 +357,17 @@ class Proposer(BackgroundLoop):
         Raises:
             OptimizerError: none of them was new to the study.
         """
-        proposals = [self._proposal(spec, s) for s in suggestions]
+        continued = [s for s in suggestions if s.continue_trial is not None]
+        proposals = [self._proposal(spec, s) for s in suggestions if s.continue_trial is None]
         with self.database.session() as session:
-            added = repo.add_trials(session, study_id, proposals, max_new=want)
+            resumed = continue_suggested(session, study_id, spec, continued)
+            added = repo.add_trials(session, study_id, proposals, max_new=want - resumed) \
+                if proposals else []
+            if resumed:
+                repo.clear_proposer_failures(session, study_id)
+                self.added(resumed)
+                if not added:
+                    return resumed
             if not added:
                 if repo.get_study(session, study_id).state != StudyState.RUNNING.value:
                     return 0  # cancelled or ended while the fit ran
@@ -366,7 +377,7 @@ class Proposer(BackgroundLoop):
             repo.clear_proposer_failures(session, study_id)
         self._traced.discard(study_id)
         self.added(len(added))
-        return len(added)
+        return len(added) + resumed
 
     @staticmethod
     def _proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:

@@ -12,20 +12,19 @@ configurations: they cost only their new steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
-from autopeft_service.domain.pareto import ObjectivePoint
 from autopeft_service.domain.share import planned_counts
 from autopeft_service.domain.study import StudySpec, TrialState
-from autopeft_service.optimizers.base import Point, Suggestion
-from autopeft_service.optimizers.multi_fidelity import PausedTrial, plan_actions
-from autopeft_service.optimizers.prediction import ScoreObservation
+from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation, Suggestion
 from autopeft_service.storage import repository as repo
-from autopeft_service.storage.database import Database
+from autopeft_service.storage.models import TrialRow
 from autopeft_service.storage.repository import fidelity as fidelity_repo
 
 log = logging.getLogger(__name__)
@@ -114,48 +113,35 @@ def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:
                     "and none reached a fidelity level")
 
 
-def model_actions(database: Database, study_id: int, spec: StudySpec, want: int,
-                  seed: int = 0) -> int:
-    """Rule ``model``: plan up to ``want`` actions with the multi-fidelity model
-    (``optimizers.multi_fidelity.plan_actions``, outside any transaction), then continue
-    the chosen paused trials and queue the chosen new configurations (the budget checked
-    again under the study's lock). Returns the trials made ready."""
-    fidelity = spec.fidelity
-    assert fidelity is not None
-    with database.session() as session:
-        left = spec.budget.total_trials - fidelity_repo.fidelity_spent(session, study_id)
-        rows = {r.id: r for r in repo.trials_in_states(
-            session, study_id, [s.value for s in TrialState])}
-        observations = [ScoreObservation(o.trial_id, rows[o.trial_id].params, o.fidelity,
-                                         o.score)
-                        for o in fidelity_repo.study_observations(session, study_id)
-                        if o.trial_id in rows]
-        paused = [PausedTrial(r.id, r.params, float(r.fidelity or 1.0))
-                  for r in fidelity_repo.paused_trials(session, study_id)]
-    seen = [r.params for r in rows.values()]
-    reference = ObjectivePoint(score=spec.reference_point.score,
-                               share=spec.reference_point.param_share)
+def fidelity_history(session: Session, study_id: int, spec: StudySpec,
+                     rows: Sequence[TrialRow], history: History) -> History:
+    """``history`` with a fidelity study's observations at every level, its paused trials
+    (with a checkpoint) and its compute left (what rule ``model`` plans with)."""
+    params = {r.id: r.params for r in rows}
+    observations = [ScoreObservation(o.trial_id, params[o.trial_id], o.fidelity, o.score)
+                    for o in fidelity_repo.study_observations(session, study_id)
+                    if o.trial_id in params]
+    paused = [PausedTrial(r.id, r.params, float(r.fidelity or 1.0))
+              for r in fidelity_repo.paused_trials(session, study_id)]
+    left = spec.budget.total_trials - fidelity_repo.fidelity_spent(session, study_id)
+    return dataclasses.replace(history, observations=observations, paused=paused,
+                               budget_left=left)
 
-    def share(point: Point) -> float:
-        config = spec.space.decode(point)
-        if spec.backbone_dims is None:
-            return 0.0
-        return planned_counts(config, spec.backbone_dims, spec.param_share).share
 
-    actions = plan_actions(spec.space, fidelity, observations, paused, seen, share, want,
-                           left, reference, seed=seed + len(observations))
-    added = 0
-    with database.session() as session:
-        for action in actions:
-            if action.continue_trial is None:
-                continue
-            spent = fidelity_repo.fidelity_spent(session, study_id)
-            if spent + action.cost <= spec.budget.total_trials + _EPS and \
-                    fidelity_repo.continue_trial(session, action.continue_trial, action.level):
-                added += 1
-    fresh = [a for a in actions if a.continue_trial is None]
-    if fresh:
-        proposals = [proposal(spec, Suggestion(a.params, "mfbo")) for a in fresh]
-        with database.session() as session:
-            added += len(repo.add_trials(session, study_id, proposals, max_new=len(fresh)))
-    return added
+def continue_suggested(session: Session, study_id: int, spec: StudySpec,
+                       suggestions: Sequence[Suggestion]) -> int:
+    """Continue the paused trials the suggestions name, each only while the compute budget
+    holds it (checked again here, in the queueing transaction). Returns how many."""
+    resumed = 0
+    for suggestion in suggestions:
+        if suggestion.continue_trial is None or suggestion.level is None:
+            continue
+        trial = session.get(TrialRow, suggestion.continue_trial)
+        if trial is None or trial.study_id != study_id or trial.fidelity is None:
+            continue
+        cost = suggestion.level - float(trial.fidelity)
+        spent = fidelity_repo.fidelity_spent(session, study_id)
+        if spent + cost <= spec.budget.total_trials + _EPS and \
+                fidelity_repo.continue_trial(session, trial.id, suggestion.level):
+            resumed += 1
+    return resumed

@@ -20,9 +20,8 @@ from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.pareto import ObjectivePoint
 from autopeft_service.domain.spaces.autopeft import AutoPeftSpace
-from autopeft_service.optimizers.base import History, Point
-from autopeft_service.optimizers.multi_fidelity import PausedTrial, plan_actions
-from autopeft_service.optimizers.prediction import ScoreObservation
+from autopeft_service.optimizers.base import History, PausedTrial, Point, ScoreObservation
+from autopeft_service.optimizers.multi_fidelity import plan_actions
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 OUTPUT = Path(__file__).parent / "results" / "mf_proposal_speed.json"

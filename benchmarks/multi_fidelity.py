@@ -57,9 +57,9 @@ import synthetic_problem
 from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
 from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
-from autopeft_service.optimizers.base import History
-from autopeft_service.optimizers.multi_fidelity import PausedTrial, plan_actions
-from autopeft_service.optimizers.prediction import ScoreObservation, predict_scores
+from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation
+from autopeft_service.optimizers.multi_fidelity import plan_actions
+from autopeft_service.optimizers.prediction import predict_scores
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 RESULTS = Path(__file__).parent / "results"

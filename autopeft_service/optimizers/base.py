@@ -15,9 +15,8 @@ from typing import Protocol
 from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
 
-__all__ = ["History", "Observation", "Optimizer", "OptimizerError", "Point", "Suggestion",
-           "seen_configs",
-           "point_key"]
+__all__ = ["History", "Observation", "Optimizer", "OptimizerError", "PausedTrial", "Point",
+           "ScoreObservation", "Suggestion", "point_key", "seen_configs"]
 
 Point = Mapping[str, ParamValue]
 
@@ -42,11 +41,37 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class ScoreObservation:
+    """One score of a configuration in a fidelity study: trial id, its point, the level it
+    was taken at (1 for full training) and the score."""
+
+    trial_id: int
+    params: Point
+    fidelity: float
+    score: float
+
+
+@dataclass(frozen=True)
+class PausedTrial:
+    """A fidelity study's trial paused at ``level`` (its checkpoint can be continued)."""
+
+    trial_id: int
+    params: Point
+    level: float
+
+
+@dataclass(frozen=True)
 class Suggestion:
-    """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``)."""
+    """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``).
+
+    In a fidelity study (rule ``model``) a suggestion may instead continue a paused trial:
+    ``continue_trial`` names it and ``level`` is the level to train it to.
+    """
 
     params: dict[str, ParamValue]
     generator: str
+    continue_trial: int | None = None
+    level: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +87,18 @@ class History:
             single-fidelity model fed with it would learn that those configurations are
             worse than they are) and not pending (they hold no worker). Never proposed
             again: the rule judged them off the front once already.
+        observations: a fidelity study's scores at every level (rule ``model``).
+        paused: its paused trials, which a suggestion may continue (rule ``model``).
+        budget_left: its compute left, in full-training equivalents (rule ``model``).
     """
 
     completed: Sequence[Observation] = ()
     pending: Sequence[Point] = ()
     failed: Sequence[Point] = ()
     pruned: Sequence[Point] = ()
+    observations: Sequence[ScoreObservation] = ()
+    paused: Sequence[PausedTrial] = ()
+    budget_left: float | None = None
 
     def points(self) -> list[Point]:
         """Every point already proposed (completed, pending, failed, pruned)."""

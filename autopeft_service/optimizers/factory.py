@@ -62,8 +62,22 @@ OPTIMIZERS: dict[str, Callable[[StudySpec], Optimizer]] = {
     "sobol": _sobol, "random": _sobol, "saasbo": _saasbo}
 
 
+def _multi_fidelity(spec: StudySpec) -> Optimizer:
+    """A fidelity study with rule ``model``: the multi-fidelity optimiser decides every
+    proposal (new points and continuations) whatever ``optimizer.name`` says."""
+    from autopeft_service.domain.pareto import ObjectivePoint
+    from autopeft_service.optimizers.multi_fidelity import MultiFidelityOptimizer
+
+    assert spec.fidelity is not None
+    share = exact_share(spec) or (lambda _point: 0.0)
+    return MultiFidelityOptimizer(spec.space, spec.fidelity, share, ObjectivePoint(
+        score=spec.reference_point.score, share=spec.reference_point.param_share),
+        seed=spec.optimizer.seed)
+
+
 def make_optimizer(spec: StudySpec) -> Optimizer:
-    """The optimiser a study asks for.
+    """The optimiser a study asks for (a fidelity study with rule ``model``: the
+    multi-fidelity optimiser).
 
     Raises:
         ConfigError: unknown name, bad settings, or a space the optimiser cannot take
@@ -73,4 +87,6 @@ def make_optimizer(spec: StudySpec) -> Optimizer:
     if builder is None:
         raise ConfigError(f"optimizer.name: unknown optimiser {spec.optimizer.name!r}; known: "
                           f"{sorted(OPTIMIZERS)}")
+    if spec.fidelity is not None and spec.fidelity.rule == "model":
+        return _multi_fidelity(spec)
     return builder(spec)

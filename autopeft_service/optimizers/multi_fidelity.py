@@ -43,17 +43,14 @@ import torch
 from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.pareto import ObjectivePoint, pareto_indices
 from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
-from autopeft_service.optimizers.base import Point
-from autopeft_service.optimizers.prediction import ScoreObservation, predict_points
-
-
-@dataclass(frozen=True)
-class PausedTrial:
-    """A trial paused at ``level`` (its checkpoint can be continued)."""
-
-    trial_id: int
-    params: Point
-    level: float
+from autopeft_service.optimizers.base import (
+    History,
+    PausedTrial,
+    Point,
+    ScoreObservation,
+    Suggestion,
+)
+from autopeft_service.optimizers.prediction import MIN_OBSERVATIONS, predict_points
 
 
 @dataclass(frozen=True)
@@ -200,3 +197,38 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
         front = [*front, ObjectivePoint(score=means[i], share=share(picked))]
         front = [front[j] for j in pareto_indices(front)]
     return chosen
+
+
+class MultiFidelityOptimizer:
+    """Rule ``model`` as an optimiser (``optimizers.base.Optimizer``): ``suggest`` plans
+    with ``plan_actions`` from the history's observations, paused trials and compute left,
+    and returns new points and continuations (``Suggestion.continue_trial``).
+
+    Args:
+        space: the study's search space.
+        fidelity: its levels.
+        share: a point's exact share.
+        reference: the hypervolume's reference point.
+        seed: the candidates' seed (offset by the number of observations, so a study's
+            history fixes its proposals).
+    """
+
+    name = "mfbo"
+
+    def __init__(self, space: SearchSpaceBase, fidelity: Fidelity,
+                 share: Callable[[Point], float], reference: ObjectivePoint,
+                 seed: int = 0) -> None:
+        self.space, self.fidelity, self.share = space, fidelity, share
+        self.reference, self.seed = reference, seed
+
+    def needs_model(self, n: int, history: History) -> bool:
+        """A GP fit (seconds): the proposer runs it in its pool."""
+        return len(history.observations) >= MIN_OBSERVATIONS
+
+    def suggest(self, n: int, history: History) -> list[Suggestion]:
+        """Up to ``n`` actions within ``history.budget_left`` (module docstring)."""
+        budget = (float(n) if history.budget_left is None else history.budget_left)
+        actions = plan_actions(self.space, self.fidelity, history.observations,
+                               history.paused, history.points(), self.share, n, budget,
+                               self.reference, seed=self.seed + len(history.observations))
+        return [Suggestion(a.params, self.name, a.continue_trial, a.level) for a in actions]

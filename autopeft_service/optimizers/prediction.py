@@ -24,22 +24,14 @@ from typing import Any
 import torch
 
 from autopeft_service.domain.spaces import SearchSpaceBase
-from autopeft_service.optimizers.base import Point
+from autopeft_service.optimizers.base import Point, ScoreObservation
+
+__all__ = ["MIN_OBSERVATIONS", "PredictedScore", "ScoreObservation", "predict_points",
+           "predict_scores"]
 
 #: Fewest distinct observations a prediction needs (a GP on fewer says nothing useful).
 MIN_OBSERVATIONS = 3
 DEFAULT_LEVEL = 0.90
-
-
-@dataclass(frozen=True)
-class ScoreObservation:
-    """One score of a configuration: trial id, its point, the level it was taken at (1 for
-    full training) and the score."""
-
-    trial_id: int
-    params: Point
-    fidelity: float
-    score: float
 
 
 @dataclass(frozen=True)

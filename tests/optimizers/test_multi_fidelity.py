@@ -10,13 +10,8 @@ from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.param_count import count_parameters
 from autopeft_service.domain.pareto import ObjectivePoint
 from autopeft_service.domain.spaces.autopeft import AutoPeftSpace
-from autopeft_service.optimizers.base import History
-from autopeft_service.optimizers.multi_fidelity import (
-    PausedTrial,
-    expected_improvement,
-    plan_actions,
-)
-from autopeft_service.optimizers.prediction import ScoreObservation
+from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation
+from autopeft_service.optimizers.multi_fidelity import expected_improvement, plan_actions
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 REFERENCE = ObjectivePoint(score=0.0, share=10.0)
