@@ -413,7 +413,11 @@ def report(out: Path, quiet: bool = False) -> dict[str, Any]:
             findings[name] = {"finding": finding, "claim": FINDINGS[finding],
                               "complete": doc["complete"],
                               "seeds": sorted({s for c in doc["comparisons"] for s in c["seeds"]}),
-                              "verdicts": verdicts, "call": _call(verdicts)}
+                              "verdicts": verdicts,
+                              # no call before every planned seed ran: a stopped run
+                              # must not read as a verdict
+                              "call": _call(verdicts) if doc["complete"] else "pending",
+                              "provisional_call": _call(verdicts)}
     done = [r for k, r in journal.records.items() if k in runs_needed]
     cost = _cost(done)
     if cost:

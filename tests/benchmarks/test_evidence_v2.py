@@ -81,7 +81,8 @@ def test_report_from_a_journal(tmp_path: Path) -> None:
     summary = ev.report(tmp_path, quiet=True)
     finding = summary["findings"]["scale-4-vs-1-8"]
     assert finding["seeds"] == [0, 1, 2] and finding["complete"] is False  # 5 planned
-    assert finding["verdicts"] == ["better"] and finding["call"] == "reproduced"
+    assert finding["verdicts"] == ["better"] and finding["call"] == "pending"
+    assert finding["provisional_call"] == "reproduced"
     assert summary["cost"]["runs"] == 6 and summary["cost"]["seconds_per_run_mean"] == 105.0
     assert not summary["complete"]
     assert "scale-4-vs-1-8" in (tmp_path / "summary.md").read_text()
