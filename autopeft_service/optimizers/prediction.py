@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from autopeft_service.domain.spaces import SearchSpaceBase
 from autopeft_service.optimizers.base import Point, ScoreObservation
 
@@ -58,6 +56,7 @@ def _z(level: float) -> float:
 
 def _fit(space: SearchSpaceBase, observations: Sequence[ScoreObservation]) -> Any:
     """The GP fitted to the observations, its encoding and whether it has a level input."""
+    import torch
     from botorch.fit import fit_gpytorch_mll
     from botorch.models import SingleTaskGP, SingleTaskMultiFidelityGP
     from botorch.models.transforms import Standardize
@@ -92,6 +91,8 @@ def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservati
     """
     if len(observations) < MIN_OBSERVATIONS:
         return None
+    import torch  # lazily: the API imports this module, and must start without torch
+
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model, encoding, multi = _fit(space, observations)

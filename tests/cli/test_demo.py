@@ -137,12 +137,18 @@ class Lines:
             if match:
                 return match
 
-    def rest(self, timeout: float = 30) -> str:
-        """Everything printed from here to the end of output."""
+    def rest(self, timeout: float = 60) -> str:
+        """Everything printed from here to the end of output (fails, with what was
+        printed, when the output has not ended within ``timeout`` seconds)."""
         lines = []
         end = time.monotonic() + timeout
-        while (line := self._queue.get(timeout=max(0.01, end - time.monotonic()))) is not None:
-            lines.append(line)
+        try:
+            while (line := self._queue.get(
+                    timeout=max(0.01, end - time.monotonic()))) is not None:
+                lines.append(line)
+        except queue.Empty:
+            pytest.fail(f"the output did not end within {timeout:g} s; it printed:\n"
+                        + "\n".join([*self.seen, *lines]))
         self.seen += lines
         return "\n".join(lines)
 
