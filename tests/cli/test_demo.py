@@ -153,6 +153,10 @@ class Lines:
         return "\n".join(lines)
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextmanager
 def spawn(*args: str) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     """``autopeft ARGS`` as a child process (output and errors read by ``Lines``), killed
@@ -161,9 +165,12 @@ def spawn(*args: str) -> Iterator[tuple[subprocess.Popen[str], Lines]]:
     for name in ("AUTOPEFT_SERVER", "AUTOPEFT_TOKEN", "AUTOPEFT_DATABASE_URL",
                  "AUTOPEFT_CLIENT_TOKENS", "AUTOPEFT_WORKER_TOKENS", "AUTOPEFT_ARTIFACT_DIR"):
         env.pop(name, None)
+    # Ctrl-C must reach the demo even when this suite runs in a background job (a shell
+    # without job control starts those with SIGINT ignored, and children inherit that)
     process = subprocess.Popen([sys.executable, "-m", "autopeft_service.cli", *args],
                                cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=_default_sigint)  # noqa: PLW1509 - signal only
     try:
         yield process, Lines(process)
     finally:
