@@ -16,7 +16,6 @@ archive, gets 422.
 
 from __future__ import annotations
 
-import hashlib
 import zipfile
 from pathlib import Path
 from typing import Annotated
@@ -30,6 +29,7 @@ from autopeft_service.api.deps import ClientAuth, ServicesDep, WorkerAuth
 from autopeft_service.api.routes.workers import TrialId, _conflict
 from autopeft_service.api.schemas import error_responses
 from autopeft_service.api.services import Services
+from autopeft_service.api.uploads import SHA_HEADER, check_declared_size, check_sha256, stream_to_store
 from autopeft_service.domain.artifact import ARTIFACT_FILES
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.artifacts import read_chunks
@@ -38,7 +38,6 @@ router = APIRouter(prefix="/v1")
 SHA256 = r"^[0-9a-f]{64}$"
 #: Header names (lower case, as ASGI gives them).
 TOKEN_HEADER = "X-Lease-Token"
-SHA_HEADER = "X-Artifact-SHA256"
 
 
 class ArtifactOut(BaseModel):
@@ -49,12 +48,6 @@ class ArtifactOut(BaseModel):
     bytes: int
     duplicate: bool = Field(False, description="An artefact was already stored: nothing "
                             "changed.")
-
-
-def _too_large(limit: int) -> HTTPException:
-    return HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
-                         f"artefact larger than {limit} bytes (the server's "
-                         "max_artifact_bytes)")
 
 
 def _check_trial(services: Services, trial_id: int, token: str) -> ArtifactOut | None:
@@ -107,29 +100,15 @@ async def upload_artifact(
 ) -> ArtifactOut:
     """Store a completed trial's artefact (streamed, checked, idempotent per lease)."""
     limit = services.settings.max_artifact_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _too_large(limit)
+    check_declared_size(request, limit)
     stored = await run_in_threadpool(_check_trial, services, trial_id, x_lease_token)
     if stored is not None:
         return stored
     store = services.artifacts
     staged = await run_in_threadpool(store.staging_file)
     try:
-        digest, size = hashlib.sha256(), 0
-        with staged.open("wb") as handle:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                digest.update(chunk)
-                handle.write(chunk)
-        sha256 = digest.hexdigest()
-        if sha256 != x_artifact_sha256:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-                "loc": ["header", SHA_HEADER], "type": "sha256_mismatch",
-                "msg": f"the body's SHA-256 is {sha256}, the header says {x_artifact_sha256}: "
-                       "damaged in transit"}])
+        sha256, size = await stream_to_store(request, staged, limit)
+        check_sha256(sha256, x_artifact_sha256, "damaged in transit")
         problem = await run_in_threadpool(_archive_problem, staged)
         if problem is not None:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{

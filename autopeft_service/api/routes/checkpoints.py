@@ -15,7 +15,6 @@ above ``max_artifact_bytes``; 422 for a hash that differs or a body that is not 
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from pathlib import Path
 from typing import Annotated
@@ -26,16 +25,16 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from autopeft_service.api.deps import ServicesDep, WorkerAuth
-from autopeft_service.api.routes.artifacts import SHA256, _too_large
+from autopeft_service.api.routes.artifacts import SHA256
 from autopeft_service.api.routes.workers import TrialId, _conflict
 from autopeft_service.api.schemas import error_responses
 from autopeft_service.api.services import Services
+from autopeft_service.api.uploads import SHA_HEADER, check_declared_size, check_sha256, stream_to_store
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.artifacts import read_chunks
 from autopeft_service.storage.repository import fidelity as fidelity_repo
 
 router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth])
-SHA_HEADER = "X-Artifact-SHA256"
 
 
 class CheckpointOut(BaseModel):
@@ -93,26 +92,13 @@ async def upload_checkpoint(
 ) -> CheckpointOut:
     """Store a paused trial's checkpoint (streamed, checked, recorded under the lease)."""
     limit = services.settings.max_artifact_bytes
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _too_large(limit)
+    check_declared_size(request, limit)
     await run_in_threadpool(_check, services, trial_id, x_lease_token)
     store = services.artifacts
     staged = await run_in_threadpool(store.staging_file)
     try:
-        digest, size = hashlib.sha256(), 0
-        with staged.open("wb") as handle:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                digest.update(chunk)
-                handle.write(chunk)
-        sha256 = digest.hexdigest()
-        if sha256 != x_artifact_sha256:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
-                "loc": ["header", SHA_HEADER], "type": "sha256_mismatch",
-                "msg": f"the body's SHA-256 is {sha256}, the header says {x_artifact_sha256}"}])
+        sha256, size = await stream_to_store(request, staged, limit)
+        check_sha256(sha256, x_artifact_sha256)
         if not await run_in_threadpool(_is_tar, staged):
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
                 "loc": ["body"], "type": "not_a_checkpoint", "msg": "not a tar archive"}])
