@@ -14,9 +14,6 @@ and batching as the worker's scoring, so its predictions on dev are the worker's
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +39,7 @@ from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings, TrialResult, resolve_pooling
 from workers.backbone import Backbone, load_backbone
 from workers.data import Example, TaskData, TaskType, TokenizedSplit, tokenize_examples
+from workers.folders import replace_folder
 from workers.peft import apply_peft
 from workers.task_model import CausalLMModel, TaskModel
 
@@ -78,10 +76,7 @@ def save_artifact(directory: str | Path, model: TaskModel | CausalLMModel, backb
     Returns:
         The manifest written.
     """
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with replace_folder(directory) as staging:
         tensors = trained_tensors(model)
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         classifier = model if isinstance(model, TaskModel) else None  # else a CausalLMModel: no new head
@@ -102,12 +97,6 @@ def save_artifact(directory: str | Path, model: TaskModel | CausalLMModel, backb
             weights_sha256=file_sha256(staging / WEIGHTS_FILE), trial=trial)
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n",
                                              encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 

@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
@@ -53,6 +50,7 @@ from autopeft_service.domain.backbone import BackboneDims
 from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.peft_config import PeftConfig
 from autopeft_service.domain.trial import TrainingSettings
+from workers.folders import replace_folder
 
 FORMAT: Final = "autopeft-checkpoint"
 FORMAT_VERSION = 1
@@ -190,10 +188,7 @@ def save_checkpoint(folder: str | Path, identity: CheckpointIdentity, state: Tra
     Returns:
         The manifest written.
     """
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with replace_folder(folder) as staging:
         payload = {
             "parameters": {name: tensor.detach().to("cpu").contiguous()
                            for name, tensor in state.parameters.items()},
@@ -211,12 +206,6 @@ def save_checkpoint(folder: str | Path, identity: CheckpointIdentity, state: Tra
             files={STATE_FILE: file_sha256(staging / STATE_FILE)})
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n",
                                              encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -406,19 +395,10 @@ def unpack_checkpoint(data: bytes, folder: str | Path) -> CheckpointManifest:
     if sorted(files) != sorted(CHECKPOINT_FILES):
         raise CheckpointError(f"checkpoint archive holds {sorted(files)}, expected "
                               f"{sorted(CHECKPOINT_FILES)}")
-    target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with replace_folder(folder) as staging:
         for name, content in files.items():
             (staging / name).write_bytes(content)
         manifest = read_manifest(staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
