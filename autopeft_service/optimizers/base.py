@@ -16,13 +16,34 @@ from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
 
 __all__ = ["History", "Observation", "Optimizer", "OptimizerError", "PausedTrial", "Point",
-           "ScoreObservation", "Suggestion", "point_key", "seen_configs"]
+           "SamplerExhausted", "ScoreObservation", "Suggestion", "point_key", "seen_configs"]
 
 Point = Mapping[str, ParamValue]
 
 
 class OptimizerError(AutopeftError, RuntimeError):
     """An optimiser could not propose (e.g. the space is exhausted)."""
+
+
+class SamplerExhausted(OptimizerError):
+    """A deduplicating sampler reached its draw limit: it will find nothing new, ever.
+
+    Not a transient failure (retrying draws the same sequence again): the proposer queues
+    ``found``, the last new points it had, and ends the study once they are done.
+
+    Attributes:
+        found: the new points found before the limit (possibly none).
+        draws: the sequence position reached.
+    """
+
+    def __init__(self, message: str, found: Sequence[Suggestion] = (), draws: int = 0) -> None:
+        super().__init__(message)
+        self.found = list(found)
+        self.draws = draws
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Picklable with its attributes: it may cross the proposal pool's process boundary.
+        return (type(self), (str(self), self.found, self.draws))
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,11 @@ class Optimizer(Protocol):
     # Optional: ``needs_model(n, history) -> bool``, True when ``suggest`` would fit a model
     # (seconds to minutes). The proposer runs such calls in its process pool and keeps
     # serving other studies; optimisers without it (Sobol) always run in its thread.
+    #
+    # Optional: ``suggest_within(n, history, seconds) -> list[Suggestion]``, up to ``n``
+    # new points found within ``seconds`` (fewer: out of time, resumed at the next call);
+    # raises ``SamplerExhausted`` at its draw limit. The proposer prefers it for calls that
+    # fit no model, so that no study holds the proposer (``proposer.Proposer.time_budget``).
 
 
 def seen_configs(space: SearchSpaceBase, history: History) -> set[str] | None:
