@@ -15,11 +15,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
+from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.share import planned_counts
 from autopeft_service.domain.study import StudySpec, TrialState
 from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation, Suggestion
@@ -49,7 +50,8 @@ def proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:
 
 def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
                   counts: dict[str, int]) -> tuple[int, int]:
-    """Promote paused trials, end the study when it is done, and size the new work.
+    """Promote paused trials by the study's rule, end the study when it is done, and size
+    the new work.
 
     Args:
         session: an open transaction.
@@ -63,15 +65,59 @@ def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
     fidelity = spec.fidelity
     assert fidelity is not None
     left = spec.budget.total_trials - fidelity_repo.fidelity_spent(session, study_id)
+    outcome = _RULES[fidelity.rule](session, study_id, fidelity, left)
+    ready = counts[TrialState.READY.value] + outcome.promoted
+    active = ready + counts[TrialState.LEASED.value]
+    if active == 0 and _fits(fidelity, outcome.left) <= 0 and not outcome.can_grow:
+        session.flush()
+        _finish(session, study_id, counts)
+        return outcome.promoted, 0
+    room = spec.budget.max_parallel - ready
+    want = room if outcome.new_cap is None else min(room, outcome.new_cap)
+    return outcome.promoted, max(0, want)
+
+
+@dataclasses.dataclass(frozen=True)
+class _RuleOutcome:
+    """What a rule's pass over the paused trials did and allows.
+
+    Attributes:
+        promoted: paused trials continued now.
+        left: compute left after them (full-training equivalents).
+        can_grow: a paused trial could continue within the budget.
+        new_cap: the most new configurations the rule allows; None when only
+            ``max_parallel`` bounds them.
+    """
+
+    promoted: int
+    left: float
+    can_grow: bool
+    new_cap: int | None
+
+
+def _fits(fidelity: Fidelity, left: float) -> int:
+    """How many new configurations at the lowest level ``left`` compute holds."""
+    return math.floor(left / fidelity.levels[0] + _EPS)
+
+
+def _asha_pass(session: Session, study_id: int, fidelity: Fidelity,
+               left: float) -> _RuleOutcome:
+    """Rule ``asha``: continue each paused trial that ranks among the best 1/eta at its level
+    (``moasha_decision``) while the budget holds its next level's steps.
+
+    Args:
+        session: an open transaction.
+        study_id: the study.
+        fidelity: its fidelity section.
+        left: compute left before the continuations.
+
+    Returns:
+        The continuations made; new configurations are capped by the compute then left.
+    """
     observations = fidelity_repo.study_observations(session, study_id)
     promoted = 0
-    can_grow = False  # a paused trial that could continue within the budget
+    can_grow = False
     for trial in fidelity_repo.paused_trials(session, study_id):
-        if fidelity.rule == "model":  # the model decides (model_actions), not the ranking
-            after = fidelity.next_level(float(trial.fidelity or 1.0))
-            can_grow = can_grow or (after is not None
-                                    and after - float(trial.fidelity or 1.0) <= left + _EPS)
-            continue
         level = float(trial.fidelity or 1.0)
         after = fidelity.next_level(level)
         if after is None:
@@ -90,16 +136,39 @@ def fidelity_pass(session: Session, study_id: int, spec: StudySpec,
             promoted += 1
             log.info("study %s: trial %s continues to level %g (%s)", study_id, trial.id,
                      after, decision.describe(fidelity.level_index(level), level))
-    ready = counts[TrialState.READY.value] + promoted
-    active = ready + counts[TrialState.LEASED.value]
-    fits = math.floor(left / fidelity.levels[0] + _EPS)
-    if active == 0 and fits <= 0 and not can_grow:
-        session.flush()
-        _finish(session, study_id, counts)
-        return promoted, 0
-    if fidelity.rule == "model":  # its actions may be continuations: not bounded by fits
-        return promoted, max(0, spec.budget.max_parallel - ready) if fits > 0 or can_grow else 0
-    return promoted, max(0, min(spec.budget.max_parallel - ready, fits))
+    return _RuleOutcome(promoted, left, can_grow, _fits(fidelity, left))
+
+
+def _model_pass(session: Session, study_id: int, fidelity: Fidelity,
+                left: float) -> _RuleOutcome:
+    """Rule ``model``: continue nothing here (the model's suggestions decide,
+    ``continue_suggested``); only note whether a paused trial could continue.
+
+    Args:
+        session: an open transaction.
+        study_id: the study.
+        fidelity: its fidelity section.
+        left: compute left.
+
+    Returns:
+        No continuations; the model's actions may be continuations, so new work is not
+        capped by the compute for new configurations, only refused when neither a new
+        configuration nor a continuation fits.
+    """
+    can_grow = False
+    for trial in fidelity_repo.paused_trials(session, study_id):
+        level = float(trial.fidelity or 1.0)
+        after = fidelity.next_level(level)
+        can_grow = can_grow or (after is not None and after - level <= left + _EPS)
+    allowed = _fits(fidelity, left) > 0 or can_grow
+    return _RuleOutcome(0, left, can_grow, None if allowed else 0)
+
+
+#: Each rule's pass over the paused trials, by ``Fidelity.rule``.
+_RULES: dict[str, Callable[[Session, int, Fidelity, float], _RuleOutcome]] = {
+    "asha": _asha_pass,
+    "model": _model_pass,
+}
 
 
 def _finish(session: Session, study_id: int, counts: dict[str, int]) -> None:
