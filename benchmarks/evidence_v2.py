@@ -24,7 +24,8 @@ Phases (``--phase``; default ``all`` = plan, then run, then report):
    per core; each takes every n-th run). One journal (``runs.jsonl``) serves all plans: an arm shared by two
    plans at the same fidelity (the FFN parallel adapter 64 appears in three) trains once.
    Each run is appended as it finishes; a rerun resumes. ``--commit`` commits the results
-   folder after every run (``git commit -- <out>``), ``--hours H`` stops starting new runs
+   folder after every run (``git commit -- <out>``; the shards take turns on a file lock,
+   ``results_lock``, so one commits at a time), ``--hours H`` stops starting new runs
    after H hours.
 3. ``report``: ``reports/<plan>.json`` (``autopeft compare``'s report) and ``summary.json``:
    every comparison with its arms, fidelity, seeds, mean difference, CIs and verdict, and
@@ -46,13 +47,17 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -239,16 +244,61 @@ def read_plans(out: Path) -> dict[str, ComparisonPlan]:
 # ---------------------------------------------------------------------------- run
 
 
+def lock_path(out: Path) -> Path:
+    """The lock file the shards of one results folder take turns on (in the temporary
+    folder, not in ``out``: it must not be committed).
+
+    Args:
+        out: the results folder.
+
+    Returns:
+        ``<tmp>/autopeft-evidence_v2-<hash of out's absolute path>.lock``.
+    """
+    key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"autopeft-evidence_v2-{key}.lock"
+
+
+@contextmanager
+def results_lock(out: Path) -> Iterator[None]:
+    """Hold the results folder's lock (``fcntl.flock``, exclusive, waiting for it): one shard
+    at a time rewrites the reports and commits, so the shards never race for git's index
+    and never commit a report another is half-way through writing.
+
+    Args:
+        out: the results folder.
+
+    Yields:
+        Nothing; the lock is held inside the block and released after it (also when the
+        process dies).
+    """
+    with lock_path(out).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _commit(out: Path, message: str) -> None:
-    """Commit the results folder; a busy index (another commit) is retried, then skipped."""
-    for _ in range(5):
-        subprocess.run(["git", "add", "--", str(out)], cwd=ROOT, capture_output=True, check=False)
-        done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(out)], cwd=ROOT,
-                              capture_output=True, text=True, check=False)
-        if done.returncode == 0 or "nothing to commit" in done.stdout + done.stderr:
-            return
-        time.sleep(3)
-    print(f"run: could not commit ({done.stderr.strip()[:200]})", file=sys.stderr)
+    """Commit the results folder (``git commit -- <out>``). Call it holding ``results_lock``:
+    the shards then commit one at a time. A commit that still fails (a git process outside
+    this benchmark holding the index) is reported and skipped; the next run's commit takes
+    in its files, as it commits the whole folder.
+
+    Args:
+        out: the results folder.
+        message: the commit message.
+    """
+    subprocess.run(["git", "add", "--", str(out)], cwd=ROOT, capture_output=True, check=False)
+    staged = subprocess.run(["git", "diff", "--cached", "--quiet", "--", str(out)], cwd=ROOT,
+                            capture_output=True, check=False)
+    if staged.returncode == 0:
+        return  # nothing to commit
+    done = subprocess.run(["git", "commit", "-q", "-m", message, "--", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0 and "nothing to commit" not in done.stdout + done.stderr:
+        print(f"run: could not commit ({done.stderr.strip()[:200]}); the next run's commit "
+              "takes it in", file=sys.stderr)
 
 
 def planned_runs(plans: Mapping[str, ComparisonPlan], num_layers: int) -> list[tuple[str, int, Any]]:
@@ -300,11 +350,12 @@ def run(out: Path, threads: int, device: str, hours: float | None, commit: bool,
         print(f"run [{index}/{count}]: seed {seed} {arm.name}: dev {record['dev_score']:.4f} "
               f"in {record['train_seconds']:.0f} s train + {record['eval_seconds']:.0f} s eval "
               f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
-        summary = report(out, quiet=True)
-        if commit:
-            _commit(out, f"evidence_v2: seed {seed} {arm.name} (dev {record['dev_score']:.4f}); "
-                    f"{summary['cost'].get('runs', 0)} of "
-                    f"{summary['cost'].get('runs_needed', '?')} runs journalled")
+        with results_lock(out):  # one shard at a time: reports, then the commit
+            summary = report(out, quiet=True)
+            if commit:
+                _commit(out, f"evidence_v2: seed {seed} {arm.name} (dev "
+                        f"{record['dev_score']:.4f}); {summary['cost'].get('runs', 0)} of "
+                        f"{summary['cost'].get('runs_needed', '?')} runs journalled")
 
     runs = planned_runs(plans, MINILM_DIMS.num_layers)
     for position, (name, seed, arm) in enumerate(runs):

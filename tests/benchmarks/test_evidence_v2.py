@@ -86,3 +86,42 @@ def test_report_from_a_journal(tmp_path: Path) -> None:
     assert summary["cost"]["runs"] == 6 and summary["cost"]["seconds_per_run_mean"] == 105.0
     assert not summary["complete"]
     assert "scale-4-vs-1-8" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_results_lock_is_exclusive_and_outside_the_results(tmp_path: Path) -> None:
+    """One shard at a time holds it (flock on another open of the file fails meanwhile)."""
+    import fcntl
+
+    out = tmp_path / "evidence_v2"
+    path = ev.lock_path(out)
+    assert not path.is_relative_to(out) and path == ev.lock_path(tmp_path / "." / "evidence_v2")
+    with ev.results_lock(out), path.open("a") as other:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with path.open("a") as other:  # released after the block
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_commit_commits_the_results_folder_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True,
+                              text=True).stdout
+
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.org",
+                       "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.org"}.items():
+        monkeypatch.setenv(key, value)
+    git("init", "-q")
+    monkeypatch.setattr(ev, "ROOT", tmp_path)
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "runs.jsonl").write_text("{}\n")
+    (tmp_path / "other.txt").write_text("not the benchmark's")
+    with ev.results_lock(out):
+        ev._commit(out, "evidence_v2: one run")
+        ev._commit(out, "evidence_v2: nothing new")  # nothing to commit: silent
+    assert git("log", "--format=%s").splitlines() == ["evidence_v2: one run"]
+    assert git("show", "--name-only", "--format=").split() == ["results/runs.jsonl"]
+    assert "could not commit" not in capsys.readouterr().err
