@@ -11,6 +11,15 @@ the other studies while one fits (at most one fit in flight per study; proposals
 no model stay in this thread): a new study's Sobol trials are queued within a pass even
 while another study's long fit runs, and no fit runs in a process that serves requests.
 
+No study holds the proposer (issue 31). A sampling call (no model) gets ``time_budget``
+seconds per study and pass (``suggest_within``); a study that used it up *yields*: what it
+found is queued, and it goes to the back of a round-robin queue, after the studies that did
+not overrun. A pass stops starting studies once it has run ``time_budget`` seconds; the
+rest go first in the next pass, which follows at once. A sampler that reports
+``SamplerExhausted`` gets its last points queued and is not asked again; once the study's
+trials are done it ends with the reason (``exhausted: ...``): ``completed`` when a trial
+completed, else ``failed``. A pass holds no database transaction while it computes.
+
 One study never stops the others: a study whose optimiser fails is recorded as failing
 (``reason``, visible in the API), skipped with exponential backoff, its traceback logged
 once, and ended ``failed`` after ``max_failures`` failed passes in a row. A study whose
@@ -38,6 +47,7 @@ from autopeft_service.optimizers.base import (
     Observation,
     Optimizer,
     OptimizerError,
+    SamplerExhausted,
     Suggestion,
 )
 from autopeft_service.optimizers.factory import make_optimizer
@@ -55,10 +65,23 @@ from autopeft_service.storage.models import TrialRow
 
 log = logging.getLogger(__name__)
 
+#: Default of ``Proposer.time_budget`` (``Settings.proposal_time_budget_s``).
+TIME_BUDGET_SECONDS = 2.0
+#: Points a study may queue in its first time slice; later slices queue as many as its
+#: last slice's pace fits in ``time_budget`` (turning a 256-layer point into a trial row
+#: takes milliseconds, so 10,000 of them would hold the proposer for half a minute).
+FIRST_SLICE_POINTS = 128
+#: Fewest points a slice may be sized to (a slow study still progresses every turn).
+MIN_SLICE_POINTS = 8
+#: Trial states that may still produce a result or continue (a study is not done).
+_UNFINISHED = (TrialState.READY.value, TrialState.LEASED.value, TrialState.PAUSED.value)
+
 
 def load_history(database: Database, study_id: int) -> tuple[StudySpec, History, dict[str, int]]:
-    """A study's spec, the optimiser's view of its trials, and its counts by state."""
-    with database.session() as session:
+    """A study's spec, the optimiser's view of its trials, and its counts by state (read
+    in a read-only transaction: a large study's history takes a while to read, and on
+    SQLite a write transaction would hold up every lease, report and read meanwhile)."""
+    with database.read_session() as session:
         study = repo.get_study(session, study_id)
         spec = StudySpec.model_validate(study.spec)
         rows = repo.trials_in_states(session, study_id, [
@@ -181,6 +204,8 @@ class Proposer(BackgroundLoop):
         pool: where model fits run (child processes); None: in this thread.
         fit_observer: hears ``(optimizer name, seconds)`` after each successful
             ``suggest`` call (the server's metrics).
+        time_budget: seconds a study's sampling may take in one pass, and seconds after
+            which a pass starts no further study (module docstring).
     """
 
     name = "proposer"
@@ -190,8 +215,19 @@ class Proposer(BackgroundLoop):
                  min_interval: float = 0.25, leader: LeaderLock | None = None,
                  retry_seconds: float = 10.0, max_retry_seconds: float = 600.0,
                  max_failures: int = 6, pool: ProposalPool | None = None,
-                 fit_observer: Callable[[str, float], None] | None = None) -> None:
+                 fit_observer: Callable[[str, float], None] | None = None,
+                 time_budget: float = TIME_BUDGET_SECONDS) -> None:
         super().__init__(poll_seconds, min_interval)
+        if time_budget <= 0:
+            raise ValueError(f"time_budget must be positive, got {time_budget}")
+        self.time_budget = time_budget
+        #: Studies that used up their time slice, in the order they yielded (round robin).
+        self._yielded: dict[int, None] = {}
+        self._partial: set[int] = set()  # studies whose sampling ran out of time this pass
+        #: Studies whose sampler is exhausted -> why (not asked again; ended when done).
+        self._exhausted: dict[int, str] = {}
+        #: Studies -> points their next time slice may queue (``_pace``).
+        self._slice_points: dict[int, int] = {}
         self.pool = pool
         self.fit_observer = fit_observer
         self._inflight: dict[int, InFlight] = {}
@@ -218,6 +254,7 @@ class Proposer(BackgroundLoop):
         if self.leader is not None and not self.leader.try_acquire():
             self._optimizers.clear()  # another process proposes; rebuild if we lead again
             self._inflight.clear()  # its fits' trials would go in after the leader's
+            self._exhausted.clear()
             return 0
         return self.step()
 
@@ -253,25 +290,62 @@ class Proposer(BackgroundLoop):
         """Called after ``count`` > 0 trials were queued (subclasses wake lease waiters)."""
 
     def step(self) -> int:
-        """One pass over every running study not backed off from. Returns the number of
-        trials added. A study whose pass fails is recorded and skipped (``_failed``); only
-        a database failure ends the pass early."""
+        """One pass over every running study not backed off from, in round-robin order,
+        until the pass has run ``time_budget`` seconds (the rest go first next pass).
+        Returns the number of trials added. A study whose pass fails is recorded and
+        skipped (``_failed``); only a database failure ends the pass early."""
         with self.database.session() as session:
             study_ids = repo.running_study_ids(session, due_only=True)
-        for cache in (self._optimizers, self._specs):
-            for stale in set(cache) - set(study_ids):
-                del cache[stale]
+        self._forget_stale(set(study_ids))
         added = self.harvest()
-        for study_id in study_ids:
+        started = time.monotonic()
+        deferred = False
+        for study_id in self._order(study_ids):
             if study_id in self._inflight:
                 continue  # its fit is running in the pool; the others go on meanwhile
-            try:
-                added += self.fill(study_id)
-            except StorageError:
-                raise  # the database is down: no study can go on; the loop retries
-            except Exception as error:  # noqa: BLE001 - one study must not stop the others
-                self._failed(study_id, error)
+            if time.monotonic() - started >= self.time_budget:
+                deferred = True  # this pass had its time: the rest go first next pass
+                break
+            added += self._turn(study_id)
+        if deferred or self._yielded:
+            self.wake()  # resume the deferred and yielded studies without a poll's wait
         return added
+
+    def _turn(self, study_id: int) -> int:
+        """One study's turn: ``fill``, timed; a study that used its time slice goes to
+        the back of the round-robin queue. Returns the number of trials added."""
+        turn_started = time.monotonic()
+        added = 0
+        try:
+            added = self.fill(study_id)
+        except StorageError:
+            raise  # the database is down: no study can go on; the loop retries
+        except Exception as error:  # noqa: BLE001 - one study must not stop the others
+            self._failed(study_id, error)
+        elapsed = time.monotonic() - turn_started
+        overran = study_id in self._partial or elapsed >= self.time_budget
+        if overran:
+            self._pace(study_id, added, elapsed)
+        self._partial.discard(study_id)
+        self._yielded.pop(study_id, None)
+        if overran:
+            self._yielded[study_id] = None  # re-inserted: the back of the queue
+        return added
+
+    def _order(self, study_ids: list[int]) -> list[int]:
+        """This pass's order: the studies that did not overrun last time (cheap: a new
+        study's first trials never wait behind a large one), then those that yielded,
+        longest waiting first."""
+        due = set(study_ids)
+        return [s for s in study_ids if s not in self._yielded] + \
+            [s for s in self._yielded if s in due]
+
+    def _forget_stale(self, running: set[int]) -> None:
+        """Drop what is kept about studies that are no longer due (ended, backed off)."""
+        for cache in (self._optimizers, self._specs, self._yielded, self._exhausted,
+                      self._slice_points):
+            for stale in set(cache) - running:
+                del cache[stale]
 
     def _failed(self, study_id: int, error: Exception) -> None:
         """Record a failed pass of one study: traceback logged once per study, then one
@@ -312,6 +386,9 @@ class Proposer(BackgroundLoop):
                 return 0
             else:
                 want = free_slots(spec, counts)
+            if want > 0 and study_id in self._exhausted:
+                self._end_if_exhausted(session, study_id, counts)
+                return 0  # its sampler has nothing new: never sampled again
         if want <= 0:  # the common case: answered from counts, without loading history
             return 0
         spec, history, counts = load_history(self.database, study_id)
@@ -322,17 +399,79 @@ class Proposer(BackgroundLoop):
         optimizer = self._optimizers.get(study_id)
         if optimizer is None:
             optimizer = self._optimizers[study_id] = self.optimizer_factory(spec)
-        if self.pool is not None and _needs_model(optimizer, want, history):
+        needs_model = _needs_model(optimizer, want, history)
+        if self.pool is not None and needs_model:
             future = self.pool.submit(spec, want, history)
             self._time_pool_fit(future, optimizer.name)
             future.add_done_callback(lambda _done: self.wake())
             self._inflight[study_id] = InFlight(future, spec, want, optimizer.name)
             return 0
         started = time.perf_counter()
-        suggestions = optimizer.suggest(want, history)  # OptimizerError: see _failed
+        try:
+            suggestions = self._suggest(study_id, optimizer, want, history, needs_model)
+        except SamplerExhausted as error:
+            return self._exhaust(study_id, spec, optimizer.name, error, want)
         if self.fit_observer is not None:
             self.fit_observer(optimizer.name, time.perf_counter() - started)
+        if not suggestions:
+            return 0  # out of time before a first new point: resumed next turn
         return self._queue(study_id, spec, optimizer.name, suggestions, want)
+
+    def _suggest(self, study_id: int, optimizer: Optimizer, want: int, history: History,
+                 needs_model: bool) -> list[Suggestion]:
+        """Ask for ``want`` points: within the time slice when the optimiser can stop
+        early and fits no model (sampling), else in one call.
+
+        Raises:
+            OptimizerError: as ``suggest`` (``SamplerExhausted`` at the sequence's end).
+        """
+        within = getattr(optimizer, "suggest_within", None)
+        if within is None or needs_model:
+            return optimizer.suggest(want, history)
+        # Sampling and queueing share the slice: the sampler gets half of it, and at most
+        # as many points as the study's pace says the whole turn can queue in time.
+        cap = min(want, self._slice_points.get(study_id, FIRST_SLICE_POINTS))
+        suggestions: list[Suggestion] = within(cap, history, self.time_budget / 2)
+        if len(suggestions) < want:
+            self._partial.add(study_id)  # out of time: it yields, resumed on a later pass
+        return suggestions
+
+    def _pace(self, study_id: int, queued: int, seconds: float) -> None:
+        """Size a yielding study's next slice from this turn: ``queued`` points in
+        ``seconds``, scaled to fill ``time_budget`` (with a margin: turns vary)."""
+        if queued <= 0 or seconds <= 0:
+            return
+        fitting = int(0.8 * queued * self.time_budget / seconds)
+        self._slice_points[study_id] = max(MIN_SLICE_POINTS, fitting)
+
+    def _exhaust(self, study_id: int, spec: StudySpec, optimizer: str,
+                 error: SamplerExhausted, want: int) -> int:
+        """The study's sampler is exhausted: queue the last points it found, ask it no
+        more, and end the study now if nothing of it is left to run. Returns the number
+        of trials added."""
+        log.warning("study %s: %s", study_id, error)
+        self._exhausted[study_id] = str(error)
+        added = self._queue(study_id, spec, optimizer, error.found, want) if error.found else 0
+        if not added:
+            with self.database.session() as session:
+                self._end_if_exhausted(session, study_id, repo.trial_counts(session, study_id))
+        return added
+
+    def _end_if_exhausted(self, session: Session, study_id: int,
+                          counts: dict[str, int]) -> bool:
+        """End a study whose sampler is exhausted once none of its trials can still run:
+        ``completed`` (a trial completed or was pruned) or ``failed``, the reason saying
+        ``exhausted: ...`` either way. Returns True when the study is (now) over."""
+        if any(counts[state] for state in _UNFINISHED):
+            return False  # its last trials still run; asked again when they end
+        reason = f"exhausted: {self._exhausted[study_id]}"
+        if counts[TrialState.COMPLETED.value] or counts[TrialState.PRUNED.value]:
+            study = repo.complete_study(session, study_id)
+            if study.state == StudyState.COMPLETED.value:
+                study.reason = reason  # the budget was not spent: say why it ended
+        else:
+            repo.fail_study(session, study_id, reason)
+        return True
 
     def harvest(self) -> int:
         """Queue the suggestions of every finished fit (a failed fit is a failed pass of

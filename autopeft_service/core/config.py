@@ -40,6 +40,11 @@ class Settings(BaseSettings):
         "each), so that no fit runs in a process serving requests and one study's fit never "
         "holds up another study's proposals; 0: fits run in the proposer thread.")
     proposer_max_retry_seconds: float = Field(600.0, gt=0, description="Cap of that backoff.")
+    proposal_time_budget_s: float = Field(
+        2.0, gt=0, le=600, description="Seconds one study's sampling may take in a proposer "
+        "pass, and seconds after which a pass starts no further study: a study that overruns "
+        "queues what it found and yields to the others (round robin), so that no study holds "
+        "the proposer.")
     proposer_max_failures: int = Field(
         6, ge=1, description="Failed proposer passes in a row after which a study ends "
         "failed, with the optimiser's error as its reason.")

@@ -20,6 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from autopeft_service.domain.errors import AutopeftError
 
+#: Execution option of the engine behind ``Database.read_session`` (SQLite: plain BEGIN).
+_READ_ONLY = "autopeft_read_only"
+
 
 class StorageError(AutopeftError, RuntimeError):
     """The database failed (connection lost, lock timeout, ...): worth retrying (HTTP 503)."""
@@ -57,7 +60,10 @@ def make_engine(url: str, pool_size: int = 20) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin_immediate(connection: Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A read-only session (``Database.read_session``) reads a WAL snapshot instead
+            # of taking the write lock: it neither waits for writers nor holds them up.
+            read_only = connection.get_execution_options().get(_READ_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # No pool_pre_ping: it costs a round trip on every checkout (about 15 % of the server's
@@ -103,6 +109,8 @@ class Database:
         statements_bind = self.engine.execution_options(isolation_level="AUTOCOMMIT") \
             if is_postgres(self.engine) else self.engine
         self._statement_sessions = sessionmaker(statements_bind, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.engine.execution_options(**{_READ_ONLY: True}),
+                                           expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -134,6 +142,20 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A transaction that only reads. On SQLite it starts with a plain ``BEGIN`` (a
+        snapshot of the WAL) rather than ``BEGIN IMMEDIATE``, so a long read (the
+        proposer's history of a large study) never holds up writers or other reads, and
+        never waits for a writer; writing in it may fail with SQLITE_BUSY. On PostgreSQL
+        it is ``session()`` (reads never wait for row locks there).
+
+        Raises:
+            StorageError: any database driver error inside the block.
+        """
+        with self._run(self._read_sessions()) as session:
+            yield session
 
     @contextmanager
     def statement_session(self) -> Iterator[Session]:
