@@ -193,7 +193,7 @@ def ended_trials(study: StudyOut) -> int:
 
 
 class AutopeftClient:
-    """A user's connection to the search server (bearer token with the client role).
+    """A user's connection to the search server (bearer token of a reader, member or admin).
 
     Args:
         base_url: e.g. ``http://127.0.0.1:8000``.

@@ -204,7 +204,7 @@ def test_wrong_or_worker_token(server: ServerThread) -> None:
     assert "unknown bearer token" in str(e.value)
     with AutopeftClient(server.base_url, WORKER_TOKEN) as worker, pytest.raises(ClientError) as e:
         worker.status(1)
-    assert e.value.status_code == 403 and "needs the client role" in str(e.value)
+    assert e.value.status_code == 403 and "needs the reader role" in str(e.value)
 
 
 def test_unreachable_server() -> None:

@@ -26,6 +26,7 @@ from autopeft_service.api.middleware import (
     is_artifact_upload,
 )
 from autopeft_service.api.routes import (
+    admin,
     artifacts,
     checkpoints,
     dashboard,
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(artifacts.router)
     app.include_router(checkpoints.router)
     app.include_router(dashboard.router)
+    app.include_router(admin.router)
     ui.mount(app)
 
     @app.exception_handler(StarletteHTTPException)
@@ -194,5 +196,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ConditionalGet)  # ETag / 304 for JSON GETs (the dashboard's polls)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes,
                        streamed=is_artifact_upload)
-    app.add_middleware(TokenGate, tokens=[*settings.client_tokens, *settings.worker_tokens])
+    app.add_middleware(TokenGate, tokens=services.tokens)
     return app

@@ -13,6 +13,10 @@ import json
 from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
 
+import anyio.to_thread
+
+from autopeft_service.api.auth import TokenResolver
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -39,22 +43,25 @@ def header(scope: Scope, name: bytes) -> bytes:
 
 
 class TokenGate:
-    """401 for API requests whose bearer token is missing or unknown, before anything else.
+    """401 for API requests whose bearer token is missing, unknown, revoked or expired,
+    before anything else; otherwise the caller (``Principal``) is put in the request's
+    state (``scope["state"]["principal"]``) for the routes.
 
-    Roles (403) are still checked by the routes' dependencies; this only decides that the
-    caller is someone. Paths outside ``/v1/`` (docs, the OpenAPI document) and the public
-    ones (``/v1/health``) pass.
+    Roles (403) and ownership (404) are still checked by the routes' dependencies; this
+    only decides that the caller is someone. Paths outside ``/v1/`` (docs, the OpenAPI
+    document) and the public ones (``/v1/health``) pass. A stored token's first use (and
+    its use after the resolver's cache time) is looked up in a worker thread.
 
     Args:
         app: the wrapped application.
-        tokens: every client and worker token.
+        tokens: resolves a token to its caller.
         public: paths that need no token.
     """
 
-    def __init__(self, app: ASGIApp, tokens: Collection[str],
+    def __init__(self, app: ASGIApp, tokens: TokenResolver,
                  public: Collection[str] = ("/v1/health",)) -> None:
         self.app = app
-        self.tokens = {f"bearer {token}".encode() for token in tokens}
+        self.tokens = tokens
         self.public = set(public)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,12 +71,19 @@ class TokenGate:
             return
         authorization = header(scope, b"authorization")
         # The scheme is case-insensitive; the token is compared exactly.
-        scheme, _, token = authorization.partition(b" ")
-        if b"bearer " + token.strip() not in self.tokens or scheme.lower() != b"bearer":
+        scheme, _, raw = authorization.partition(b" ")
+        token = raw.strip().decode("latin-1")
+        principal = None
+        if scheme.lower() == b"bearer" and token:
+            known, principal = self.tokens.cached(token)
+            if not known:
+                principal = await anyio.to_thread.run_sync(self.tokens.lookup, token)
+        if principal is None:
             await send_error(send, 401, "missing bearer token" if not authorization
-                             else "unknown bearer token",
+                             else "unknown bearer token (or revoked, or expired)",
                              headers=[(b"www-authenticate", b"Bearer")])
             return
+        scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 

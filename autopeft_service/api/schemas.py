@@ -66,8 +66,8 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     401: (ErrorOut, "Missing or unknown bearer token."),
     403: (ErrorOut, "The token does not hold this route's role."),
     404: (ErrorOut, "No such study or trial."),
-    409: (ErrorOut, "The lease token is not the trial's current lease, or the trial "
-                    "cannot take this report in its state."),
+    409: (ErrorOut, "A conflict: the lease token is not the trial's current lease, the "
+                    "trial cannot take this report in its state, or the name exists."),
     413: (ErrorOut, "The request body is larger than the server's max_request_bytes."),
     422: (ValidationErrorOut, "Invalid request: each item names a field and the reason."),
     503: (ErrorOut, "The database is unreachable; retry after Retry-After seconds."),

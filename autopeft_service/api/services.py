@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from autopeft_service.api.auth import TokenResolver
 from autopeft_service.api.metrics import ServiceMetrics, multiprocess_dir
 from autopeft_service.api.sightings import WorkerSightings, flush_interval
 from autopeft_service.core.config import Settings
@@ -66,6 +67,9 @@ class Services:
         self.settings = settings
         self.database = Database(settings.database_url, settings.database_pool_size)
         self.artifacts: ArtifactStore = LocalArtifactStore(settings.artifact_dir)
+        #: Bearer tokens to callers (the environment's, then the database's).
+        self.tokens = TokenResolver(self.database, settings.client_tokens,
+                                    settings.worker_tokens, settings.token_cache_seconds)
         self.ready = ReadySignal()
         #: True once shutdown began: long-polling leases answer 204 at once.
         self.stopping = False
@@ -79,6 +83,7 @@ class Services:
             retry_seconds=settings.proposer_retry_seconds,
             max_retry_seconds=settings.proposer_max_retry_seconds,
             max_failures=settings.proposer_max_failures,
+            time_budget=settings.proposal_time_budget_s,
             fit_observer=self.metrics.observe_fit,
             pool=(ProposalPool(settings.proposer_processes, make_optimizer)
                   if settings.proposer_processes > 0 else None))

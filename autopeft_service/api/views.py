@@ -343,14 +343,26 @@ def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:
                 for index, (row, volume) in enumerate(zip(rows, volumes, strict=True))])
 
 
-def _held_trials(session: Session) -> dict[str, list[WorkerTrial]]:
-    """Each worker's leased trials now, of every study (by study and number)."""
+def _held_trials(session: Session, tenant_id: int | None
+                 ) -> tuple[dict[str, list[WorkerTrial]], dict[str, int]]:
+    """Each worker's leased trials now (by study and number) of ``tenant_id``'s studies
+    (every study's when None), and how many others each holds."""
     held: dict[str, list[WorkerTrial]] = {}
-    for row in repo.leased_trials(session):
+    others: dict[str, int] = {}
+    rows = repo.leased_trials(session)
+    owners: dict[int, int] = {}
+    if tenant_id is not None and rows:
+        study_ids = {row.study_id for row in rows}
+        owners = {study_id: owner for study_id, owner in session.execute(
+            select(StudyRow.id, StudyRow.tenant_id).where(StudyRow.id.in_(study_ids)))}
+    for row in rows:
+        if tenant_id is not None and owners.get(row.study_id) != tenant_id:
+            others[row.worker or ""] = others.get(row.worker or "", 0) + 1
+            continue
         held.setdefault(row.worker or "", []).append(WorkerTrial(
             study_id=row.study_id, trial_id=row.id, number=row.number,
             leased_at=row.leased_at, lease_deadline=row.lease_deadline))
-    return held
+    return held, others
 
 
 def _study_trials_by_worker(session: Session, study_id: int) -> dict[str, int]:
@@ -361,17 +373,20 @@ def _study_trials_by_worker(session: Session, study_id: int) -> dict[str, int]:
     return {str(name): int(count) for name, count in rows}
 
 
-def workers_out(session: Session, alive_seconds: float, study_id: int | None = None
-                ) -> WorkerList:
-    """Every worker with the trials it holds leases on now (of every study, so a worker
-    busy elsewhere is never shown idle); with ``study_id``, only the workers that hold or
-    held a lease on that study's trials, each with its count of them (``study_trials``)."""
+def workers_out(session: Session, alive_seconds: float, study_id: int | None = None,
+                tenant_id: int | None = None) -> WorkerList:
+    """Every worker with the trials it holds leases on now (a worker busy elsewhere is
+    never shown idle); with ``study_id``, only the workers that hold or held a lease on
+    that study's trials, each with its count of them (``study_trials``). With
+    ``tenant_id``: only the workers of that tenant's private pool and of the shared pool,
+    and only its studies' trials (others are counted in ``other_trials``)."""
     now = database_now(session)
-    held = _held_trials(session)
+    held, others = _held_trials(session, tenant_id)
     counts = None if study_id is None else _study_trials_by_worker(session, study_id)
     items = [WorkerOut(name=w.name, first_seen=w.first_seen, last_seen=w.last_seen,
                        leases=w.leases, alive=now - w.last_seen <= alive_seconds,
                        study_trials=None if counts is None else counts[w.name],
-                       trials=held.get(w.name, []))
-             for w in repo.list_workers(session) if counts is None or w.name in counts]
+                       trials=held.get(w.name, []), other_trials=others.get(w.name, 0))
+             for w in repo.list_workers(session, tenant_id)
+             if counts is None or w.name in counts]
     return WorkerList(now=now, alive_seconds=alive_seconds, items=items)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from importlib.metadata import entry_points
 from types import ModuleType
 
-from autopeft_service.cli import serve, studies
+from autopeft_service.cli import admin, serve, studies
 from autopeft_service.cli.parser import RUNTIME_ERROR, OneLineParser, fail
 
 #: Entry-point group of the commands other packages add (the workers' ``trial``, ``worker``,
@@ -27,6 +27,7 @@ def build_parser() -> OneLineParser:
         "Bayesian optimisation."))
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     serve.add_parser(subparsers)
+    admin.add_parser(subparsers)
     studies.add_parser(subparsers)
     for command in registered_commands():
         command.add_parser(subparsers)

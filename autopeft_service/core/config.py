@@ -22,6 +22,10 @@ class Settings(BaseSettings):
                                      description="Bearer tokens of users (create/read studies).")
     worker_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list,
                                      description="Bearer tokens of workers (lease and report).")
+    token_cache_seconds: float = Field(
+        2.0, ge=0, le=300, description="How long a stored token's lookup is reused: a "
+        "token revoked by the CLI or another server process is refused within this time "
+        "(at once when revoked through this process's admin routes).")
     lease_seconds: float = Field(120.0, gt=0, description="Lease length; heartbeats extend it.")
     worker_alive_seconds: float = Field(
         60.0, gt=0, description="A worker seen (lease or heartbeat) within this many seconds "

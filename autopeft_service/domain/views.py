@@ -215,7 +215,9 @@ class WorkerOut(BaseModel):
         "study_id.")
     alive: bool = Field(description="Seen within the server's worker_alive_seconds.")
     trials: list[WorkerTrial] = Field(description="Trials it holds a lease on now, of every "
-                                      "study (study_id names each one's).")
+                                      "study the caller may see (study_id names each one's).")
+    other_trials: int = Field(0, description="Leases it holds now on other tenants' trials "
+                              "(a shared-pool worker busy elsewhere; not listed).")
 
 
 class WorkerList(BaseModel):

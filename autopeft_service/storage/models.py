@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 tables: studies, trials and workers.
+"""SQLAlchemy 2 tables: tenants and their tokens, studies, trials, workers and the audit log.
 
 Times are seconds since the epoch read from the database clock (``storage.clock``), so
 lease deadlines mean the same thing to every server process.
@@ -29,12 +29,62 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON}
 
 
+class TenantRow(Base):
+    """A team sharing the service (``domain.tenancy``): it owns studies and tokens."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    #: Share of the shared worker pool relative to other tenants.
+    weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class TokenRow(Base):
+    """A bearer token: only its SHA-256 is stored (the secret is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"),
+                                           index=True)
+    role: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    #: Hex SHA-256 of the token: a 256-bit random secret needs no salt or slow hash (no
+    #: dictionary to try), and one indexed lookup finds it.
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Worker tokens: True serves every tenant (the shared pool), False the tenant's own.
+    shared_pool: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class AuditRow(Base):
+    """Who created or cancelled what, and when (admins read it)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    token_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    actor: Mapped[str] = mapped_column(String(300))
+    action: Mapped[str] = mapped_column(String(40))
+    study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
 class StudyRow(Base):
     """One search job."""
 
     __tablename__ = "studies"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: The owner; every trial, artefact and view of the study is the tenant's.
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True, default=1,
+                                           server_default="1")
     name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(20), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -157,3 +207,5 @@ class WorkerRow(Base):
     first_seen: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
     leases: Mapped[int] = mapped_column(Integer, default=0)
+    #: The pool the worker serves: a tenant's private pool, or None for the shared pool.
+    pool_tenant_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -186,7 +186,7 @@ def test_one_line_errors(server: ServerThread, tmp_path: Path) -> None:
     assert_one_line_error(autopeft("studies", *at(server, "wrong-token")), 1,
                           "HTTP 401 Unauthorized: unknown bearer token", "--token")
     assert_one_line_error(autopeft("status", "1", *at(server, WORKER_TOKEN)), 1,
-                          "HTTP 403 Forbidden: this endpoint needs the client role")
+                          "HTTP 403 Forbidden: this endpoint needs the reader role")
     nowhere = f"http://127.0.0.1:{free_port()}"
     assert_one_line_error(autopeft("status", "1", "--server", nowhere, "--token", "t"), 1,
                           f"cannot reach the server at {nowhere}: ", "--server")

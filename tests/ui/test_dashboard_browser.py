@@ -61,7 +61,7 @@ def test_login_then_a_bad_token_brings_the_login_back(page: Any, server: ServerT
     assert page.evaluate("sessionStorage.getItem('autopeft.token')") is None
     # a worker token is refused with a reason (403: not a client)
     sign_in(page, server.base_url, token=WORKER_TOKEN)
-    page.wait_for_selector("#login-error:has-text('no client role')")
+    page.wait_for_selector("#login-error:has-text('no reader role')")
 
 
 def test_the_pareto_plot_shows_the_apis_front_and_the_pending_trials(

@@ -10,7 +10,7 @@ token that is not the trial's lease gets 409; a trial not completed gets 409; a 
 ``max_artifact_bytes`` gets 413; a hash that differs, or a body that is not an artefact
 archive, gets 422.
 
-``GET /v1/trials/{id}/artifact`` (client role) streams it back, with its hash in
+``GET /v1/trials/{id}/artifact`` (reader role, own tenant) streams it back, with its hash in
 ``X-Artifact-SHA256``; 404 when the trial has none.
 """
 
@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from autopeft_service.api.deps import ClientAuth, ServicesDep, WorkerAuth
+from autopeft_service.api.deps import Reader, ServicesDep, WorkerAuth
 from autopeft_service.api.routes.workers import TrialId, _conflict
 from autopeft_service.api.schemas import error_responses
 from autopeft_service.api.services import Services
@@ -129,10 +129,13 @@ async def upload_artifact(
     return ArtifactOut(trial_id=trial_id, sha256=sha256, bytes=size)
 
 
-def _stored(services: Services, trial_id: int) -> tuple[Path, str, int]:
+def _stored(services: Services, trial_id: int, tenant_id: int | None
+            ) -> tuple[Path, str, int]:
+    """The stored artefact of a trial of ``tenant_id``'s (any tenant's when None): path,
+    hash and size. Raises HTTPException 404."""
     try:
         with services.database.session() as session:
-            trial = repo.get_trial(session, trial_id)
+            trial = repo.get_trial(session, trial_id, tenant_id=tenant_id)
             sha256, size = trial.artifact_sha256, trial.artifact_bytes
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
@@ -148,14 +151,16 @@ def _stored(services: Services, trial_id: int) -> tuple[Path, str, int]:
     return path, sha256, size or path.stat().st_size
 
 
-@router.get("/trials/{trial_id}/artifact", dependencies=[ClientAuth], tags=["artifacts"],
+@router.get("/trials/{trial_id}/artifact", tags=["artifacts"],
             responses={**error_responses(401, 403, 404, 503), 200: {
                 "description": "The packed artefact (a zip).",
                 "content": {"application/zip": {"schema": {"type": "string",
                                                            "format": "binary"}}}}})
-async def download_artifact(trial_id: TrialId, services: ServicesDep) -> StreamingResponse:
-    """Stream a trial's artefact; its hash is in ``X-Artifact-SHA256``."""
-    path, sha256, size = await run_in_threadpool(_stored, services, trial_id)
+async def download_artifact(trial_id: TrialId, services: ServicesDep,
+                            caller: Reader) -> StreamingResponse:
+    """Stream a trial's artefact (of the caller's tenant: another tenant's is a 404); its
+    hash is in ``X-Artifact-SHA256``."""
+    path, sha256, size = await run_in_threadpool(_stored, services, trial_id, caller.scope)
     return StreamingResponse(read_chunks(path), media_type="application/zip", headers={
         SHA_HEADER: sha256, "Content-Length": str(size),
         "Content-Disposition": f'attachment; filename="trial-{trial_id}-artifact.zip"'})

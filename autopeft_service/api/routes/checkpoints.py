@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from autopeft_service.api.deps import ServicesDep, WorkerAuth
+from autopeft_service.api.deps import ServicesDep, Worker, WorkerAuth
 from autopeft_service.api.routes.artifacts import SHA256
 from autopeft_service.api.routes.workers import TrialId, _conflict
 from autopeft_service.api.schemas import error_responses
@@ -114,10 +114,12 @@ async def upload_checkpoint(
     return CheckpointOut(trial_id=trial_id, sha256=sha256, bytes=size, step=x_checkpoint_step)
 
 
-def _stored(services: Services, trial_id: int) -> tuple[Path, str]:
+def _stored(services: Services, trial_id: int, tenant_id: int | None) -> tuple[Path, str]:
+    """A paused trial's stored checkpoint (of ``tenant_id``'s studies; any tenant's when
+    None): path and hash. Raises HTTPException 404."""
     try:
         with services.database.session() as session:
-            sha256 = repo.get_trial(session, trial_id).checkpoint_sha256
+            sha256 = repo.get_trial(session, trial_id, tenant_id=tenant_id).checkpoint_sha256
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     path = None if sha256 is None else services.artifacts.open(trial_id, sha256)
@@ -131,8 +133,10 @@ def _stored(services: Services, trial_id: int) -> tuple[Path, str]:
                 "description": "The packed checkpoint (a tar).",
                 "content": {"application/x-tar": {"schema": {"type": "string",
                                                              "format": "binary"}}}}})
-async def download_checkpoint(trial_id: TrialId, services: ServicesDep) -> StreamingResponse:
-    """Stream a paused trial's checkpoint; its hash is in ``X-Artifact-SHA256``."""
-    path, sha256 = await run_in_threadpool(_stored, services, trial_id)
+async def download_checkpoint(trial_id: TrialId, services: ServicesDep,
+                              caller: Worker) -> StreamingResponse:
+    """Stream a paused trial's checkpoint (a private pool's worker: of its tenant's
+    studies only); its hash is in ``X-Artifact-SHA256``."""
+    path, sha256 = await run_in_threadpool(_stored, services, trial_id, caller.scope)
     return StreamingResponse(read_chunks(path), media_type="application/x-tar", headers={
         SHA_HEADER: sha256, "Content-Length": str(path.stat().st_size)})

@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Path, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from autopeft_service.api.deps import ServicesDep, WorkerAuth
+from autopeft_service.api.deps import ServicesDep, Worker, WorkerAuth
 from autopeft_service.api.schemas import (
     FailureIn,
     HeartbeatIn,
@@ -45,8 +45,10 @@ router = APIRouter(prefix="/v1", tags=["workers"], dependencies=[WorkerAuth],
 CONFLICT = error_responses(404, 409)
 
 
-def _try_lease(services: Services, worker: str, first: bool = True) -> LeaseOut | None:
-    """The lease answer, or None when nothing is ready. Built from the stored JSON of the
+def _try_lease(services: Services, worker: str, first: bool = True,
+               pool: int | None = None) -> LeaseOut | None:
+    """The lease answer, or None when nothing is ready; ``pool``: only that tenant's
+    trials (a private pool's worker), None: any tenant's (the shared pool). Built from the stored JSON of the
     trial and its study's spec (``services.study_spec_json``: parsed once per study, not
     per lease); the answer is validated as a ``LeaseOut``, so a stored field it cannot
     carry fails here rather than in the worker.
@@ -56,7 +58,7 @@ def _try_lease(services: Services, worker: str, first: bool = True) -> LeaseOut 
     note the worker as seen for the next batch (``services.sightings``)."""
     seconds = services.settings.lease_seconds
     with services.database.statement_session() as session:
-        lease = repo.lease_trial(session, worker, seconds, touch=first)
+        lease = repo.lease_trial(session, worker, seconds, touch=first, pool=pool)
         if lease is None:
             if not first:
                 services.sightings.seen(worker)
@@ -91,29 +93,32 @@ def _lease_links() -> dict[str, Any]:
 @router.post("/leases", response_model=LeaseOut,
              responses={200: {"model": LeaseOut, "links": _lease_links()},
                         204: {"description": "nothing ready; retry after Retry-After"}})
-async def lease(body: LeaseRequest, services: ServicesDep) -> Response:
-    """Lease the oldest ready trial, long-polling while none is ready. The time to the
-    answer goes to ``autopeft_lease_seconds`` by outcome (leased, empty, error)."""
+async def lease(body: LeaseRequest, services: ServicesDep, caller: Worker) -> Response:
+    """Lease the oldest ready trial of the worker's pool (its tenant's studies for a
+    private pool's token, any tenant's for the shared pool), long-polling while none is
+    ready. The time to the answer goes to ``autopeft_lease_seconds`` by outcome (leased,
+    empty, error)."""
     started = time.perf_counter()
     outcome = "error"
     try:
-        answer = await _lease_or_wait(body, services)
+        answer = await _lease_or_wait(body, services, caller.scope)
         outcome = "leased" if answer.status_code == status.HTTP_200_OK else "empty"
         return answer
     finally:
         services.metrics.observe_lease(outcome, time.perf_counter() - started)
 
 
-async def _lease_or_wait(body: LeaseRequest, services: Services) -> Response:
-    """A lease (200), or 204 with ``Retry-After`` once the long poll ran out or shutdown
-    began."""
+async def _lease_or_wait(body: LeaseRequest, services: Services,
+                         pool: int | None) -> Response:
+    """A lease (200) from ``pool`` (``_try_lease``), or 204 with ``Retry-After`` once the
+    long poll ran out or shutdown began."""
     settings = services.settings
     wait = settings.long_poll_seconds if body.wait_seconds is None else min(
         body.wait_seconds, settings.long_poll_seconds)
     deadline = time.monotonic() + wait
     first = True
     while True:
-        out = await run_in_threadpool(_try_lease, services, body.worker, first)
+        out = await run_in_threadpool(_try_lease, services, body.worker, first, pool)
         if out is not None:  # JSONResponse, not the model: FastAPI would validate it again
             return JSONResponse(out.model_dump(mode="json"))
         first = False

@@ -59,56 +59,72 @@ class HeartbeatAnswer:
     worker: str | None = None
 
 
-def _lease_statement(postgres: bool, now: Any) -> Any:
-    oldest_ready = (select(_TRIALS.c.id).join(_STUDIES, _STUDIES.c.id == _TRIALS.c.study_id)
-                    .where(_TRIALS.c.state == TrialState.READY.value,
-                           _STUDIES.c.state == StudyState.RUNNING.value)
-                    .order_by(_TRIALS.c.id).limit(1))
-    if postgres:
-        oldest_ready = oldest_ready.with_for_update(of=_TRIALS, skip_locked=True)
-    return (update(_TRIALS)
-            .where(_TRIALS.c.id == oldest_ready.scalar_subquery(),
-                   _TRIALS.c.state == TrialState.READY.value)
-            .values(state=TrialState.LEASED.value, lease_token=bindparam("p_token"),
-                    lease_deadline=now + bindparam("p_seconds", type_=Float),
-                    worker=bindparam("p_worker"), attempt=_TRIALS.c.attempt + 1, leased_at=now)
-            .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.number, _TRIALS.c.attempt,
-                       _TRIALS.c.params, _TRIALS.c.config, _TRIALS.c.lease_deadline,
-                       _TRIALS.c.fidelity, _TRIALS.c.checkpoint_sha256))
+def _lease_statement(private: bool) -> Callable[[bool, Any], Any]:
+    """The lease ``UPDATE``; ``private`` limits it to the studies of the tenant bound as
+    ``p_pool`` (a private pool's worker), otherwise any running study's trial."""
+    def build(postgres: bool, now: Any) -> Any:
+        oldest_ready = (select(_TRIALS.c.id)
+                        .join(_STUDIES, _STUDIES.c.id == _TRIALS.c.study_id)
+                        .where(_TRIALS.c.state == TrialState.READY.value,
+                               _STUDIES.c.state == StudyState.RUNNING.value)
+                        .order_by(_TRIALS.c.id).limit(1))
+        if private:
+            oldest_ready = oldest_ready.where(
+                _STUDIES.c.tenant_id == bindparam("p_pool", type_=_STUDIES.c.tenant_id.type))
+        if postgres:
+            oldest_ready = oldest_ready.with_for_update(of=_TRIALS, skip_locked=True)
+        return (update(_TRIALS)
+                .where(_TRIALS.c.id == oldest_ready.scalar_subquery(),
+                       _TRIALS.c.state == TrialState.READY.value)
+                .values(state=TrialState.LEASED.value, lease_token=bindparam("p_token"),
+                        lease_deadline=now + bindparam("p_seconds", type_=Float),
+                        worker=bindparam("p_worker"), attempt=_TRIALS.c.attempt + 1,
+                        leased_at=now)
+                .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.number,
+                           _TRIALS.c.attempt, _TRIALS.c.params, _TRIALS.c.config,
+                           _TRIALS.c.lease_deadline, _TRIALS.c.fidelity,
+                           _TRIALS.c.checkpoint_sha256))
+    return build
 
 
-def _lease_and_touch_statement(touch: bool) -> Callable[[bool, Any], Any]:
+_LEASE = {False: _lease_statement(False), True: _lease_statement(True)}
+
+
+def _lease_and_touch_statement(touch: bool, private: bool) -> Callable[[bool, Any], Any]:
     """PostgreSQL: the lease and the worker's upsert in one statement (two round trips
     were one too many): ``WITH leased AS (UPDATE ... RETURNING ...), touched AS (INSERT
     INTO workers ... ON CONFLICT DO UPDATE) SELECT * FROM leased``. A data-modifying CTE
     runs whether or not it is read; ``touch`` False upserts only when a trial was leased
     (the insert selects from ``leased``)."""
     def build(_postgres: bool, now: Any) -> Any:
-        leased = _lease_statement(True, now).cte("leased")
-        columns = ["name", "first_seen", "last_seen", "leases"]
+        leased = _LEASE[private](True, now).cte("leased")
+        columns = ["name", "first_seen", "last_seen", "leases", "pool_tenant_id"]
+        worker = bindparam("p_worker", type_=_WORKERS.c.name.type)
+        pool = bindparam("p_worker_pool", type_=_WORKERS.c.pool_tenant_id.type)
         if touch:
             count = select(func.count()).select_from(leased).scalar_subquery()
-            rows = select(bindparam("p_worker", type_=_WORKERS.c.name.type), now, now, count)
+            rows = select(worker, now, now, count, pool)
         else:
-            rows = select(bindparam("p_worker", type_=_WORKERS.c.name.type), now, now,
-                          literal(1)).select_from(leased)
+            rows = select(worker, now, now, literal(1), pool).select_from(leased)
         insert = postgres_insert(_WORKERS).from_select(columns, rows)
         touched = insert.on_conflict_do_update(
             index_elements=[_WORKERS.c.name],
             set_={"last_seen": insert.excluded.last_seen,
-                  "leases": _WORKERS.c.leases + insert.excluded.leases}).cte("touched")
+                  "leases": _WORKERS.c.leases + insert.excluded.leases,
+                  "pool_tenant_id": insert.excluded.pool_tenant_id}).cte("touched")
         return select(leased).add_cte(touched)
     return build
 
 
-_LEASE_AND_TOUCH = {True: _lease_and_touch_statement(True),
-                    False: _lease_and_touch_statement(False)}
+_LEASE_AND_TOUCH = {(touch, private): _lease_and_touch_statement(touch, private)
+                    for touch in (False, True) for private in (False, True)}
 
 
 def lease_trial(session: Session, worker: str, lease_seconds: float,
-                touch: bool = True) -> Lease | None:
-    """Give the oldest ready trial of any running study to ``worker``, and record the
-    worker (last seen, leases; ``touch`` False: only when a trial was leased).
+                touch: bool = True, pool: int | None = None) -> Lease | None:
+    """Give the oldest ready trial of any running study to ``worker`` (with ``pool``, of
+    that tenant's studies only: a private pool's worker), and record the worker (last
+    seen, leases, pool; ``touch`` False: only when a trial was leased).
 
     Promise: a trial is held by at most one lease at a time; the returned token is new and
     secret; ``attempt`` counts leases. Returns None when nothing is ready.
@@ -121,15 +137,21 @@ def lease_trial(session: Session, worker: str, lease_seconds: float,
     (``Database.statement_session``).
     """
     token = secrets.token_urlsafe(24)
-    parameters = {"p_token": token, "p_seconds": float(lease_seconds), "p_worker": worker}
+    private = pool is not None
+    parameters: dict[str, Any] = {"p_token": token, "p_seconds": float(lease_seconds),
+                                  "p_worker": worker}
+    if private:
+        parameters["p_pool"] = pool
     if is_postgres(session):
-        row = session.execute(_prebuilt(session, f"lease_touch_{touch}",
-                                        _LEASE_AND_TOUCH[touch]), parameters).one_or_none()
+        parameters["p_worker_pool"] = pool
+        row = session.execute(_prebuilt(session, f"lease_touch_{touch}_{private}",
+                                        _LEASE_AND_TOUCH[touch, private]),
+                              parameters).one_or_none()
     else:
-        row = session.execute(_prebuilt(session, "lease", _lease_statement),
+        row = session.execute(_prebuilt(session, f"lease_{private}", _LEASE[private]),
                               parameters).one_or_none()
         if touch or row is not None:
-            _touch_worker(session, worker, leased=row is not None)
+            _touch_worker(session, worker, leased=row is not None, pool=pool)
     if row is None:
         return None
     return Lease(trial_id=row.id, study_id=row.study_id, number=row.number,

@@ -20,30 +20,36 @@ from autopeft_service.storage.models import StudyRow, TrialRow
 from autopeft_service.storage.repository._common import NotFound, _lock_study
 
 
-def create_study(session: Session, spec: StudySpec) -> StudyRow:
-    """Insert a running study with no trials. Returns the row (id assigned)."""
+def create_study(session: Session, spec: StudySpec, tenant_id: int = 1) -> StudyRow:
+    """Insert a running study with no trials, owned by ``tenant_id`` (the ``default``
+    tenant when omitted). Returns the row (id assigned)."""
     now = database_now(session)
-    row = StudyRow(name=spec.name, state=StudyState.RUNNING.value,
+    row = StudyRow(name=spec.name, tenant_id=tenant_id, state=StudyState.RUNNING.value,
                    spec=spec.model_dump(mode="json"), created_at=now, updated_at=now)
     session.add(row)
     session.flush()
     return row
 
 
-def get_study(session: Session, study_id: int) -> StudyRow:
-    """The study. Raises NotFound."""
+def get_study(session: Session, study_id: int, tenant_id: int | None = None) -> StudyRow:
+    """The study; with ``tenant_id``, only if that tenant owns it (another tenant's study
+    is "not found" alike, so ids tell nothing). Raises NotFound."""
     row = session.get(StudyRow, study_id)
-    if row is None:
+    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
         raise NotFound(f"study {study_id} does not exist")
     return row
 
 
-def list_studies(session: Session, offset: int = 0, limit: int = 50) -> tuple[list[StudyRow], int]:
-    """Studies, newest first, and the total count."""
-    total = session.execute(select(func.count()).select_from(StudyRow)).scalar_one()
-    rows = session.execute(select(StudyRow).order_by(StudyRow.id.desc())
-                           .offset(offset).limit(limit)).scalars().all()
-    return list(rows), int(total)
+def list_studies(session: Session, offset: int = 0, limit: int = 50,
+                 tenant_id: int | None = None) -> tuple[list[StudyRow], int]:
+    """Studies, newest first, and the total count; only ``tenant_id``'s when given."""
+    count = select(func.count()).select_from(StudyRow)
+    page = select(StudyRow).order_by(StudyRow.id.desc()).offset(offset).limit(limit)
+    if tenant_id is not None:
+        count = count.where(StudyRow.tenant_id == tenant_id)
+        page = page.where(StudyRow.tenant_id == tenant_id)
+    total = session.execute(count).scalar_one()
+    return list(session.execute(page).scalars().all()), int(total)
 
 
 def running_study_ids(session: Session, due_only: bool = False) -> list[int]:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from autopeft_service.domain.spaces import point_key
 from autopeft_service.domain.study import StudyState, TrialState
 from autopeft_service.storage.database import database_now, is_postgres
-from autopeft_service.storage.models import TrialRow
+from autopeft_service.storage.models import StudyRow, TrialRow
 from autopeft_service.storage.repository._common import NotFound, _lock_study
 from autopeft_service.storage.repository.studies import study_budget
 
@@ -88,9 +88,14 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
     return rows
 
 
-def get_trial(session: Session, trial_id: int, lock: bool = False) -> TrialRow:
-    """The trial (row-locked on PostgreSQL when ``lock``). Raises NotFound."""
+def get_trial(session: Session, trial_id: int, lock: bool = False,
+              tenant_id: int | None = None) -> TrialRow:
+    """The trial (row-locked on PostgreSQL when ``lock``); with ``tenant_id``, only if
+    that tenant owns its study (another's is "not found" alike). Raises NotFound."""
     statement = select(TrialRow).where(TrialRow.id == trial_id)
+    if tenant_id is not None:
+        statement = statement.join(StudyRow, StudyRow.id == TrialRow.study_id).where(
+            StudyRow.tenant_id == tenant_id)
     if lock and is_postgres(session):
         statement = statement.with_for_update()
     row = session.execute(statement).scalar_one_or_none()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Float, bindparam, case, func, select
+from sqlalchemy import Float, bindparam, case, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -17,18 +17,22 @@ from autopeft_service.storage.repository._common import _WORKERS, _prebuilt
 
 def _touch_worker_statement(postgres: bool, now: Any) -> Any:
     insert = postgres_insert if postgres else sqlite_insert
-    statement = insert(_WORKERS).values(name=bindparam("p_name"), first_seen=now, last_seen=now,
-                                        leases=bindparam("p_leased"))
+    statement = insert(_WORKERS).values(
+        name=bindparam("p_name"), first_seen=now, last_seen=now, leases=bindparam("p_leased"),
+        pool_tenant_id=bindparam("p_pool", type_=_WORKERS.c.pool_tenant_id.type))
     return statement.on_conflict_do_update(index_elements=[_WORKERS.c.name], set_={
-        "last_seen": now, "leases": _WORKERS.c.leases + statement.excluded.leases})
+        "last_seen": now, "leases": _WORKERS.c.leases + statement.excluded.leases,
+        "pool_tenant_id": statement.excluded.pool_tenant_id})
 
 
-def _touch_worker(session: Session, name: str, leased: bool = False) -> None:
-    """Upsert the worker's row (last seen, leases) in one statement (no read, no lost
-    update). Called on leases; heartbeats are batched (``record_sightings``) and reports
-    not recorded (kept off those hot paths)."""
+def _touch_worker(session: Session, name: str, leased: bool = False,
+                  pool: int | None = None) -> None:
+    """Upsert the worker's row (last seen, leases, pool: a tenant's id for a private
+    pool, None for the shared one) in one statement (no read, no lost update). Called on
+    leases; heartbeats are batched (``record_sightings``) and reports not recorded (kept
+    off those hot paths)."""
     session.execute(_prebuilt(session, "touch_worker", _touch_worker_statement),
-                    {"p_name": name, "p_leased": int(leased)})
+                    {"p_name": name, "p_leased": int(leased), "p_pool": pool})
 
 
 def record_sightings(session: Session, ages: Mapping[str, float], chunk: int = 500) -> None:
@@ -53,10 +57,14 @@ def record_sightings(session: Session, ages: Mapping[str, float], chunk: int = 5
             set_={"last_seen": later(_WORKERS.c.last_seen, statement.excluded.last_seen)}))
 
 
-def list_workers(session: Session) -> list[WorkerRow]:
-    """Every worker seen, most recently seen first."""
-    return list(session.execute(select(WorkerRow).order_by(WorkerRow.last_seen.desc())
-                                ).scalars())
+def list_workers(session: Session, tenant_id: int | None = None) -> list[WorkerRow]:
+    """Every worker seen, most recently seen first; with ``tenant_id``, those a tenant's
+    people see: its private pool's and the shared pool's."""
+    statement = select(WorkerRow).order_by(WorkerRow.last_seen.desc())
+    if tenant_id is not None:
+        statement = statement.where(or_(WorkerRow.pool_tenant_id.is_(None),
+                                        WorkerRow.pool_tenant_id == tenant_id))
+    return list(session.execute(statement).scalars())
 
 
 def worker_counts(session: Session, alive_seconds: float) -> tuple[int, int]:

@@ -249,7 +249,7 @@ async function pollOnce() {
     $("#live").classList.add("stale");
     if (generation === state.generation) {
       showError(error.status === 403
-        ? "This token has no client role: the dashboard needs a client token."
+        ? "This token has no reader role: the dashboard needs a person's token (reader, member or admin)."
         : `Could not refresh: ${error.message}`);
     }
   }
@@ -728,7 +728,7 @@ function start() {
     } catch (error) {
       sessionStorage.removeItem(TOKEN_KEY);
       showLogin(error instanceof Unauthorized ? `Token refused: ${error.message}.`
-        : error.status === 403 ? "This token has no client role: use a client token."
+        : error.status === 403 ? "This token has no reader role: use a person's token."
         : `Cannot reach the server: ${error.message}`);
       return;
     }

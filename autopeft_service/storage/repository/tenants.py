@@ -1,0 +1,147 @@
+"""Tenants, their tokens (stored as SHA-256 only) and the audit log."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.tenancy import Principal, Role
+from autopeft_service.storage.database import database_now
+from autopeft_service.storage.models import AuditRow, TenantRow, TokenRow
+from autopeft_service.storage.repository._common import NotFound
+
+#: 32 random bytes (256 bits; the issue asks at least 128), URL-safe text, with a prefix
+#: that secret scanners and people recognise.
+TOKEN_PREFIX = "apt_"
+
+
+class TenantExists(AutopeftError):
+    """A tenant of that name exists already."""
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a token: its hex SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_tenant(session: Session, name: str, weight: float = 1.0) -> TenantRow:
+    """Insert a tenant. Raises TenantExists when the name is taken."""
+    if session.execute(select(TenantRow.id).where(TenantRow.name == name)).first():
+        raise TenantExists(f"tenant {name!r} exists already")
+    row = TenantRow(name=name, weight=weight, created_at=database_now(session))
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:  # created by a concurrent request since the check
+        raise TenantExists(f"tenant {name!r} exists already") from None
+    return row
+
+
+def get_tenant(session: Session, name: str) -> TenantRow:
+    """The tenant called ``name``. Raises NotFound."""
+    row = session.execute(select(TenantRow).where(TenantRow.name == name)).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"tenant {name!r} does not exist")
+    return row
+
+
+def list_tenants(session: Session) -> list[TenantRow]:
+    """Every tenant, oldest first."""
+    return list(session.execute(select(TenantRow).order_by(TenantRow.id)).scalars())
+
+
+def tenant_names(session: Session) -> dict[int, str]:
+    """Tenant names by id."""
+    return {tenant_id: name for tenant_id, name in
+            session.execute(select(TenantRow.id, TenantRow.name))}
+
+
+def create_token(session: Session, tenant: str, role: Role, name: str = "",
+                 expires_in_days: float | None = None,
+                 shared_pool: bool = False) -> tuple[TokenRow, str]:
+    """A new random token for ``tenant``; only its digest is stored.
+
+    Returns:
+        The stored row and the secret (shown once: it cannot be read back).
+
+    Raises:
+        NotFound: no such tenant.
+        ValueError: ``shared_pool`` for a role other than ``worker``.
+    """
+    if shared_pool and role is not Role.WORKER:
+        raise ValueError("shared_pool is for worker tokens only")
+    owner = get_tenant(session, tenant)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    now = database_now(session)
+    row = TokenRow(tenant_id=owner.id, role=role.value, name=name,
+                   token_sha256=token_digest(secret), shared_pool=shared_pool,
+                   created_at=now,
+                   expires_at=None if expires_in_days is None else now + expires_in_days * 86400)
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def revoke_token(session: Session, token_id: int) -> TokenRow:
+    """Revoke a token now (revoking twice keeps the first time). Raises NotFound."""
+    row = session.get(TokenRow, token_id)
+    if row is None:
+        raise NotFound(f"token {token_id} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = database_now(session)
+        session.flush()
+    return row
+
+
+def list_tokens(session: Session, tenant: str | None = None) -> list[TokenRow]:
+    """Stored tokens (never their secrets), oldest first; only ``tenant``'s when given.
+    Raises NotFound for an unknown tenant."""
+    statement = select(TokenRow).order_by(TokenRow.id)
+    if tenant is not None:
+        statement = statement.where(TokenRow.tenant_id == get_tenant(session, tenant).id)
+    return list(session.execute(statement).scalars())
+
+
+def principal_for_token(session: Session, token: str) -> Principal | None:
+    """The caller a stored token acts as; None when it is unknown, revoked or expired."""
+    row = session.execute(
+        select(TokenRow, TenantRow.name).join(TenantRow, TenantRow.id == TokenRow.tenant_id)
+        .where(TokenRow.token_sha256 == token_digest(token))).one_or_none()
+    if row is None:
+        return None
+    stored, tenant = row.tuple()
+    now = database_now(session)
+    if stored.revoked_at is not None or (stored.expires_at is not None
+                                         and stored.expires_at <= now):
+        return None
+    return Principal(tenant_id=stored.tenant_id, tenant=tenant, role=Role(stored.role),
+                     token_id=stored.id, shared_pool=stored.shared_pool)
+
+
+def set_tenant_weight(session: Session, name: str, weight: float) -> TenantRow:
+    """Set a tenant's share of the shared pool. Raises NotFound."""
+    row = get_tenant(session, name)
+    session.execute(update(TenantRow).where(TenantRow.id == row.id).values(weight=weight))
+    session.refresh(row)
+    return row
+
+
+def audit(session: Session, principal: Principal, action: str, study_id: int | None,
+          tenant_id: int | None = None) -> None:
+    """Record that ``principal`` did ``action`` (to ``study_id``), in the study's tenant
+    (``tenant_id``; the principal's own when None)."""
+    session.add(AuditRow(at=database_now(session),
+                         tenant_id=principal.tenant_id if tenant_id is None else tenant_id,
+                         token_id=principal.token_id, actor=principal.actor, action=action,
+                         study_id=study_id))
+
+
+def list_audit(session: Session, limit: int = 100) -> list[AuditRow]:
+    """The latest audited actions, newest first."""
+    return list(session.execute(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+                                ).scalars())
