@@ -42,6 +42,7 @@ from autopeft_service.domain.backbone import BackboneDims, packaged_dims
 from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.study import FINAL_STUDY_STATES as _FINAL_STATES
 from autopeft_service.domain.study import StudySpec
+from autopeft_service.domain.tenancy import UsageOut
 from autopeft_service.domain.validation import parse_model
 from autopeft_service.domain.views import (
     ParetoOut,
@@ -314,6 +315,14 @@ class AutopeftClient:
         """One study as a ``StudyOut``: state, counts by trial state, best trial,
         hypervolume, Pareto size, total_trials and the spec."""
         return self._get(StudyOut, "GET", f"/v1/studies/{int(study_id)}")
+
+    def usage(self) -> list[UsageOut]:
+        """The caller's tenant's use against its quotas (every tenant's for an admin)."""
+        body = self._request("GET", "/v1/usage")
+        if not isinstance(body, list):
+            raise ClientError(f"GET /v1/usage: the server at {self.base_url} answered with "
+                              "a body that is not a list (a server of another version?)")
+        return [self._parse(UsageOut, item, "GET /v1/usage") for item in body]
 
     def list_studies(self) -> list[StudyOut]:
         """Every study as a ``StudyOut``, oldest first, across all pages."""

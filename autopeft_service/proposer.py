@@ -386,6 +386,9 @@ class Proposer(BackgroundLoop):
                 return 0
             else:
                 want = free_slots(spec, counts)
+            if want > 0:  # the tenant's max_queued_trials caps its ready queue
+                room = repo.queue_room(session, study_id)
+                want = want if room is None else min(want, room)
             if want > 0 and study_id in self._exhausted:
                 self._end_if_exhausted(session, study_id, counts)
                 return 0  # its sampler has nothing new: never sampled again
@@ -393,7 +396,7 @@ class Proposer(BackgroundLoop):
             return 0
         spec, history, counts = load_history(self.database, study_id)
         if spec.fidelity is None:
-            want = free_slots(spec, counts)
+            want = min(want, free_slots(spec, counts))
         if want <= 0:
             return 0
         optimizer = self._optimizers.get(study_id)

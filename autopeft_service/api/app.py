@@ -34,6 +34,7 @@ from autopeft_service.api.routes import (
     metrics,
     studies,
     ui,
+    usage,
     workers,
 )
 from autopeft_service.api.services import Services
@@ -157,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checkpoints.router)
     app.include_router(dashboard.router)
     app.include_router(admin.router)
+    app.include_router(usage.router)
     ui.mount(app)
 
     @app.exception_handler(StarletteHTTPException)

@@ -143,7 +143,7 @@ class DatabaseCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         """The families without samples (the registry checks names with them, and never
         queries the database at registration)."""
-        return _families([], 0, 0)
+        return [*_families([], 0, 0), *_tenant_families([])]
 
     def collect(self) -> Iterable[Metric]:
         """The families, from two queries in one transaction.
@@ -151,10 +151,39 @@ class DatabaseCollector(Collector):
         Raises:
             StorageError: the database could not be read.
         """
-        with self.database.session() as session:
+        with self.database.read_session() as session:
             tallies = repo.study_tallies(session)
             known, alive = repo.worker_counts(session, self.worker_alive_seconds)
-        return _families(tallies, known, alive)
+            usage = repo.tenant_usage(session)
+        return [*_families(tallies, known, alive), *_tenant_families(usage)]
+
+
+def _tenant_families(usage: list[repo.TenantUsage]) -> list[Metric]:
+    """Each tenant's usage and quotas (a quota absent where the tenant has none).
+
+    Args:
+        usage: every tenant's usage (``repo.tenant_usage``).
+
+    Returns:
+        The metric families, labelled by tenant name and by what is counted.
+    """
+    used = GaugeMetricFamily("autopeft_tenant_usage", "A tenant's use now: running "
+                             "studies, leased trials, ready trials.",
+                             labels=["tenant", "resource"])
+    quota = GaugeMetricFamily("autopeft_tenant_quota", "A tenant's quota of each resource "
+                              "(absent: no limit).", labels=["tenant", "resource"])
+    weight = GaugeMetricFamily("autopeft_tenant_weight", "A tenant's weight in the shared "
+                               "pool's fair share.", labels=["tenant"])
+    for tenant in usage:
+        for resource, now, limit in (
+                ("running_studies", tenant.running_studies, tenant.max_running_studies),
+                ("leased_trials", tenant.leased_trials, tenant.max_parallel_trials),
+                ("ready_trials", tenant.ready_trials, tenant.max_queued_trials)):
+            used.add_metric([tenant.name, resource], now)
+            if limit is not None:
+                quota.add_metric([tenant.name, resource], limit)
+        weight.add_metric([tenant.name], tenant.weight)
+    return [used, quota, weight]
 
 
 def _families(tallies: list[repo.StudyTally], known: int, alive: int) -> list[Metric]:

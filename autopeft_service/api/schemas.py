@@ -69,6 +69,8 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     409: (ErrorOut, "A conflict: the lease token is not the trial's current lease, the "
                     "trial cannot take this report in its state, or the name exists."),
     413: (ErrorOut, "The request body is larger than the server's max_request_bytes."),
+    429: (ErrorOut, "A quota of the caller's tenant is reached (max_running_studies): "
+                    "retry after Retry-After seconds."),
     422: (ValidationErrorOut, "Invalid request: each item names a field and the reason."),
     503: (ErrorOut, "The database is unreachable; retry after Retry-After seconds."),
 }

@@ -39,7 +39,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--weight", type=_positive, default=1.0,
                         help="share of the shared worker pool (default 1)")
     create.set_defaults(handler=_run(_create_tenant))
-    tenant.add_parser("list", help="list tenants").set_defaults(handler=_run(_list_tenants))
+    tenant.add_parser("list", help="list tenants with their weights and quotas").set_defaults(
+        handler=_run(_list_tenants))
+    limits = tenant.add_parser("set", help="change a tenant's weight or quotas ('none' "
+                               "clears a quota)")
+    limits.add_argument("name", type=_tenant_name)
+    limits.add_argument("--weight", type=_positive)
+    for quota, meaning in QUOTAS.items():
+        limits.add_argument(f"--{quota.replace('_', '-')}", dest=quota, type=_quota,
+                            default=_UNSET, metavar="N|none", help=meaning)
+    limits.set_defaults(handler=_run(_set_limits))
 
     token = groups.add_parser("token", help="tokens").add_subparsers(
         dest="admin_command", required=True, parser_class=type(parser))
@@ -57,6 +66,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     listing = token.add_parser("list", help="list tokens (never their secrets)")
     listing.add_argument("--tenant", type=_tenant_name)
     listing.set_defaults(handler=_run(_list_tokens))
+
+
+#: The quotas ``tenant set`` changes, with what each bounds.
+QUOTAS = {"max_running_studies": "studies running at once (one more: HTTP 429)",
+          "max_parallel_trials": "trials leased at once",
+          "max_queued_trials": "trials queued ready at once"}
+#: A quota flag not given (``none`` clears one: None).
+_UNSET = object()
+
+
+def _quota(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number or 'none'") from None
+    if not 0 <= number <= 10_000_000:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 10,000,000")
+    return number
 
 
 def _tenant_name(value: str) -> str:
@@ -117,9 +146,28 @@ def _create_tenant(session: Session, args: argparse.Namespace) -> None:
 def _list_tenants(session: Session, _args: argparse.Namespace) -> None:
     from autopeft_service.storage import repository as repo
 
-    print(f"{'id':>4}  {'name':<24} weight")
+    def shown(limit: int | None) -> str:
+        return "-" if limit is None else str(limit)
+
+    print(f"{'id':>4}  {'name':<24} {'weight':>6} {'studies':>8} {'parallel':>9} "
+          f"{'queued':>8}")
     for row in repo.list_tenants(session):
-        print(f"{row.id:>4}  {row.name:<24} {row.weight:g}")
+        print(f"{row.id:>4}  {row.name:<24} {row.weight:>6g} "
+              f"{shown(row.max_running_studies):>8} {shown(row.max_parallel_trials):>9} "
+              f"{shown(row.max_queued_trials):>8}")
+
+
+def _set_limits(session: Session, args: argparse.Namespace) -> None:
+    from autopeft_service.storage import repository as repo
+
+    changes: dict[str, float | int | None] = {
+        quota: getattr(args, quota) for quota in QUOTAS if getattr(args, quota) is not _UNSET}
+    if args.weight is not None:
+        changes["weight"] = args.weight
+    if not changes:
+        raise ValueError("nothing to change: give --weight or a quota flag")
+    row = repo.set_tenant_limits(session, args.name, changes)
+    print(f"tenant {row.name}: " + ", ".join(f"{key} {value}" for key, value in changes.items()))
 
 
 def _create_token(session: Session, args: argparse.Namespace) -> None:

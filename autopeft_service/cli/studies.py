@@ -1,4 +1,4 @@
-"""``autopeft submit | status | watch | pareto | cancel | studies | download``: use a
+"""``autopeft submit | status | watch | pareto | cancel | studies | usage | download``: use a
 running server.
 
 Each sub-command talks to the server through ``autopeft_service.client`` (``--server``,
@@ -38,7 +38,7 @@ __all__ = ["INTERRUPTED", "SERVER_ENV", "TOKEN_ENV", "add_parser", "common_argum
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register submit, status, watch, pareto, cancel, studies and download."""
+    """Register submit, status, watch, pareto, cancel, studies, usage and download."""
     common = common_arguments()
 
     def command(name: str, help_text: str, handler: Handler, with_id: bool = True,
@@ -77,6 +77,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     studies = command("studies", "list the studies", study_commands.studies, with_id=False)
     studies.add_argument("--json", action="store_true", help="print the studies as JSON")
+
+    usage = command("usage", "show your tenant's running studies, leased and ready trials "
+                    "against its quotas", study_commands.usage, with_id=False)
+    usage.add_argument("--json", action="store_true", help="print the API's JSON")
 
     fetch = command("download", "download a trial's trained adapter (artefact folder)",
                     download)

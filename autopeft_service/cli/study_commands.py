@@ -19,6 +19,7 @@ from autopeft_service.cli.tables import (
     show_pareto,
     spec_field,
     studies_table,
+    usage_table,
 )
 
 if TYPE_CHECKING:
@@ -195,4 +196,14 @@ def studies(client: AutopeftClient, args: argparse.Namespace) -> int:
         print("no studies yet (start one with: autopeft submit SPEC.yaml)")
         return 0
     console().print(studies_table(found))
+    return 0
+
+
+def usage(client: AutopeftClient, args: argparse.Namespace) -> int:
+    """Print the caller's tenant's usage against its quotas (an admin: every tenant's)."""
+    found = client.usage()
+    if args.json:
+        print_json(found)
+        return 0
+    console().print(usage_table(found))
     return 0

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
+    from autopeft_service.domain.tenancy import UsageOut
     from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 
 #: Widest the studies table's name and task columns grow on a wide terminal.
@@ -202,4 +203,24 @@ def studies_table(studies: list[StudyOut]) -> Table:
                       f"{ended_trials(study)}/{study.total_trials}",
                       score(best.objective) if best else "-", str(study.pareto_size),
                       datetime.fromtimestamp(study.created_at).strftime("%m-%d %H:%M"))
+    return table
+
+
+def usage_table(usage: list[UsageOut]) -> Table:
+    """Each tenant's use now against its quota (``used/quota``; ``-`` no limit)."""
+    from rich import box
+    from rich.table import Table
+
+    def against(used: int, limit: int | None) -> str:
+        return f"{used}/{'-' if limit is None else limit}"
+
+    table = Table(title="usage against quota", box=box.SIMPLE_HEAD, show_edge=False,
+                  collapse_padding=True, pad_edge=False)
+    for name in ("tenant", "weight", "running studies", "leased trials", "ready trials"):
+        table.add_column(name, justify="left" if name == "tenant" else "right", no_wrap=True)
+    for tenant in usage:
+        table.add_row(tenant.tenant, f"{tenant.weight:g}",
+                      against(tenant.running_studies, tenant.max_running_studies),
+                      against(tenant.leased_trials, tenant.max_parallel_trials),
+                      against(tenant.ready_trials, tenant.max_queued_trials))
     return table

@@ -14,8 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field, field_validator
 
-__all__ = ["DEFAULT_TENANT", "AuditOut", "Principal", "Role", "TenantIn", "TenantOut",
-           "TokenCreated", "TokenIn", "TokenOut", "check_tenant_name"]
+__all__ = ["DEFAULT_TENANT", "AuditOut", "Principal", "Role", "TenantIn", "TenantLimits",
+           "TenantOut", "TokenCreated", "TokenIn", "TokenOut", "UsageOut", "check_tenant_name"]
 
 #: The tenant of the environment's tokens (``AUTOPEFT_CLIENT_TOKENS``), and of every study
 #: created before tenancy (migration 0007 creates it with id 1).
@@ -111,13 +111,51 @@ class TenantIn(BaseModel):
         return check_tenant_name(value)
 
 
+class TenantLimits(BaseModel):
+    """A change of a tenant's weight or quotas: only the fields given change; a quota
+    given as null is cleared (no limit)."""
+
+    weight: float | None = Field(None, gt=0, le=1000)
+    max_running_studies: int | None = Field(
+        None, ge=0, le=10_000_000, description="Studies running at once; one more is 429.")
+    max_parallel_trials: int | None = Field(
+        None, ge=0, le=10_000_000, description="Trials leased at once (the shared pool "
+        "passes the tenant over at this many).")
+    max_queued_trials: int | None = Field(
+        None, ge=0, le=10_000_000, description="Trials queued ready at once (the proposer "
+        "stops filling the tenant's studies at this many).")
+
+    def changes(self) -> dict[str, float | int | None]:
+        """The fields given, with their values (``weight`` cannot be cleared)."""
+        given = {key: getattr(self, key) for key in self.model_fields_set}
+        if "weight" in given and given["weight"] is None:
+            raise ValueError("weight cannot be null")
+        return given
+
+
 class TenantOut(BaseModel):
-    """A tenant."""
+    """A tenant, with its weight and quotas (null: no limit)."""
 
     id: int
     name: str
     weight: float
+    max_running_studies: int | None = None
+    max_parallel_trials: int | None = None
+    max_queued_trials: int | None = None
     created_at: float
+
+
+class UsageOut(BaseModel):
+    """A tenant's use of the service now, against its quotas (null: no limit)."""
+
+    tenant: str
+    weight: float
+    running_studies: int
+    max_running_studies: int | None
+    leased_trials: int = Field(description="Trials its workers train now.")
+    max_parallel_trials: int | None
+    ready_trials: int = Field(description="Trials queued for a worker.")
+    max_queued_trials: int | None
 
 
 class TokenIn(BaseModel):

@@ -38,6 +38,11 @@ class TenantRow(Base):
     name: Mapped[str] = mapped_column(String(63), unique=True)
     #: Share of the shared worker pool relative to other tenants.
     weight: Mapped[float] = mapped_column(Float, default=1.0, server_default="1")
+    #: Quotas (None: no limit): studies running at once (more: 429), trials leased at once
+    #: (the fair share passes the tenant over), trials queued ready (the proposer stops).
+    max_running_studies: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_parallel_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_queued_trials: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
 
 
@@ -106,7 +111,9 @@ class TrialRow(Base):
     __table_args__ = (
         UniqueConstraint("study_id", "number", name="uq_trials_study_number"),
         Index("ix_trials_state_id", "state", "id"),
-        Index("ix_trials_study_state", "study_id", "state"),
+        # (study, state, id): a study's oldest ready trial without a sort (the fair share
+        # leases from a chosen study), and its count of leased trials.
+        Index("ix_trials_study_state_id", "study_id", "state", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

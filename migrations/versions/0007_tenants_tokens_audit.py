@@ -1,4 +1,4 @@
-"""tenants, hashed tokens, study ownership, worker pools and the audit log
+"""tenants (weights, quotas), hashed tokens, study ownership, worker pools, audit log
 
 Every study made before tenancy belongs to the ``default`` tenant (id 1), which the
 environment's tokens act for.
@@ -27,6 +27,9 @@ def upgrade() -> None:
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
         sa.Column('name', sa.String(63), nullable=False),
         sa.Column('weight', sa.Float(), server_default='1', nullable=False),
+        sa.Column('max_running_studies', sa.Integer(), nullable=True),
+        sa.Column('max_parallel_trials', sa.Integer(), nullable=True),
+        sa.Column('max_queued_trials', sa.Integer(), nullable=True),
         sa.Column('created_at', sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint('id'),
         sa.UniqueConstraint('name'),
@@ -71,9 +74,14 @@ def upgrade() -> None:
         batch.create_index('ix_studies_tenant_id', ['tenant_id'])
     with op.batch_alter_table('workers') as batch:
         batch.add_column(sa.Column('pool_tenant_id', sa.Integer(), nullable=True))
+    # the fair share leases a chosen study's oldest ready trial: (study, state, id) in order
+    op.drop_index('ix_trials_study_state', table_name='trials')
+    op.create_index('ix_trials_study_state_id', 'trials', ['study_id', 'state', 'id'])
 
 
 def downgrade() -> None:
+    op.drop_index('ix_trials_study_state_id', table_name='trials')
+    op.create_index('ix_trials_study_state', 'trials', ['study_id', 'state'])
     with op.batch_alter_table('workers') as batch:
         batch.drop_column('pool_tenant_id')
     with op.batch_alter_table('studies') as batch:

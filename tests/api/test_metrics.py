@@ -90,11 +90,11 @@ def test_trial_gauges_equal_the_api_and_histograms_count_every_call(
         first = create_study(http, budget={"total_trials": 5, "initial_trials": 5,
                                            "max_parallel": 5, "max_attempts": 2})
         wait_for_ready(http, first["id"], 5)
+        leases = [lease(http).json() for _ in range(5)]  # the only study's
+        assert {held["study_id"] for held in leases} == {first["id"]}
         second = create_study(http, name="second", budget={
             "total_trials": 2, "initial_trials": 2, "max_parallel": 2, "max_attempts": 2})
         wait_for_ready(http, second["id"], 2)
-        leases = [lease(http).json() for _ in range(5)]  # the oldest: the first study's
-        assert {held["study_id"] for held in leases} == {first["id"]}
         beats = 0
         for held in leases[:3]:
             for _ in range(2):

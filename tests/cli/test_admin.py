@@ -56,3 +56,25 @@ def test_bad_admin_input_is_one_line_and_a_usage_exit(tmp_path: Path) -> None:
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and fragment in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_tenant_set_changes_quotas_and_usage_shows_them(database_url: str,
+                                                        tmp_path: Path) -> None:
+    with ServerThread(fast_settings(database_url, tmp_path / "artifacts")) as server:
+        url = ["admin", "--database-url", server.settings.database_url]
+        assert autopeft(*url, "tenant", "create", "team-b").returncode == 0
+        changed = autopeft(*url, "tenant", "set", "team-b", "--weight", "2",
+                           "--max-running-studies", "3", "--max-queued-trials", "none")
+        assert changed.returncode == 0, changed.stderr
+        listed = autopeft(*url, "tenant", "list").stdout.splitlines()
+        assert listed[-1].split() == ["2", "team-b", "2", "3", "-", "-"]
+        nothing = autopeft(*url, "tenant", "set", "team-b")
+        assert nothing.returncode == 2 and "nothing to change" in nothing.stderr
+        bad = autopeft(*url, "tenant", "set", "team-b", "--max-parallel-trials", "lots")
+        assert bad.returncode == 2 and "--max-parallel-trials" in bad.stderr
+        token = autopeft(*url, "token", "create", "--tenant", "team-b", "--role",
+                         "reader").stdout.strip()
+        shown = autopeft("usage", "--server", server.base_url, "--token", token)
+        assert shown.returncode == 0, shown.stderr
+        row = next(line for line in shown.stdout.splitlines() if "team-b" in line)
+        assert row.split() == ["team-b", "2", "0/3", "0/-", "0/-"]

@@ -15,6 +15,7 @@ from autopeft_service.api.schemas import error_responses
 from autopeft_service.domain.tenancy import (
     AuditOut,
     TenantIn,
+    TenantLimits,
     TenantOut,
     TokenCreated,
     TokenIn,
@@ -30,7 +31,10 @@ TokenId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 def tenant_out(row: TenantRow) -> TenantOut:
     """The API form of a tenant row."""
-    return TenantOut(id=row.id, name=row.name, weight=row.weight, created_at=row.created_at)
+    return TenantOut(id=row.id, name=row.name, weight=row.weight,
+                     max_running_studies=row.max_running_studies,
+                     max_parallel_trials=row.max_parallel_trials,
+                     max_queued_trials=row.max_queued_trials, created_at=row.created_at)
 
 
 def token_out(row: TokenRow, tenant: str) -> TokenOut:
@@ -60,6 +64,21 @@ def create_tenant(body: TenantIn, session: SessionDep) -> TenantOut:
 def list_tenants(session: SessionDep) -> list[TenantOut]:
     """Every tenant, oldest first."""
     return [tenant_out(row) for row in repo.list_tenants(session)]
+
+
+@router.patch("/tenants/{name}", response_model=TenantOut, responses=error_responses(404))
+def update_tenant(name: Annotated[str, Path(max_length=63)], body: TenantLimits,
+                  session: SessionDep) -> TenantOut:
+    """Change a tenant's weight or quotas (only the fields given; a null quota is no
+    limit). Takes effect at the next lease, proposer pass or creation."""
+    try:
+        changes = body.changes()
+    except ValueError as error:
+        raise _field_error("weight", str(error)) from None
+    try:
+        return tenant_out(repo.set_tenant_limits(session, name, changes))
+    except repo.NotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)

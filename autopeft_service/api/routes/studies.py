@@ -37,6 +37,9 @@ Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 StudyLimit = Annotated[int, Query(ge=1, le=100)]
 Limit = Annotated[int, Query(ge=1, le=500)]
 StudyId = Annotated[int, Path(ge=1, le=2**31 - 1)]
+#: Retry-After of a creation past the tenant's running-studies quota: studies run for
+#: minutes at least, so asking again sooner only repeats the 429.
+QUOTA_RETRY_AFTER_SECONDS = 30
 
 
 def _study(session: Session, study_id: int, caller: Principal) -> StudyRow:
@@ -49,7 +52,7 @@ def _study(session: Session, study_id: int, caller: Principal) -> StudyRow:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut,
-             responses=error_responses(400, 413))
+             responses=error_responses(400, 413, 429))
 def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep,
                  caller: Member) -> StudyOut:
     """Start a search, owned by the caller's tenant. ``backbone_dims``, the optimiser's
@@ -57,6 +60,11 @@ def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep,
     stored (422 naming the field)."""
     check_new_study(spec)  # ConfigError: 422 naming the field
     make_optimizer(spec)
+    if repo.running_studies_left(session, caller.tenant_id) == 0:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, (
+            f"tenant {caller.tenant} runs as many studies as its max_running_studies "
+            "allows: retry once one ends (or cancel one)"),
+            headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})
     row = repo.create_study(session, spec, caller.tenant_id)
     repo.audit(session, caller, "create_study", row.id)
     out = study_out(session, row)

@@ -25,6 +25,7 @@ from autopeft_service.storage.repository._common import (
     _not_current,
     _prebuilt,
 )
+from autopeft_service.storage.repository.fair_share import chosen_study, tenants_at_quota
 from autopeft_service.storage.repository.studies import get_study, study_budget
 from autopeft_service.storage.repository.trials import get_trial
 from autopeft_service.storage.repository.workers import _touch_worker
@@ -59,18 +60,28 @@ class HeartbeatAnswer:
     worker: str | None = None
 
 
-def _lease_statement(private: bool) -> Callable[[bool, Any], Any]:
+def _lease_statement(private: bool, fair: bool = True) -> Callable[[bool, Any], Any]:
     """The lease ``UPDATE``; ``private`` limits it to the studies of the tenant bound as
-    ``p_pool`` (a private pool's worker), otherwise any running study's trial."""
+    ``p_pool`` (a private pool's worker), otherwise any tenant's. ``fair``: the oldest
+    ready trial of the study the fair share chooses (``fair_share.chosen_study``);
+    otherwise the oldest ready trial of any running study (the fallback when concurrent
+    leasers locked every ready trial of the chosen study, PostgreSQL)."""
     def build(postgres: bool, now: Any) -> Any:
         oldest_ready = (select(_TRIALS.c.id)
                         .join(_STUDIES, _STUDIES.c.id == _TRIALS.c.study_id)
                         .where(_TRIALS.c.state == TrialState.READY.value,
                                _STUDIES.c.state == StudyState.RUNNING.value)
                         .order_by(_TRIALS.c.id).limit(1))
-        if private:
-            oldest_ready = oldest_ready.where(
-                _STUDIES.c.tenant_id == bindparam("p_pool", type_=_STUDIES.c.tenant_id.type))
+        if fair:
+            oldest_ready = (select(_TRIALS.c.id)
+                            .where(_TRIALS.c.study_id == chosen_study(private),
+                                   _TRIALS.c.state == TrialState.READY.value)
+                            .order_by(_TRIALS.c.id).limit(1))
+        else:
+            oldest_ready = oldest_ready.where(_STUDIES.c.tenant_id.not_in(tenants_at_quota()))
+            if private:
+                oldest_ready = oldest_ready.where(_STUDIES.c.tenant_id == bindparam(
+                    "p_pool", type_=_STUDIES.c.tenant_id.type))
         if postgres:
             oldest_ready = oldest_ready.with_for_update(of=_TRIALS, skip_locked=True)
         return (update(_TRIALS)
@@ -87,17 +98,19 @@ def _lease_statement(private: bool) -> Callable[[bool, Any], Any]:
     return build
 
 
-_LEASE = {False: _lease_statement(False), True: _lease_statement(True)}
+_LEASE = {(private, fair): _lease_statement(private, fair)
+          for private in (False, True) for fair in (False, True)}
 
 
-def _lease_and_touch_statement(touch: bool, private: bool) -> Callable[[bool, Any], Any]:
+def _lease_and_touch_statement(touch: bool, private: bool,
+                               fair: bool) -> Callable[[bool, Any], Any]:
     """PostgreSQL: the lease and the worker's upsert in one statement (two round trips
     were one too many): ``WITH leased AS (UPDATE ... RETURNING ...), touched AS (INSERT
     INTO workers ... ON CONFLICT DO UPDATE) SELECT * FROM leased``. A data-modifying CTE
     runs whether or not it is read; ``touch`` False upserts only when a trial was leased
     (the insert selects from ``leased``)."""
     def build(_postgres: bool, now: Any) -> Any:
-        leased = _LEASE[private](True, now).cte("leased")
+        leased = _LEASE[private, fair](True, now).cte("leased")
         columns = ["name", "first_seen", "last_seen", "leases", "pool_tenant_id"]
         worker = bindparam("p_worker", type_=_WORKERS.c.name.type)
         pool = bindparam("p_worker_pool", type_=_WORKERS.c.pool_tenant_id.type)
@@ -116,15 +129,19 @@ def _lease_and_touch_statement(touch: bool, private: bool) -> Callable[[bool, An
     return build
 
 
-_LEASE_AND_TOUCH = {(touch, private): _lease_and_touch_statement(touch, private)
-                    for touch in (False, True) for private in (False, True)}
+_LEASE_AND_TOUCH = {(touch, private, fair): _lease_and_touch_statement(touch, private, fair)
+                    for touch in (False, True) for private in (False, True)
+                    for fair in (False, True)}
 
 
 def lease_trial(session: Session, worker: str, lease_seconds: float,
                 touch: bool = True, pool: int | None = None) -> Lease | None:
-    """Give the oldest ready trial of any running study to ``worker`` (with ``pool``, of
-    that tenant's studies only: a private pool's worker), and record the worker (last
-    seen, leases, pool; ``touch`` False: only when a trial was leased).
+    """Give a ready trial to ``worker``: the oldest ready trial of the study the weighted
+    fair share chooses (``fair_share``: the tenant holding the fewest leases per weight,
+    then its study holding fewest), among every tenant's studies or, with ``pool``, that
+    tenant's only (a private pool's worker). A tenant at its ``max_parallel_trials`` gets
+    none. Record the worker (last seen, leases, pool; ``touch`` False: only when a trial
+    was leased).
 
     Promise: a trial is held by at most one lease at a time; the returned token is new and
     secret; ``attempt`` counts leases. Returns None when nothing is ready.
@@ -134,7 +151,9 @@ def lease_trial(session: Session, worker: str, lease_seconds: float,
     and the same statement upserts the worker's row (``_lease_and_touch_statement``); on
     SQLite the immediate transaction already excludes other writers, and the worker's row
     is a second statement of it. Atomic on its own, so it may run in autocommit
-    (``Database.statement_session``).
+    (``Database.statement_session``). On PostgreSQL, when concurrent leasers hold every
+    ready trial of the chosen study, a second statement takes the pool's oldest ready
+    trial of a tenant under its quota (fair share is then approximate for that lease).
     """
     token = secrets.token_urlsafe(24)
     private = pool is not None
@@ -144,12 +163,17 @@ def lease_trial(session: Session, worker: str, lease_seconds: float,
         parameters["p_pool"] = pool
     if is_postgres(session):
         parameters["p_worker_pool"] = pool
-        row = session.execute(_prebuilt(session, f"lease_touch_{touch}_{private}",
-                                        _LEASE_AND_TOUCH[touch, private]),
+        row = session.execute(_prebuilt(session, f"lease_touch_{touch}_{private}_fair",
+                                        _LEASE_AND_TOUCH[touch, private, True]),
                               parameters).one_or_none()
-    else:
-        row = session.execute(_prebuilt(session, f"lease_{private}", _LEASE[private]),
-                              parameters).one_or_none()
+        if row is None:  # every ready trial of the chosen study was locked by a concurrent
+            # leaser (SKIP LOCKED): take the oldest ready trial of the pool instead
+            row = session.execute(_prebuilt(session, f"lease_touch_{touch}_{private}_fifo",
+                                            _LEASE_AND_TOUCH[touch, private, False]),
+                                  parameters).one_or_none()
+    else:  # the immediate transaction runs alone: the chosen study's trial is there
+        row = session.execute(_prebuilt(session, f"lease_{private}_fair",
+                                        _LEASE[private, True]), parameters).one_or_none()
         if touch or row is not None:
             _touch_worker(session, worker, leased=row is not None, pool=pool)
     if row is None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.errors import AutopeftError
+from autopeft_service.domain.study import StudyState, TrialState
 from autopeft_service.domain.tenancy import Principal, Role
-from autopeft_service.storage.database import database_now
-from autopeft_service.storage.models import AuditRow, TenantRow, TokenRow
+from autopeft_service.storage.database import database_now, is_postgres
+from autopeft_service.storage.models import AuditRow, StudyRow, TenantRow, TokenRow, TrialRow
 from autopeft_service.storage.repository._common import NotFound
 
 #: 32 random bytes (256 bits; the issue asks at least 128), URL-safe text, with a prefix
@@ -123,14 +125,6 @@ def principal_for_token(session: Session, token: str) -> Principal | None:
                      token_id=stored.id, shared_pool=stored.shared_pool)
 
 
-def set_tenant_weight(session: Session, name: str, weight: float) -> TenantRow:
-    """Set a tenant's share of the shared pool. Raises NotFound."""
-    row = get_tenant(session, name)
-    session.execute(update(TenantRow).where(TenantRow.id == row.id).values(weight=weight))
-    session.refresh(row)
-    return row
-
-
 def audit(session: Session, principal: Principal, action: str, study_id: int | None,
           tenant_id: int | None = None) -> None:
     """Record that ``principal`` did ``action`` (to ``study_id``), in the study's tenant
@@ -145,3 +139,93 @@ def list_audit(session: Session, limit: int = 100) -> list[AuditRow]:
     """The latest audited actions, newest first."""
     return list(session.execute(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
                                 ).scalars())
+
+
+@dataclass(frozen=True)
+class TenantUsage:
+    """A tenant's use of the service now, beside its weight and quotas (None: no limit)."""
+
+    tenant_id: int
+    name: str
+    weight: float
+    running_studies: int
+    leased_trials: int
+    ready_trials: int
+    max_running_studies: int | None
+    max_parallel_trials: int | None
+    max_queued_trials: int | None
+
+
+def tenant_usage(session: Session, tenant_id: int | None = None) -> list[TenantUsage]:
+    """Every tenant's usage (only ``tenant_id``'s when given), by tenant id: running
+    studies, and their leased and ready trials."""
+    tenants = select(TenantRow).order_by(TenantRow.id)
+    if tenant_id is not None:
+        tenants = tenants.where(TenantRow.id == tenant_id)
+    running = StudyRow.state == StudyState.RUNNING.value
+    studies = dict(session.execute(
+        select(StudyRow.tenant_id, func.count()).where(running)
+        .group_by(StudyRow.tenant_id)).tuples().all())
+    trials: dict[tuple[int, str], int] = {
+        (owner, state): count for owner, state, count in session.execute(
+            select(StudyRow.tenant_id, TrialRow.state, func.count())
+            .join(StudyRow, StudyRow.id == TrialRow.study_id)
+            .where(running, TrialRow.state.in_([TrialState.LEASED.value,
+                                                 TrialState.READY.value]))
+            .group_by(StudyRow.tenant_id, TrialRow.state))}
+    return [TenantUsage(
+        tenant_id=row.id, name=row.name, weight=row.weight,
+        running_studies=int(studies.get(row.id, 0)),
+        leased_trials=trials.get((row.id, TrialState.LEASED.value), 0),
+        ready_trials=trials.get((row.id, TrialState.READY.value), 0),
+        max_running_studies=row.max_running_studies,
+        max_parallel_trials=row.max_parallel_trials,
+        max_queued_trials=row.max_queued_trials)
+        for row in session.execute(tenants).scalars()]
+
+
+def running_studies_left(session: Session, tenant_id: int) -> int | None:
+    """How many more studies the tenant may run now (None: no limit). Locks the tenant's
+    row for the transaction on PostgreSQL (SQLite's immediate transaction runs alone), so
+    two concurrent creations cannot both take the last place."""
+    statement = select(TenantRow).where(TenantRow.id == tenant_id)
+    if is_postgres(session):
+        statement = statement.with_for_update()
+    limit = session.execute(statement).scalar_one_or_none()
+    if limit is None or limit.max_running_studies is None:
+        return None
+    running = session.execute(select(func.count()).select_from(StudyRow).where(
+        StudyRow.tenant_id == tenant_id,
+        StudyRow.state == StudyState.RUNNING.value)).scalar_one()
+    return max(0, limit.max_running_studies - int(running))
+
+
+def queue_room(session: Session, study_id: int) -> int | None:
+    """How many more trials the study's tenant may queue ready now (its
+    ``max_queued_trials`` less the ready trials of its running studies; None: no limit)."""
+    tenant = session.execute(select(TenantRow).join(StudyRow, StudyRow.tenant_id == TenantRow.id)
+                             .where(StudyRow.id == study_id)).scalar_one_or_none()
+    if tenant is None or tenant.max_queued_trials is None:
+        return None
+    ready = session.execute(
+        select(func.count()).select_from(TrialRow)
+        .join(StudyRow, StudyRow.id == TrialRow.study_id)
+        .where(StudyRow.tenant_id == tenant.id, StudyRow.state == StudyState.RUNNING.value,
+               TrialRow.state == TrialState.READY.value)).scalar_one()
+    return max(0, tenant.max_queued_trials - int(ready))
+
+
+def set_tenant_limits(session: Session, name: str, changes: dict[str, float | int | None]
+                      ) -> TenantRow:
+    """Change a tenant's weight or quotas: ``changes`` maps ``weight``,
+    ``max_running_studies``, ``max_parallel_trials`` or ``max_queued_trials`` to the new
+    value (None clears a quota). Raises NotFound; ValueError for another key."""
+    allowed = {"weight", "max_running_studies", "max_parallel_trials", "max_queued_trials"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise ValueError(f"not a tenant setting: {', '.join(sorted(unknown))}")
+    row = get_tenant(session, name)
+    for key, value in changes.items():
+        setattr(row, key, value)
+    session.flush()
+    return row
