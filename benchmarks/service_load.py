@@ -48,6 +48,7 @@ Flags (``--fleet`` only where marked; lists make a sweep, one fresh database per
   --drain D                       fleet: a worker still behind D s after --seconds gives up
                                   its remaining sends (counted as unsent; default 30)
   --seed N                        fleet: the schedules' seed (default 0)
+  --tenants N                     fleet: the studies belong to N tenants (default 1)
   --note TEXT                     fleet: a remark stored with the run in the output
   --output PATH                   closed loop: written (default results/service_load.json);
                                   fleet: each row appended as it is measured to the file's
@@ -73,6 +74,10 @@ Reproduce:
     .venv/bin/python benchmarks/service_load.py --fleet --databases postgresql --workers 2000 \
         --trial-mean 60 --heartbeat-seconds 10 --seconds 180 --warmup 20 \
         --server-processes 1 2 --client-processes 4
+    # issue 31: the same fleet with the studies split between 4 tenants (fair share on)
+    .venv/bin/python benchmarks/service_load.py --fleet --databases postgresql --workers 2000 \
+        --trial-mean 60 --heartbeat-seconds 10 --seconds 120 --warmup 20 \
+        --server-processes 1 --client-processes 4 --tenants 4 --note "tenancy: 4 tenants"
     # the same fleet with 5 s trials (~1,000 ops/s offered; about 50,000 trials queued first)
     .venv/bin/python benchmarks/service_load.py --fleet --databases postgresql --workers 2000 \
         --trial-mean 5 --heartbeat-seconds 10 --seconds 120 --warmup 20 \
@@ -163,6 +168,9 @@ def main() -> None:
     parser.add_argument("--drain", type=float, default=30.0,
                         help="fleet: give up sends still pending this long after --seconds")
     parser.add_argument("--seed", type=int, default=0, help="fleet: the schedules' seed")
+    parser.add_argument("--tenants", type=int, default=1,
+                        help="fleet: split the studies between this many tenants (served "
+                        "by the shared pool's fair share; default 1: the default tenant)")
     parser.add_argument("--note", help="fleet: a remark stored with the run (e.g. which "
                         "server version was measured)")
     parser.add_argument("--output", type=Path, help="default: results/service_load.json "
@@ -193,7 +201,7 @@ def main() -> None:
             if args.fleet:
                 row = run_fleet(database, url, workers, args.seconds, a, b,
                                 workdir / "server.log", processes, args.client_processes,
-                                args.seed, args.warmup, args.drain)
+                                args.seed, args.warmup, args.drain, args.tenants)
                 append_row(output, command, row, new_run=number == 0, note=args.note)
             else:
                 row = run_one(database, url, workers, args.seconds, a,

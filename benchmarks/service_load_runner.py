@@ -145,13 +145,17 @@ def _fetch_trials(http: httpx.Client, study_ids: Sequence[int]) -> list[dict[str
     return trials
 
 
-def _queue_trials(http: httpx.Client, total: int) -> list[int]:
+def _queue_trials(http: httpx.Client, total: int,
+                  tokens: Sequence[str] = ()) -> list[int]:
     """Studies holding ``total`` ready trials in all (Sobol, everything proposed at once,
-    at most ``STUDY_TRIALS`` per study); returns their ids once every trial is ready."""
+    at most ``STUDY_TRIALS`` per study); returns their ids once every trial is ready.
+    With ``tokens`` (members of several tenants), the studies are split evenly between
+    them (at least one each), each created with its tenant's token."""
     ids = []
     left = total
+    per_study = min(STUDY_TRIALS, -(-total // max(1, len(tokens))))
     while left > 0:
-        size = min(left, STUDY_TRIALS)
+        size = min(left, per_study)
         left -= size
         spec = {"name": f"load-{len(ids)}", "backbone": "fake", "task": "synthetic",
                 "backbone_dims": DIMS.model_dump(),
@@ -160,7 +164,9 @@ def _queue_trials(http: httpx.Client, total: int) -> list[int]:
                 "optimizer": {"name": "sobol", "seed": len(ids)},
                 "budget": {"total_trials": size, "initial_trials": size,
                            "max_parallel": size, "max_attempts": 1}}
-        response = http.post("/v1/studies", json=spec)
+        headers = ({"Authorization": f"Bearer {tokens[len(ids) % len(tokens)]}"}
+                   if tokens else None)
+        response = http.post("/v1/studies", json=spec, headers=headers)
         if response.status_code != 201:
             raise RuntimeError(f"the study was refused: {response.text}")
         ids.append((response.json()["id"], size))
@@ -168,6 +174,26 @@ def _queue_trials(http: httpx.Client, total: int) -> list[int]:
         while http.get(f"/v1/studies/{study_id}").json()["counts"]["ready"] < size:
             time.sleep(0.2)
     return [study_id for study_id, _ in ids]
+
+
+def _tenant_tokens(url: str, tenants: int) -> tuple[list[str], str]:
+    """``tenants`` tenants (``t1``...) with a member token each, and an admin token (which
+    reads every tenant's studies)."""
+    from autopeft_service.domain.tenancy import Role
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    database = Database(url)
+    try:
+        with database.session() as session:
+            members = []
+            for index in range(1, tenants + 1):
+                repo.create_tenant(session, f"t{index}")
+                members.append(repo.create_token(session, f"t{index}", Role.MEMBER)[1])
+            admin = repo.create_token(session, "default", Role.ADMIN)[1]
+    finally:
+        database.dispose()
+    return members, admin
 
 
 def run_one(database: str, url: str, workers: int, seconds: float, think: float,
@@ -444,8 +470,10 @@ def _postmaster_pid(url: str) -> int | None:
 def run_fleet(database: str, url: str, workers: int, seconds: float, trial_mean: float,
               heartbeat_seconds: float, log: Path, processes: int = 1,
               client_processes: int = 1, seed: int = 0, warmup: float = 0.0,
-              drain: float = 30.0) -> dict[str, Any]:
-    """One open-loop fleet measurement on a fresh database; returns its row."""
+              drain: float = 30.0, tenants: int = 1) -> dict[str, Any]:
+    """One open-loop fleet measurement on a fresh database; returns its row. With
+    ``tenants`` above 1 the trials belong to that many tenants' studies (the shared pool
+    serves them by fair share); otherwise to the environment token's default tenant."""
     if not 0 <= warmup < seconds:
         raise ValueError(f"--warmup must be in [0, --seconds), got {warmup}")
     schedules = fleet_schedules(workers, seed, trial_mean, heartbeat_seconds, seconds)
@@ -453,9 +481,13 @@ def run_fleet(database: str, url: str, workers: int, seconds: float, trial_mean:
     server = ServerProcess(url, log=log, processes=processes, lease_seconds="600",
                            long_poll_seconds="1", database_pool_size="40").start()
     try:
-        with httpx.Client(base_url=server.base_url, timeout=120,
-                          headers=CLIENT_HEADERS) as http:
-            studies = _queue_trials(http, needed + needed // 100 + 20)
+        headers = CLIENT_HEADERS
+        members: list[str] = []
+        if tenants > 1:
+            members, admin = _tenant_tokens(url, tenants)
+            headers = {"Authorization": f"Bearer {admin}"}
+        with httpx.Client(base_url=server.base_url, timeout=120, headers=headers) as http:
+            studies = _queue_trials(http, needed + needed // 100 + 20, members)
             postmaster = _postmaster_pid(url)
             config = asdict(FleetConfig(server.base_url, workers, seed, trial_mean,
                                         heartbeat_seconds, seconds, drain))
@@ -485,7 +517,7 @@ def run_fleet(database: str, url: str, workers: int, seconds: float, trial_mean:
     summary = summarise(ledger.samples, warmup, seconds)
     answered = len(ledger.samples)
     row: dict[str, Any] = {
-        "mode": FLEET, "database": database, "server_processes": processes,
+        "mode": FLEET, "database": database, "server_processes": processes, "tenants": tenants,
         "client_processes": client_processes, "workers": workers,
         "trial_mean_seconds": trial_mean, "heartbeat_seconds": heartbeat_seconds,
         "seconds": seconds, "warmup_seconds": warmup, "seed": seed,
