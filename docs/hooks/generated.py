@@ -27,7 +27,7 @@ def openapi_document() -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(database_url=f"sqlite:///{folder}/unused.db",
-                            client_tokens=["docs"], worker_tokens=["docs"])
+                            client_tokens=["docs-client"], worker_tokens=["docs-worker"])
         return create_app(settings).openapi()
 
 
