@@ -261,8 +261,10 @@ async function pollOnce() {
 // ----------------------------------------------------------------------------- study list
 
 async function refreshStudies(generation) {
-  const {changed, body} = await api("studies?limit=100");
-  if (!changed || generation !== state.generation) return;
+  const [{changed, body}, usage] = await Promise.all([api("studies?limit=100"), usageAnswer()]);
+  if (generation !== state.generation) return;
+  if (usage.changed) renderUsage(usage);
+  if (!changed) return;
   const rows = body.items.map((study) => el("tr", {"data-study": study.id},
     el("td", {}, study.id),
     el("td", {}, el("a", {href: `#/studies/${study.id}`}, study.name)),
@@ -274,6 +276,50 @@ async function refreshStudies(generation) {
     el("td", {}, fmt.time(study.created_at))));
   $("#studies tbody").replaceChildren(...rows);
   $("#studies-empty").hidden = body.items.length > 0;
+}
+
+// ---- usage against quota (the caller's tenant; an admin's: every tenant)
+
+/** ``/v1/usage``; a failure other than a 401 (a server without the route) is the panel's
+ * note, not the page's error: the study list still refreshes beside it. */
+async function usageAnswer() {
+  try {
+    return await api("usage");
+  } catch (error) {
+    if (error instanceof Unauthorized) throw error;
+    return {changed: true, error};
+  }
+}
+
+function renderUsage({body, error}) {
+  const note = $("#usage-note");
+  note.textContent = error ? `Usage unavailable: ${error.message}` : "";
+  note.hidden = !error;
+  $("#usage").hidden = Boolean(error) || !body.length;
+  if (error) return;
+  $("#usage tbody").replaceChildren(...body.map((u) => el("tr", {"data-tenant": u.tenant},
+    el("td", {}, u.tenant),
+    el("td", {class: "num"}, Number(u.weight.toPrecision(3))),
+    quotaCell("running", u.running_studies, u.max_running_studies),
+    quotaCell("leased", u.leased_trials, u.max_parallel_trials),
+    quotaCell("ready", u.ready_trials, u.max_queued_trials))));
+}
+
+/** "used/quota" with a meter; at or past the quota the cell is marked "full" and says so
+ * in words (the colour alone would not reach a screen reader). Null quota: no limit. */
+function quotaCell(name, used, quota) {
+  if (quota === null || quota === undefined) {
+    return el("td", {class: `num quota ${name}`},
+      el("span", {class: "used"}, used), " ", el("span", {class: "meta"}, "(no limit)"));
+  }
+  const full = used >= quota;
+  return el("td", {class: `num quota ${name}${full ? " full" : ""}`},
+    // the meter repeats the text for the eye (hidden from screen readers); low = high
+    // just under the quota, optimum 0: the browser draws it green below, red at the quota
+    quota > 0 ? el("meter", {min: 0, max: quota, value: Math.min(used, quota),
+      low: quota - 0.5, high: quota - 0.5, optimum: 0, "aria-hidden": "true"}) : null,
+    " ", el("span", {class: "used"}, `${used}/${quota}`),
+    full ? el("span", {class: "quota-note"}, "quota reached") : null);
 }
 
 // ----------------------------------------------------------------------------- study page
