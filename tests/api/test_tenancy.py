@@ -68,27 +68,65 @@ def fleet(make_server: Callable[..., ServerThread]) -> Iterator[Fleet]:
     database.dispose()
 
 
-#: Every route that names a study (method, path template).
+#: Every person's route that names a study or trial (method, path template; {id} the
+#: study, {trial} its completed trial with an artefact). Cancel last: it ends the study.
 STUDY_ROUTES = [("GET", "/v1/studies/{id}"), ("GET", "/v1/studies/{id}/trials"),
                 ("GET", "/v1/studies/{id}/pareto"), ("GET", "/v1/studies/{id}/hypervolume"),
-                ("GET", "/v1/workers?study_id={id}"), ("POST", "/v1/studies/{id}/cancel")]
-#: Caller -> the status each route gives it on tenant a's study (cancel last: it ends it).
+                ("GET", "/v1/workers?study_id={id}"), ("GET", "/v1/trials/{trial}/artifact"),
+                ("POST", "/v1/studies/{id}/cancel")]
+#: Routes that name no study: every person may call them (scoped to the tenant).
+OPEN_ROUTES = [("GET", "/v1/studies"), ("GET", "/v1/workers"), ("GET", "/v1/usage")]
+#: Caller -> the status each route gives it on tenant a's study.
 EXPECTED = {"a": 200, "b": 404, "admin": 200, "revoked": 401, "expired": 401,
             "a_worker": 403}
 
 
+def _completed_with_artifact(fleet: Fleet) -> tuple[dict[str, Any], int]:
+    """Tenant a's study with one completed trial whose artefact is uploaded."""
+    import hashlib
+    import io
+    import zipfile
+
+    study = fleet.study("a")
+    worker = bearer(fleet.tokens["a_worker"])
+    for _ in range(40):  # until the proposer has queued the study's trials
+        lease = fleet.http.post("/v1/leases", json={"worker": "aw", "wait_seconds": 1},
+                                headers=worker)
+        if lease.status_code == 200:
+            break
+    held = lease.json()
+    assert fleet.http.post(f"/v1/trials/{held['trial_id']}/result", headers=worker, json={
+        "token": held["token"], "result": lease_result(held)}).status_code == 200
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("manifest.json", b"{}")
+        archive.writestr("weights.safetensors", b"w")
+    body = buffer.getvalue()
+    uploaded = fleet.http.put(f"/v1/trials/{held['trial_id']}/artifact", content=body,
+                              headers={**worker, "X-Lease-Token": held["token"],
+                                       "X-Artifact-SHA256": hashlib.sha256(body).hexdigest()})
+    assert uploaded.status_code == 200, uploaded.text
+    return study, held["trial_id"]
+
+
 @pytest.mark.parametrize("caller", list(EXPECTED))
 def test_cross_tenant_matrix(fleet: Fleet, caller: str) -> None:
-    study = fleet.study("a")
+    study, trial = _completed_with_artifact(fleet)
+    headers = bearer(fleet.tokens[caller])
     for method, template in STUDY_ROUTES:
-        response = fleet.http.request(method, template.format(id=study["id"]),
-                                      headers=bearer(fleet.tokens[caller]))
+        response = fleet.http.request(method, template.format(id=study["id"], trial=trial),
+                                      headers=headers)
         assert response.status_code == EXPECTED[caller], (method, template, response.text)
         if EXPECTED[caller] == 404:  # another tenant's study reads as a missing one
-            missing = fleet.http.request(method, template.format(id=10**6),
-                                         headers=bearer(fleet.tokens[caller]))
-            assert response.json() == {
-                "detail": missing.json()["detail"].replace(str(10**6), str(study["id"]))}
+            missing = fleet.http.request(method, template.format(id=10**6, trial=10**6),
+                                         headers=headers)
+            assert response.json() == {"detail": missing.json()["detail"].replace(
+                str(10**6), str(trial if "trials/" in template else study["id"]))}
+    for method, path in OPEN_ROUTES:
+        status = {404: 200}.get(EXPECTED[caller], EXPECTED[caller])
+        assert fleet.http.request(method, path, headers=headers).status_code == status, path
+    admin_status = {"admin": 200, "revoked": 401, "expired": 401}.get(caller, 403)
+    assert fleet.http.get("/v1/admin/tenants", headers=headers).status_code == admin_status
 
 
 def test_a_reader_reads_but_cannot_create_or_cancel(fleet: Fleet) -> None:
