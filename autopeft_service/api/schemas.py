@@ -65,7 +65,8 @@ _ERRORS: dict[int, tuple[type[BaseModel], str]] = {
     400: (ErrorOut, "The body could not be read at all (not UTF-8 text)."),
     401: (ErrorOut, "Missing or unknown bearer token."),
     403: (ErrorOut, "The token does not hold this route's role."),
-    404: (ErrorOut, "No such study or trial."),
+    404: (ErrorOut, "No such study or trial (another tenant's reads as missing), or no "
+                    "such tenant or token on the admin routes."),
     409: (ErrorOut, "A conflict: the lease token is not the trial's current lease, the "
                     "trial cannot take this report in its state, or the name exists."),
     413: (ErrorOut, "The request body is larger than the server's max_request_bytes."),

@@ -94,10 +94,10 @@ def create_token(body: TokenIn, session: SessionDep) -> TokenCreated:
     return TokenCreated(**token_out(row, body.tenant).model_dump(), token=secret)
 
 
-@router.get("/tokens", response_model=list[TokenOut])
+@router.get("/tokens", response_model=list[TokenOut], responses=error_responses(404))
 def list_tokens(session: SessionDep,
                 tenant: Annotated[str | None, Query(max_length=63)] = None) -> list[TokenOut]:
-    """Stored tokens (never their secrets), of one tenant or all."""
+    """Stored tokens (never their secrets), of one tenant or all (404: no such tenant)."""
     try:
         rows = repo.list_tokens(session, tenant)
     except repo.NotFound as error:
