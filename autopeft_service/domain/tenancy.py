@@ -69,13 +69,6 @@ class Principal:
             return self.role is needed
         return _PEOPLE_RANK[self.role] >= _PEOPLE_RANK[needed]
 
-    def owns(self, tenant_id: int) -> bool:
-        """Whether a study of ``tenant_id`` is visible to this caller: its own tenant's,
-        every tenant's for an admin and for a shared-pool worker."""
-        if self.role is Role.WORKER:
-            return self.shared_pool or tenant_id == self.tenant_id
-        return self.sees_all or tenant_id == self.tenant_id
-
     @property
     def scope(self) -> int | None:
         """The tenant a query is limited to; None: every tenant."""
