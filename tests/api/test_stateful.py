@@ -10,6 +10,13 @@ sends a valid spec instead, and a report for a trial this run leased carries tha
 token and exact counts: the machine then reaches the report and cancel paths as well as
 the refusals. A lease is preceded by a valid study when none runs, and followed, through
 the document's links, by the worker's calls on that trial.
+
+Two tenants (issue 31): people's calls go with tenant a's member token, admin calls with
+an admin's, the worker's with the shared pool's. Every people's call but a creation is
+replayed with tenant b's member token (b owns a cancelled study of its own): where a's
+call named a's study or trial and succeeded, b's gets 404, whatever the call (cancel
+included); b's lists, its view of the workers and its usage hold nothing of a's. b's
+answers are checked against the document too.
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ from hypothesis.errors import Flaky
 from schemathesis import checks
 
 from autopeft_service.testing.server import ServerThread
-from tests.api.conftest import CLIENT, WORKER, lease_result, study_spec
+from tests.api import test_openapi_conformance  # noqa: F401  (its upload body media types)
+from tests.api.conftest import lease_result, study_spec
+from tests.api.two_tenants import TwoTenants
 
-#: Sequences (of up to 8 calls) per test, over at most RUNS runs of the machine.
+#: Sequences (of up to STEPS calls) per test, over at most RUNS runs of the machine.
 SEQUENCES = 25
+#: Steps per sequence: the admin operations (seven, fuzzed alone in
+#: test_openapi_conformance.py) take some, and the study -> lease -> report chains this test
+#: exists for need enough left.
+STEPS = 12
 RUNS = 3
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
           checks.content_type_conformance, checks.response_schema_conformance]
@@ -39,13 +52,13 @@ def _is(case: Any, method: str, path: str) -> bool:
     return case.operation.method.upper() == method and case.operation.path == path
 
 
-def _wait_for_the_proposer(base_url: str, timeout: float = 2.0) -> None:
+def _wait_for_the_proposer(base_url: str, a: dict[str, str], timeout: float = 2.0) -> None:
     """Until every running study of this test's own specs holds as many ready or leased trials as its budget and
     parallelism allow (Sobol fills them within milliseconds of a change)."""
     end = time.monotonic() + timeout
     with httpx.Client(base_url=base_url, timeout=30) as http:
         while time.monotonic() < end:
-            if all(_settled(study) for study in _running(http)
+            if all(_settled(study) for study in _running(http, a)
                    if study["name"].startswith("stateful")):  # generated budgets may not fill
                 return
             time.sleep(0.02)
@@ -60,11 +73,12 @@ def _report_body(action: str, lease: dict[str, Any]) -> dict[str, Any]:
     return {"token": lease["token"], "progress": {"step": 1}}
 
 
-def _ensure_a_study(base_url: str) -> None:
-    """Make a valid study when none runs (test data for the lease -> report chain)."""
+def _ensure_a_study(base_url: str, a: dict[str, str]) -> None:
+    """Make a valid study of tenant a's when none runs (test data for the lease -> report
+    chain)."""
     with httpx.Client(base_url=base_url, timeout=30) as http:
-        if not _running(http):
-            made = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+        if not _running(http, a):
+            made = http.post("/v1/studies", headers=a, json=study_spec(
                 name="stateful lease source", budget=_SMALL_BUDGET))
             assert made.status_code == 201, made.text
 
@@ -72,12 +86,12 @@ def _ensure_a_study(base_url: str) -> None:
 _SMALL_BUDGET = {"total_trials": 4, "initial_trials": 4, "max_parallel": 2, "max_attempts": 2}
 
 
-def _running(http: httpx.Client) -> list[dict[str, Any]]:
-    """Every running study (all pages)."""
+def _running(http: httpx.Client, headers: dict[str, str]) -> list[dict[str, Any]]:
+    """Every running study the caller sees (all pages)."""
     studies: list[dict[str, Any]] = []
     while True:
         page = http.get("/v1/studies", params={"offset": len(studies), "limit": 100},
-                        headers=CLIENT).json()
+                        headers=headers).json()
         studies.extend(page["items"])
         if not page["items"] or len(studies) >= page["total"]:
             return [study for study in studies if study["state"] == "running"]
@@ -90,10 +104,12 @@ def _settled(study: dict[str, Any]) -> bool:
     return counts.get("ready", 0) + counts.get("leased", 0) >= want
 
 
-def _machine(base_url: str) -> tuple[type, Counter[str], list[str]]:
+def _machine(base_url: str, tenants: TwoTenants) -> tuple[type, Counter[str], list[str]]:
     """The state machine over the live server's document, the counter of what its calls
-    reached (``"<METHOD> <path> <status>"``, and ``sequences``) and the failed checks."""
+    reached (``"<METHOD> <path> <status>"``, ``b <METHOD> <path> <status>`` for tenant b's
+    replays, and ``sequences``) and the failed checks (tenant b's leaks among them)."""
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    a = tenants.headers["a"]
     reached: Counter[str] = Counter()
     failures: list[str] = []
 
@@ -105,27 +121,27 @@ def _machine(base_url: str) -> tuple[type, Counter[str], list[str]]:
             """Each sequence starts from the same state (hypothesis requires that the same
             choices lead to the same responses): no study of an earlier one runs on."""
             with httpx.Client(base_url=base_url, timeout=30) as http:
-                for study in _running(http):
-                    http.post(f"/v1/studies/{study['id']}/cancel", headers=CLIENT)
+                for study in _running(http, a):
+                    http.post(f"/v1/studies/{study['id']}/cancel", headers=a)
             Machine.leases.clear()
             reached["sequences"] += 1
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
-            tags = case.operation.definition.raw.get("tags", [])
-            return {"headers": WORKER if "workers" in tags else CLIENT}
+            return {"headers": tenants.headers[tenants.role_of(case.operation)]}
 
         def before_call(self, case: Any) -> None:
             # The role's own token (a generated Authorization header would end most
             # sequences at 401; tests/api/test_openapi_conformance.py covers bad tokens).
             case.headers = {**(case.headers or {}), **self.get_call_kwargs(case)["headers"]}
+            tenants.guard(case)  # generated admin calls leave the tenants' tokens alone
             if _is(case, "POST", "/v1/studies"):
                 Machine.studies_posted += 1
                 if Machine.studies_posted % 2 == 0:
                     case.body = study_spec(name=f"stateful {Machine.studies_posted}",
                                            budget=_SMALL_BUDGET)
             elif _is(case, "POST", "/v1/leases"):
-                _ensure_a_study(base_url)  # so that a lease can lead somewhere
-                _wait_for_the_proposer(base_url)  # a lease's answer must not race it
+                _ensure_a_study(base_url, a)  # so that a lease can lead somewhere
+                _wait_for_the_proposer(base_url, a)  # a lease's answer must not race it
                 if isinstance(case.body, dict):
                     case.body = {**case.body, "wait_seconds": 0}
             elif case.operation.path.startswith("/v1/trials/{trial_id}/") and \
@@ -140,6 +156,21 @@ def _machine(base_url: str) -> tuple[type, Counter[str], list[str]]:
             if _is(case, "POST", "/v1/leases") and response.status_code == 200:
                 lease = response.json()
                 Machine.leases[lease["trial_id"]] = lease
+                tenants.a_studies.add(lease["study_id"])  # b's own study ended at once:
+                tenants.a_trials.add(lease["trial_id"])  # every lease is of a's
+            if tenants.role_of(case.operation) != "a" or _is(case, "POST", "/v1/studies"):
+                # (b's replay of a creation would make b's study, not reach a's)
+                return
+            tenants.note(case, response)
+            # Tenant b replays a's call: a refusal (no state changes), or b's own lists.
+            b = tenants.headers["b"]
+            replay = case.call(headers=b)
+            reached[f"b {case.operation.method.upper()} {case.operation.path} "
+                    f"{replay.status_code}"] += 1
+            self.validate_response(replay, case, headers=b)
+            leak = tenants.leak(case, response.status_code, replay)
+            if leak:
+                failures.append(f"tenant b reached tenant a's: {leak}")
 
         def validate_response(self, response: Any, case: Any,
                               additional_checks: Any = None, **kwargs: Any) -> None:
@@ -155,11 +186,18 @@ def _machine(base_url: str) -> tuple[type, Counter[str], list[str]]:
 def test_linked_call_sequences_conform_to_the_document(
         make_server: Callable[..., ServerThread]) -> None:
     server = make_server(long_poll_seconds=0.2)
-    machine, reached, failures = _machine(server.base_url)
+    tenants = TwoTenants.make(server.settings.database_url)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        b = tenants.headers["b"]  # b's own study, ended at once: b's lists are not empty
+        own = http.post("/v1/studies", headers=b, json=study_spec(name="tenant b's"))
+        assert own.status_code == 201, own.text
+        assert http.post(f"/v1/studies/{own.json()['id']}/cancel",
+                         headers=b).status_code == 200
+    machine, reached, failures = _machine(server.base_url, tenants)
     for _ in range(RUNS):
         try:
             machine.run(settings=settings(
-                max_examples=SEQUENCES, stateful_step_count=8, deadline=None, database=None,
+                max_examples=SEQUENCES, stateful_step_count=STEPS, deadline=None, database=None,
                 derandomize=True,  # the same sequences on every run of the suite
                 suppress_health_check=list(HealthCheck)))
         except Flaky:
@@ -169,6 +207,7 @@ def test_linked_call_sequences_conform_to_the_document(
             pass
         if reached["sequences"] >= SEQUENCES:
             break
+    tenants.close()
     assert not failures, failures
     assert reached["sequences"] >= SEQUENCES // 2, reached
     # The sequences got past the refusals: studies made and read by their id, trials leased
@@ -178,3 +217,7 @@ def test_linked_call_sequences_conform_to_the_document(
     assert reached["POST /v1/leases 200"] > 0, reached
     assert sum(reached[f"POST /v1/trials/{{trial_id}}/{action} 200"]
                for action in ("heartbeat", "result", "failure")) > 0, reached
+    # Tenant b met a's study by its id (404) and listed studies without a's.
+    assert reached["b GET /v1/studies/{study_id} 404"] > 0, reached
+    assert reached["b GET /v1/studies 200"] > 0, reached
+    assert tenants.a_studies, reached
