@@ -171,10 +171,15 @@ def test_postgresql_server_and_three_workers(server_factory, workers, tiny_bert_
     from autopeft_service.testing.postgres import create_database
 
     server = server_factory(create_database(postgres_admin_url))
-    study = submit(server, spec(tiny_bert_path, trials=6, max_parallel=3))
     group = workers(server)
     for name in ("p1", "p2", "p3"):
-        group.start(name, "--exit-when-idle", "3")
+        group.start(name, "--exit-when-idle", "60")
+    # Every worker is up and asking before the study exists: under load (make test runs
+    # two test processes) a worker that starts last could otherwise find the tiny trials
+    # all taken by the first one.
+    wait_until(lambda: {w["name"] for w in get(server, "/workers")["items"]}
+               >= {"p1", "p2", "p3"}, 120, "the workers did not all ask for a lease")
+    study = submit(server, spec(tiny_bert_path, trials=6, max_parallel=3))
     wait_until(lambda: get(server, f"/studies/{study}")["state"] == "completed", 240,
                "study did not complete on PostgreSQL")
     done = trials(server, study)
