@@ -55,9 +55,11 @@ def _field_error(field: str, message: str) -> HTTPException:
 def create_tenant(body: TenantIn, session: SessionDep) -> TenantOut:
     """A new tenant (409 when the name is taken)."""
     try:
-        return tenant_out(repo.create_tenant(session, body.name, body.weight))
+        out = tenant_out(repo.create_tenant(session, body.name, body.weight))
     except repo.TenantExists as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    session.commit()  # before the answer (the dependency commits after it is sent)
+    return out
 
 
 @router.get("/tenants", response_model=list[TenantOut])
@@ -76,9 +78,11 @@ def update_tenant(name: Annotated[str, Path(max_length=63)], body: TenantLimits,
     except ValueError as error:
         raise _field_error("weight", str(error)) from None
     try:
-        return tenant_out(repo.set_tenant_limits(session, name, changes))
+        out = tenant_out(repo.set_tenant_limits(session, name, changes))
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    session.commit()  # in force as soon as it is answered
+    return out
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
@@ -91,7 +95,9 @@ def create_token(body: TokenIn, session: SessionDep) -> TokenCreated:
         raise _field_error("tenant", str(error)) from None
     except ValueError as error:
         raise _field_error("shared_pool", str(error)) from None
-    return TokenCreated(**token_out(row, body.tenant).model_dump(), token=secret)
+    out = TokenCreated(**token_out(row, body.tenant).model_dump(), token=secret)
+    session.commit()  # the token works as soon as its creation is answered
+    return out
 
 
 @router.get("/tokens", response_model=list[TokenOut], responses=error_responses(404))

@@ -92,7 +92,11 @@ def cancel_study(study_id: StudyId, session: SessionDep, caller: Member) -> Stud
     """Stop a study: queued and running trials are cancelled (workers are told to stop)."""
     study = _study(session, study_id, caller)
     repo.audit(session, caller, "cancel_study", study_id, study.tenant_id)
-    return study_out(session, repo.cancel_study(session, study_id))
+    out = study_out(session, repo.cancel_study(session, study_id))
+    # Committed before answering: the session dependency's own commit runs after the
+    # response is sent, and reads (plain snapshots) must see what a 200 announced.
+    session.commit()
+    return out
 
 
 @router.get("/{study_id}/trials", response_model=TrialPage, responses=ONE_STUDY)
