@@ -125,7 +125,13 @@ def test_the_rule_keeps_a_dominated_trial_paused(http: httpx.Client) -> None:
               for lease in leases}
     better, worse = sorted(leases, key=lambda lease: shares[lease["trial_id"]])
     _pause(http, better, 0.9)
-    continued = take_lease(http)  # the first at its level always continues
+    # the first at its level always continues, on the proposer's next pass: until then the
+    # study's third trial is the ready one (a lease taken first under load got it)
+    end = time.monotonic() + 30
+    while _trial(http, study["id"], better["trial_id"])["state"] != "ready":
+        assert time.monotonic() < end, "the better trial was not continued"
+        time.sleep(0.05)
+    continued = take_lease(http)
     assert continued["trial_id"] == better["trial_id"] and continued["resume_sha256"]
     _pause(http, worse, 0.1)
     time.sleep(1.0)  # proposer passes

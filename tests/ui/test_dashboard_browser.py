@@ -419,6 +419,21 @@ def _pause(http: httpx.Client, lease: dict[str, Any], score: float, step: int = 
     assert answer.status_code == 200 and answer.json()["state"] == "paused", answer.text
 
 
+def _wait_for_state(http: httpx.Client, study_id: int, trial_id: int, state: str,
+                    timeout: float = 30) -> None:
+    """Poll the study's trials until ``trial_id`` is in ``state``; fails after ``timeout`` s."""
+    import time
+
+    end = time.monotonic() + timeout
+    while True:
+        items = http.get(f"/v1/studies/{study_id}/trials", headers=CLIENT).json()["items"]
+        seen = next(t["state"] for t in items if t["id"] == trial_id)
+        if seen == state:
+            return
+        assert time.monotonic() < end, f"trial {trial_id} still {seen}, not {state}"
+        time.sleep(0.05)
+
+
 def test_a_fidelity_studys_trials_show_their_level_and_scores_by_level(
         page: Any, server: ServerThread) -> None:
     """eta 2 at levels 1/3 and 1: the better of two trials continues (leased at level 1,
@@ -434,6 +449,9 @@ def test_a_fidelity_studys_trials_show_their_level_and_scores_by_level(
             f"/v1/studies/{study['id']}/trials", headers=CLIENT).json()["items"]}
         better, worse = sorted(leases, key=lambda lease: shares[lease["trial_id"]])
         _pause(http, better, 0.9)
+        # the proposer continues a paused trial on its own pass: wait for that, or a lease
+        # taken first gets the study's third (ready) trial instead (CI flake at 4f3fddf)
+        _wait_for_state(http, study["id"], better["trial_id"], "ready")
         continued = take_lease(http)
         assert continued["trial_id"] == better["trial_id"]
         _pause(http, worse, 0.1)
