@@ -35,14 +35,17 @@ _EPS = 1e-9
 
 def proposal(spec: StudySpec, suggestion: Suggestion) -> repo.Proposal:
     """A suggestion as the trial to queue: its config, the share and counts the server
-    expects when the study knows its backbone, and a fidelity study's lowest level."""
+    expects when the study knows its backbone, and a fidelity study's lowest level (a
+    replicate's: full training, which it trains to at once)."""
     config = spec.space.decode(suggestion.params)
     planned = (None if spec.backbone_dims is None  # a study stored before backbone_dims
                else planned_counts(config, spec.backbone_dims, spec.param_share))
+    level = None if spec.fidelity is None else (
+        1.0 if suggestion.replicate else spec.fidelity.levels[0])
     return repo.Proposal(
         params=suggestion.params, config=config.model_dump(mode="json"),
-        generator=suggestion.generator,
-        fidelity=None if spec.fidelity is None else spec.fidelity.levels[0],
+        generator=suggestion.generator, replicate=suggestion.replicate,
+        fidelity=level,
         param_share=None if planned is None else planned.share,
         expected_trainable=None if planned is None else planned.trainable,
         expected_deployed=None if planned is None else planned.deployed)

@@ -76,6 +76,33 @@ def test_add_trials_never_adds_a_configuration_twice(database_url: str) -> None:
         database.dispose()
 
 
+def test_a_replicate_is_added_again_numbered_and_leased_with_its_own_seed_offset(
+        database_url: str) -> None:
+    """A configuration the study has is skipped as a duplicate, but queued again as a
+    replicate: numbered 1, then 2, and its lease says so (the lease route adds it to the
+    study's seed)."""
+    upgrade_to_head(database_url)
+    database = Database(database_url, pool_size=2)
+    spec = _spec()
+    try:
+        with database.session() as session:
+            study_id = repo.create_study(session, spec).id
+        point = {**{f"layer_{i}": 1 for i in range(6)}, "serial_adapter_size": 12,
+                 "parallel_adapter_size": 0, "prefix_length": 0}
+        config = spec.space.decode(point).model_dump(mode="json")
+        first = repo.Proposal(point, config, "test")
+        again = repo.Proposal(point, config, "test", replicate=True)
+        with database.session() as session:
+            rows = repo.add_trials(session, study_id, [first, first, again, again], max_new=4)
+            assert [row.replicate for row in rows] == [0, 1, 2]
+            assert all(row.params == point for row in rows)
+        with database.session() as session:
+            leases = [repo.lease_trial(session, "w", 60) for _ in range(3)]
+        assert sorted(lease.replicate for lease in leases if lease) == [0, 1, 2]
+    finally:
+        database.dispose()
+
+
 # -- no study holds the proposer (issue 31, item 4)
 
 WIDE_DIMS = {"num_layers": 256, "hidden_size": 384, "num_heads": 12, "ffn_size": 1536,

@@ -86,13 +86,16 @@ class Suggestion:
     """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``).
 
     In a fidelity study (rule ``model``) a suggestion may instead continue a paused trial:
-    ``continue_trial`` names it and ``level`` is the level to train it to.
+    ``continue_trial`` names it and ``level`` is the level to train it to. Or it may be a
+    replicate (``replicate``: True): a configuration the study has already trained, trained
+    again in full with another seed, so the model sees the score's noise at that point.
     """
 
     params: dict[str, ParamValue]
     generator: str
     continue_trial: int | None = None
     level: float | None = None
+    replicate: bool = False
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,18 @@ reach full training, since only a fully trained configuration joins the front:
 
 * continuing a trial paused at level l needs ``1 - l`` more; its step to the next level
   l' spends ``l' - l`` of the budget now;
-* a new configuration needs 1; it starts at the lowest level and spends ``levels[0]``.
+* a new configuration needs 1; it starts at the lowest level and spends ``levels[0]``;
+* a **replicate** of a configuration already trained in full (another seed) needs 1 and
+  spends 1: it trains in full at once.
+
+Scores are noisy, and the front the user reads is the model's (posterior means), so the
+value of a draw is how far it can move that front: a configuration's posterior mean moves
+by the *revealed* sd ``sd^2 / sqrt(sd^2 + noise^2)`` (``revealed_sd``), not by its full
+posterior sd; with the noise learned large, a draw is worth little. A replicate is valued
+by the same measure (``replicate_value``, a knowledge gradient): the expected change of its
+configuration's contribution to the model front, largest for a point near being dominated.
+A configuration gets at most ``MAX_FULL_OBSERVATIONS`` full-training draws, and none while
+one is pending.
 
 (Per unit of the next step's cost instead, a new configuration always looks cheaper than a
 continuation, and a study would start configurations at the lowest level until its budget
@@ -50,7 +61,12 @@ from autopeft_service.optimizers.base import (
     ScoreObservation,
     Suggestion,
 )
-from autopeft_service.optimizers.prediction import MIN_OBSERVATIONS, predict_points
+from autopeft_service.optimizers.prediction import MIN_OBSERVATIONS, posterior_at_full
+
+#: Most full-training observations of one configuration (the first and its replicates):
+#: beyond four draws the mean's sd is half one draw's, and the budget is better spent on
+#: other configurations.
+MAX_FULL_OBSERVATIONS = 4
 
 
 @dataclass(frozen=True)
@@ -61,8 +77,9 @@ class FidelityAction:
         params: the configuration.
         level: the level to train it to.
         continue_trial: the paused trial to continue, or None for a new configuration.
-        value: its expected hypervolume improvement at full training.
+        value: its expected improvement of the model front's hypervolume (module docstring).
         cost: the budget it spends now, in full-training equivalents.
+        replicate: a configuration already trained in full, trained again with another seed.
     """
 
     params: dict[str, ParamValue]
@@ -70,6 +87,40 @@ class FidelityAction:
     continue_trial: int | None
     value: float
     cost: float
+    replicate: bool = False
+
+
+def revealed_sd(sd: float, noise_sd: float) -> float:
+    """How far one more full-training observation moves a point's posterior mean: the sd of
+    the mean's change, ``sd^2 / sqrt(sd^2 + noise^2)`` (Gaussian updating: the prior
+    variance minus the variance after a draw with noise variance ``noise^2``). With no
+    noise it is ``sd``; with much noise, near 0: a draw then tells little.
+    """
+    if sd <= 0:
+        return 0.0
+    return sd * sd / math.sqrt(sd * sd + noise_sd * noise_sd)
+
+
+def replicate_value(front: Sequence[ObjectivePoint], share: float, mean: float, sd: float,
+                    noise_sd: float, reference: ObjectivePoint) -> float:
+    """The expected gain in the model front's hypervolume from one more draw of a point
+    that is already on it at ``mean`` (a knowledge gradient): the point's contribution over
+    the rest of the front is convex in its mean, so moving the mean by a draw gains
+    ``E[gain(mean')] - gain(mean)`` >= 0, largest where the point is near being dominated.
+
+    Args:
+        front: the model front's other points (without this configuration).
+        share: the configuration's exact share.
+        mean, sd: its score's posterior at full training.
+        noise_sd: one draw's noise sd.
+        reference: the hypervolume's reference point.
+
+    Returns:
+        The expected gain (0 when a draw cannot change the front).
+    """
+    moved = revealed_sd(sd, noise_sd)
+    return max(0.0, expected_improvement(front, share, mean, moved, reference)
+               - expected_improvement(front, share, mean, 0.0, reference))
 
 
 def _staircase(front: Sequence[ObjectivePoint], share: float,
@@ -122,7 +173,8 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
                  observations: Sequence[ScoreObservation], paused: Sequence[PausedTrial],
                  seen: Sequence[Point], share: Callable[[Point], float], n: int,
                  budget_left: float, reference: ObjectivePoint, seed: int = 0,
-                 candidates: int = 256) -> list[FidelityAction]:
+                 candidates: int = 256, pending: Sequence[Point] = (),
+                 replicates: bool = True) -> list[FidelityAction]:
     """The next ``n`` actions at most, best value per compute to full training first, each
     step within ``budget_left``.
 
@@ -138,6 +190,9 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
         reference: the hypervolume reference point.
         seed: the candidates' random draw.
         candidates: random new points considered.
+        pending: points queued or training now (a configuration with one is not
+            replicated again until its draw is in).
+        replicates: consider replicates of configurations trained in full.
 
     Returns:
         The actions (possibly fewer than n: budget, nothing new, no model yet).
@@ -153,49 +208,81 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
         if point_key(point) not in known:
             known.add(point_key(point))
             fresh.append(point)
-    # the front the actions improve: trials observed at full training, at their posterior
-    completed = {o.trial_id: o.params for o in observations if o.fidelity >= 1.0}
+    # the front the actions improve: configurations observed at full training (each once,
+    # however many replicates), at their posterior
+    completed: dict[tuple[object, ...], Point] = {}
+    full_draws: dict[tuple[object, ...], int] = {}
+    for o in observations:
+        if o.fidelity >= 1.0:
+            completed.setdefault(point_key(o.params), o.params)
+            full_draws[point_key(o.params)] = full_draws.get(point_key(o.params), 0) + 1
     everything = [*completed.values(), *(p.params for p in paused), *fresh]
-    predicted = predict_points(space, observations, everything)
-    if predicted is None:  # too few observations: new points at the lowest level, in order
+    posterior = posterior_at_full(space, observations, everything)
+    if posterior is None:  # too few observations: new points at the lowest level, in order
         return [FidelityAction(dict(p), fidelity.levels[0], None, 0.0, fidelity.levels[0])
                 for p in fresh[:max(0, min(n, math.floor(budget_left / fidelity.levels[0]
                                                              + 1e-9)))]]
-    means, sds = predicted
+    means, sds, noise = posterior.means, posterior.sds, posterior.noise_sds
     index = {point_key(p): i for i, p in enumerate(everything)}
-    front = [ObjectivePoint(score=means[index[point_key(p)]], share=share(p))
-             for p in completed.values()]
-    front = [front[i] for i in pareto_indices(front)] if front else []
-    # (point, level to train to, trial to continue, budget spent now, compute to full)
-    options: list[tuple[Point, float, int | None, float, float]] = []
+    model_front = {key: ObjectivePoint(score=means[index[key]], share=share(p))
+                   for key, p in completed.items()}
+
+    def pareto(points: Sequence[ObjectivePoint]) -> list[ObjectivePoint]:
+        return [points[j] for j in pareto_indices(points)] if points else []
+
+    front = pareto(list(model_front.values()))
+    # (point, level to train to, trial to continue, budget spent now, compute to full,
+    #  replicate?)
+    options: list[tuple[Point, float, int | None, float, float, bool]] = []
     for trial in paused:
         after = fidelity.next_level(trial.level)
         if after is not None:
             options.append((trial.params, after, trial.trial_id, after - trial.level,
-                            1.0 - trial.level))
-    options += [(p, fidelity.levels[0], None, fidelity.levels[0], 1.0) for p in fresh]
+                            1.0 - trial.level, False))
+    options += [(p, fidelity.levels[0], None, fidelity.levels[0], 1.0, False) for p in fresh]
+    if replicates:
+        waiting = {point_key(p) for p in pending}
+        options += [(p, 1.0, None, 1.0, 1.0, True) for key, p in completed.items()
+                    if full_draws[key] < MAX_FULL_OBSERVATIONS and key not in waiting]
+
+    def value_of(option: tuple[Point, float, int | None, float, float, bool]) -> float:
+        candidate, replicate = option[0], option[5]
+        key = point_key(candidate)
+        i = index[key]
+        if replicate:  # the front without this configuration, which the draw re-places
+            others = pareto([q for k, q in model_front.items() if k != key])
+            return replicate_value(others, share(candidate), means[i], sds[i], noise[i],
+                                   reference)
+        # a configuration not yet trained in full joins the model front at its mean after
+        # the draw: the mean moves by the revealed sd, not by the draw's own spread
+        return expected_improvement(front, share(candidate), means[i],
+                                    revealed_sd(sds[i], noise[i]), reference)
+
     chosen: list[FidelityAction] = []
     left = budget_left
     taken: set[int] = set()
     for _ in range(n):
         best: tuple[float, int] | None = None
-        for k, (candidate, _level, _trial, cost, to_full) in enumerate(options):
+        for k, option in enumerate(options):
+            cost, to_full = option[3], option[4]
             if k in taken or cost > left + 1e-9:
                 continue
-            i = index[point_key(candidate)]
-            value = expected_improvement(front, share(candidate), means[i], sds[i], reference)
+            value = value_of(option)
             if best is None or value / to_full > best[0]:
                 best = (value / to_full, k)
         if best is None:
             break
         k = best[1]
-        picked, level, trial_id, cost, to_full = options[k]
+        picked, level, trial_id, cost, to_full, replicate = options[k]
         i = index[point_key(picked)]
-        chosen.append(FidelityAction(dict(picked), level, trial_id, best[0] * to_full, cost))
+        chosen.append(FidelityAction(dict(picked), level, trial_id, best[0] * to_full, cost,
+                                     replicate))
         taken.add(k)
         left -= cost
-        front = [*front, ObjectivePoint(score=means[i], share=share(picked))]
-        front = [front[j] for j in pareto_indices(front)]
+        if not replicate:  # kriging believer: it joins the front at its mean
+            model_front[point_key(picked)] = ObjectivePoint(score=means[i],
+                                                            share=share(picked))
+            front = pareto(list(model_front.values()))
     return chosen
 
 
@@ -230,5 +317,7 @@ class MultiFidelityOptimizer:
         budget = (float(n) if history.budget_left is None else history.budget_left)
         actions = plan_actions(self.space, self.fidelity, history.observations,
                                history.paused, history.points(), self.share, n, budget,
-                               self.reference, seed=self.seed + len(history.observations))
-        return [Suggestion(a.params, self.name, a.continue_trial, a.level) for a in actions]
+                               self.reference, seed=self.seed + len(history.observations),
+                               pending=history.pending)
+        return [Suggestion(a.params, self.name, a.continue_trial, a.level, a.replicate)
+                for a in actions]

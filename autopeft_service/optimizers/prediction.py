@@ -24,8 +24,8 @@ from typing import Any
 from autopeft_service.domain.spaces import SearchSpaceBase
 from autopeft_service.optimizers.base import Point, ScoreObservation
 
-__all__ = ["MIN_OBSERVATIONS", "PredictedScore", "ScoreObservation", "predict_points",
-           "predict_scores"]
+__all__ = ["MIN_OBSERVATIONS", "FullTrainingPosterior", "PredictedScore", "ScoreObservation",
+           "posterior_at_full", "predict_points", "predict_scores"]
 
 #: Fewest distinct observations a prediction needs (a GP on fewer says nothing useful).
 MIN_OBSERVATIONS = 3
@@ -80,13 +80,34 @@ def _fit(space: SearchSpaceBase, observations: Sequence[ScoreObservation]) -> An
     return model, encoding, multi
 
 
-def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
-                   points: Sequence[Point], seed: int = 0
-                   ) -> tuple[list[float], list[float]] | None:
-    """The posterior mean and sd of the score at full training of each point.
+@dataclass(frozen=True)
+class FullTrainingPosterior:
+    """The model's view of some points' scores at full training.
+
+    Attributes:
+        means: posterior mean per point.
+        sds: posterior sd of the latent (noise-free) score per point.
+        noise_sds: sd of one new observation's noise at each point (the learned noise),
+            what a replicate's draw adds on top of the latent score.
+    """
+
+    means: list[float]
+    sds: list[float]
+    noise_sds: list[float]
+
+
+def posterior_at_full(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+                      points: Sequence[Point], seed: int = 0) -> FullTrainingPosterior | None:
+    """Fit the GP to the observations and give each point's posterior at full training.
+
+    Args:
+        space: the study's search space (the points' encoding).
+        observations: every score so far (any levels; replicates allowed).
+        points: where to predict.
+        seed: torch seed of the fit (same data, same answer).
 
     Returns:
-        (means, sds) in the points' order; None with fewer than ``MIN_OBSERVATIONS``
+        The posterior in the points' order; None with fewer than ``MIN_OBSERVATIONS``
         observations.
     """
     if len(observations) < MIN_OBSERVATIONS:
@@ -100,10 +121,28 @@ def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservati
         if multi:
             at = torch.cat([at, torch.ones(len(points), 1, dtype=torch.double)], dim=-1)
         with torch.no_grad():
-            posterior = model.posterior(at, observation_noise=False)
-            mean = posterior.mean.squeeze(-1)
-            sd = posterior.variance.clamp_min(0).sqrt().squeeze(-1)
-    return [float(v) for v in mean], [float(v) for v in sd]
+            latent = model.posterior(at, observation_noise=False)
+            observed = model.posterior(at, observation_noise=True)
+            mean = latent.mean.squeeze(-1)
+            variance = latent.variance.clamp_min(0).squeeze(-1)
+            # the learned noise, in score units (the outcome transform undone)
+            noise = (observed.variance.squeeze(-1) - variance).clamp_min(0)
+    return FullTrainingPosterior([float(v) for v in mean],
+                                 [float(v) for v in variance.sqrt()],
+                                 [float(v) for v in noise.sqrt()])
+
+
+def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+                   points: Sequence[Point], seed: int = 0
+                   ) -> tuple[list[float], list[float]] | None:
+    """The posterior mean and sd of the score at full training of each point.
+
+    Returns:
+        (means, sds) in the points' order; None with fewer than ``MIN_OBSERVATIONS``
+        observations.
+    """
+    posterior = posterior_at_full(space, observations, points, seed)
+    return None if posterior is None else (posterior.means, posterior.sds)
 
 
 def predict_scores(space: SearchSpaceBase, observations: Sequence[ScoreObservation],

@@ -150,6 +150,9 @@ class TrialRow(Base):
     checkpoint_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     #: The training step the checkpoint holds (a pause needs one at the result's step).
     checkpoint_step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    #: 0 for a configuration's first trial; k for its k-th replicate, which trains the same
+    #: configuration with the study's seed plus k (migration 0008).
+    replicate: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[float] = mapped_column(Float)
     leased_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -48,6 +48,35 @@ def _trial(http: httpx.Client, study_id: int, trial_id: int) -> dict:
     return next(t for t in trials if t["id"] == trial_id)
 
 
+def test_a_replicates_lease_carries_the_study_seed_plus_its_number(
+        http: httpx.Client, server: ServerThread) -> None:
+    """A replicate trains its configuration again with another seed: the lease's seed is
+    the study's plus the replicate's number (the first trial keeps the study's seed)."""
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    study = create_study(http, seed=5, budget={"total_trials": 6, "initial_trials": 1,
+                                               "max_parallel": 1})
+    first = _lease(http)
+    assert first["seed"] == 5
+    database = Database(server.settings.database_url, pool_size=1)
+    try:
+        with database.session() as session:
+            again = repo.Proposal(first["params"], first["config"], "test", replicate=True)
+            rows = repo.add_trials(session, study["id"], [again, again], max_new=2)
+            assert [row.replicate for row in rows] == [1, 2]
+            ids = {row.id for row in rows}
+    finally:
+        database.dispose()
+    # the proposer keeps one new (Sobol) trial ready too: lease until both replicates came
+    leases = [_lease(http) for _ in range(3)]
+    replicates = [lease for lease in leases if lease["trial_id"] in ids]
+    others = [lease for lease in leases if lease["trial_id"] not in ids]
+    assert sorted(lease["seed"] for lease in replicates) == [6, 7]
+    assert all(lease["params"] == first["params"] for lease in replicates)
+    assert all(lease["seed"] == 5 for lease in others)
+
+
 def test_lease_carries_everything_to_train(http: httpx.Client) -> None:
     study = create_study(http, seed=5)
     lease = _lease(http)

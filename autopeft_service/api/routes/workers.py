@@ -70,7 +70,8 @@ def _try_lease(services: Services, worker: str, first: bool = True,
         "lease_seconds": seconds, "params": lease.params, "config": lease.config,
         "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
         "task_options": spec["task_options"], "training": spec["training"],
-        "seed": spec["seed"], "backbone_dims": spec.get("backbone_dims"),
+        # a replicate trains its configuration again with another seed (migration 0008)
+        "seed": spec["seed"] + lease.replicate, "backbone_dims": spec.get("backbone_dims"),
         "early_stopping": spec.get("early_stopping") or {},
         "fidelity": 1.0 if lease.fidelity is None else lease.fidelity,
         "resume_sha256": lease.checkpoint_sha256})

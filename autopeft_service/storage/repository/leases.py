@@ -46,6 +46,8 @@ class Lease:
     deadline: float
     fidelity: float | None = None
     checkpoint_sha256: str | None = None
+    #: 0, or k for a configuration's k-th replicate (trained with the study's seed + k).
+    replicate: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def _lease_statement(private: bool, fair: bool = True) -> Callable[[bool, Any], 
                 .returning(_TRIALS.c.id, _TRIALS.c.study_id, _TRIALS.c.number,
                            _TRIALS.c.attempt, _TRIALS.c.params, _TRIALS.c.config,
                            _TRIALS.c.lease_deadline, _TRIALS.c.fidelity,
-                           _TRIALS.c.checkpoint_sha256))
+                           _TRIALS.c.checkpoint_sha256, _TRIALS.c.replicate))
     return build
 
 
@@ -181,7 +183,7 @@ def lease_trial(session: Session, worker: str, lease_seconds: float,
     return Lease(trial_id=row.id, study_id=row.study_id, number=row.number,
                  attempt=row.attempt, params=row.params, config=row.config, token=token,
                  deadline=float(row.lease_deadline), fidelity=row.fidelity,
-                 checkpoint_sha256=row.checkpoint_sha256)
+                 checkpoint_sha256=row.checkpoint_sha256, replicate=int(row.replicate or 0))
 
 
 def _extend_statement(with_progress: bool) -> Callable[[bool, Any], Any]:

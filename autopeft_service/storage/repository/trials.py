@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,9 @@ class Proposal:
     expected_trainable: int | None = None
     expected_deployed: int | None = None
     fidelity: float | None = None
+    #: Train a configuration the study already has again (a replicate, with another seed)
+    #: instead of skipping it as a duplicate.
+    replicate: bool = False
 
 
 def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
@@ -45,7 +47,8 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
 
     Returns:
         The rows added (possibly fewer than proposed: budget, study state, or a
-        configuration the study already has, which is never added twice).
+        configuration the study already has, which is added again only as a replicate:
+        ``Proposal.replicate``, numbered after the configuration's earlier trials).
     """
     study = _lock_study(session, study_id)
     if study.state != StudyState.RUNNING.value:
@@ -54,33 +57,43 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
     existing = session.execute(select(func.count(), func.max(TrialRow.number)).where(
         TrialRow.study_id == study_id, TrialRow.state != TrialState.CANCELLED.value)).one()
     free = budget.total_trials - int(existing[0])
-    if proposals and proposals[0].fidelity is not None:
-        # a fidelity study's budget is compute: full-training equivalents (domain.fidelity)
-        left = budget.total_trials - fidelity_spent(session, study_id)
-        free = math.floor(left / proposals[0].fidelity + 1e-9)
+    # a fidelity study's budget is compute: full-training equivalents (domain.fidelity),
+    # and each proposal spends its own level (a replicate trains straight to full)
+    compute_left = (budget.total_trials - fidelity_spent(session, study_id)
+                    if proposals and proposals[0].fidelity is not None else None)
     next_number = session.execute(select(func.max(TrialRow.number)).where(
         TrialRow.study_id == study_id)).scalar_one()
     next_number = 0 if next_number is None else int(next_number) + 1
     now = database_now(session)
     # Under the study lock, so this holds across proposers (a lost leadership race, a
     # restart): the configurations already in the study, in any state.
-    seen = {point_key(p) for p in session.execute(
-        select(TrialRow.params).where(TrialRow.study_id == study_id)).scalars()}
-    fresh = []
+    seen: dict[tuple[Any, ...], int] = {}  # configuration -> its trials so far
+    for params in session.execute(
+            select(TrialRow.params).where(TrialRow.study_id == study_id)).scalars():
+        key = point_key(params)
+        seen[key] = seen.get(key, 0) + 1
+    fresh: list[tuple[Proposal, int]] = []  # (proposal, its replicate number)
     for proposal in proposals:
         key = point_key(proposal.params)
-        if key not in seen:
-            seen.add(key)
-            fresh.append(proposal)
+        if key not in seen or proposal.replicate:
+            fresh.append((proposal, seen.get(key, 0)))
+            seen[key] = seen.get(key, 0) + 1
     rows = []
-    for proposal in fresh[:max(0, min(free, max_new))]:
+    for proposal, replicate in fresh:
+        if len(rows) >= max_new or (compute_left is None and len(rows) >= free):
+            break
+        if compute_left is not None:
+            cost = float(proposal.fidelity or 1.0)
+            if cost > compute_left + 1e-9:
+                continue
+            compute_left -= cost
         row = TrialRow(study_id=study_id, number=next_number, state=TrialState.READY.value,
                        params=dict(proposal.params), config=dict(proposal.config),
                        generator=proposal.generator, attempt=0, created_at=now,
                        param_share=proposal.param_share,
                        expected_trainable=proposal.expected_trainable,
                        expected_deployed=proposal.expected_deployed,
-                       fidelity=proposal.fidelity)
+                       fidelity=proposal.fidelity, replicate=replicate)
         next_number += 1
         rows.append(row)
     session.add_all(rows)
