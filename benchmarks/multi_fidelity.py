@@ -11,7 +11,9 @@ Arms (5 seeds each by default, ``--workers`` 4):
   continue when they rank in the best 1/eta at their level
   (``proposer_fidelity``'s rule), new points from Sobol;
 * ``mf-model``: rule ``model`` (``optimizers.multi_fidelity.plan_actions``: a
-  multi-fidelity GP values each continuation and each new start).
+  multi-fidelity GP values each continuation, each new start and each replicate of a
+  configuration trained in full, a fresh noise draw);
+* ``mf-model-norep``: the same without replicates (what replicates buy).
 
 Every arm gets the compute of ``--trials`` full trainings. A level's cost is its share of a
 full trial's seconds (a continuation pays only its new steps); a worker is busy for it.
@@ -19,12 +21,12 @@ Reported per arm (median over seeds, all seeds in the JSON):
 
 * ``hv_observed_front``: the hypervolume of the **true** (noise-free) scores of the
   configurations on the observed front (completed trials by their observed score);
-* ``hv_model_front`` (``mf-model``): the same for the model-predicted front
+* ``hv_model_front`` (``mf-model*``): the same for the model-predicted front
   (``optimizers.prediction``) of every evaluated configuration;
 * ``compute``: the full-training equivalents spent;
 * ``compute_to_reach``: the compute at which the observed front's true hypervolume first
   reaches ``saasbo-full``'s median final one, and its ratio to ``saasbo-full``'s compute;
-* ``coverage_90`` (``mf-model``): how often the 90 % intervals of the model front hold the
+* ``coverage_90`` (``mf-model*``): how often the 90 % intervals of the model front hold the
   true score.
 
 Results go to ``benchmarks/results/multi_fidelity.json`` as each run ends; a rerun skips
@@ -64,8 +66,11 @@ from autopeft_service.optimizers.sobol import SobolOptimizer
 
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_OUTPUT = RESULTS / "multi_fidelity.json"
-ARMS = ("saasbo-full", "moasha-saasbo", "moasha-random", "mf-asha", "mf-model")
-VERSION = 1
+ARMS = ("saasbo-full", "moasha-saasbo", "moasha-random", "mf-asha", "mf-model",
+        "mf-model-norep")
+VERSION = 2
+#: Replicate draws enter the model as trials numbered from here.
+REPLICATE_IDS = 10**6
 
 
 @dataclass
@@ -78,6 +83,20 @@ class Config:
     truth: float
     level: float = 0.0  # the level reached
     observed: dict[float, float] = field(default_factory=dict)
+    replicates: list[float] = field(default_factory=list)  # more full-training draws
+
+    def full_mean(self) -> float:
+        """The mean of its full-training draws (first and replicates)."""
+        draws = [self.observed[1.0], *self.replicates]
+        return sum(draws) / len(draws)
+
+    def observations(self) -> list[ScoreObservation]:
+        """Every draw, as the model sees them (a replicate is another trial)."""
+        out = [ScoreObservation(self.number, self.point, lvl, score)
+               for lvl, score in self.observed.items()]
+        out += [ScoreObservation(REPLICATE_IDS + self.number * 100 + k, self.point, 1.0, score)
+                for k, score in enumerate(self.replicates, start=1)]
+        return out
 
 
 class NoisyCurves:
@@ -95,18 +114,21 @@ class NoisyCurves:
         share = self.curves.family.share(point)
         return Config(number, dict(point), share, self.curves.curve(point, 1.0))
 
-    def observe(self, config: Config, level: float) -> float:
-        draw = self.curves._uniform(config.point, f"noise@{level:.6f}")
+    def observe(self, config: Config, level: float, replicate: int = 0) -> float:
+        """A draw at ``level``; a replicate (k > 0) draws fresh noise at full training."""
+        salt = f"noise@{level:.6f}" + (f"#{replicate}" if replicate else "")
+        draw = self.curves._uniform(config.point, salt)
         z = float(np.random.default_rng(int(draw * 2**63)).standard_normal())
         return self.curves.curve(config.point, level) + self.noise * z
 
 
 def observed_front_truth(configs: Sequence[Config], reference: tuple[float, float]) -> float:
-    """True hypervolume of the observed front of the fully trained configurations."""
+    """True hypervolume of the observed front of the fully trained configurations (each
+    by the mean of its full-training draws)."""
     done = [c for c in configs if 1.0 in c.observed]
     if not done:
         return 0.0
-    points = [ObjectivePoint(c.observed[1.0], c.share) for c in done]
+    points = [ObjectivePoint(c.full_mean(), c.share) for c in done]
     front = [done[i] for i in pareto_indices(points)]
     return hypervolume([ObjectivePoint(c.truth, c.share) for c in front],
                        ObjectivePoint(*reference))
@@ -114,10 +136,13 @@ def observed_front_truth(configs: Sequence[Config], reference: tuple[float, floa
 
 def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers: int,
                     budget: float, seed: int) -> dict[str, Any]:
-    """One fidelity search (``mf-asha`` or ``mf-model``) of ``budget`` full trainings."""
+    """One fidelity search (``mf-asha``, ``mf-model`` or ``mf-model-norep``) of ``budget``
+    full trainings."""
+    replicates = arm == "mf-model"
     sobol = SobolOptimizer(problem.space, seed=seed)
     configs: list[Config] = []
-    events: list[tuple[float, int, int, float]] = []  # (time, order, config index, level)
+    # (time, order, config index, level, replicate?)
+    events: list[tuple[float, int, int, float, bool]] = []
     spent = committed = 0.0
     clock = 0.0
     order = 0
@@ -130,7 +155,7 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
         seen = History(completed=[], pending=[c.point for c in configs])
         return dict(sobol.suggest(1, seen)[0].params)
 
-    def next_action() -> tuple[int, float] | None:
+    def next_action() -> tuple[int, float, bool] | None:
         left = budget - spent - committed
         paused = [i for i, c in enumerate(configs) if c.level < 1.0 and c.level in c.observed
                   and not c.__dict__.get("running")]
@@ -143,25 +168,29 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                 entries = [RungEntry(j, d.observed[c.level], d.share)
                            for j, d in enumerate(configs) if c.level in d.observed]
                 if moasha_decision(i, entries, fidelity.eta).proceed:
-                    return i, after
+                    return i, after, False
             if fidelity.levels[0] <= left + 1e-9:
                 configs.append(problem.config(len(configs), new_point()))
-                return len(configs) - 1, fidelity.levels[0]
+                return len(configs) - 1, fidelity.levels[0], False
             return None
-        observations = [ScoreObservation(c.number, c.point, lvl, score)
-                        for c in configs for lvl, score in c.observed.items()]
+        observations = [o for c in configs for o in c.observations()]
         actions = plan_actions(problem.space, fidelity, observations,
                                [PausedTrial(i, configs[i].point, configs[i].level)
                                 for i in paused],
                                [c.point for c in configs], problem.curves.family.share, 1,
-                               left, ref_point, seed=seed + len(observations), candidates=128)
+                               left, ref_point, seed=seed + len(observations), candidates=128,
+                               pending=[c.point for c in configs if c.__dict__.get("running")],
+                               replicates=replicates)
         if not actions:
             return None
         action = actions[0]
         if action.continue_trial is not None:
-            return action.continue_trial, action.level
+            return action.continue_trial, action.level, False
+        if action.replicate:
+            index = next(i for i, c in enumerate(configs) if c.point == action.params)
+            return index, 1.0, True
         configs.append(problem.config(len(configs), action.params))
-        return len(configs) - 1, action.level
+        return len(configs) - 1, action.level, False
 
     def start() -> None:
         nonlocal committed, order, busy
@@ -169,34 +198,37 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
             action = next_action()
             if action is None:
                 return
-            index, level = action
+            index, level, replicate = action
             config = configs[index]
-            cost = level - config.level
+            cost = 1.0 if replicate else level - config.level
             config.__dict__["running"] = True
             committed += cost
             busy += 1
-            heapq.heappush(events, (clock + cost, order, index, level))
+            heapq.heappush(events, (clock + cost, order, index, level, replicate))
             order += 1
 
     start()
     while events:
-        clock, _, index, level = heapq.heappop(events)
+        clock, _, index, level, replicate = heapq.heappop(events)
         config = configs[index]
-        cost = level - config.level
+        cost = 1.0 if replicate else level - config.level
         committed -= cost
         spent += cost
         busy -= 1
-        config.observed[level] = problem.observe(config, level)
-        config.level = level
+        if replicate:
+            config.replicates.append(problem.observe(config, 1.0, len(config.replicates) + 1))
+        else:
+            config.observed[level] = problem.observe(config, level)
+            config.level = level
         config.__dict__["running"] = False
         curve.append((spent, observed_front_truth(configs, reference)))
         start()
     out: dict[str, Any] = {"compute": [c for c, _ in curve], "hypervolume": [v for _, v in curve],
                            "configurations": len(configs),
-                           "completed": sum(1.0 in c.observed for c in configs)}
-    if arm == "mf-model":
-        observations = [ScoreObservation(c.number, c.point, lvl, score)
-                        for c in configs for lvl, score in c.observed.items()]
+                           "completed": sum(1.0 in c.observed for c in configs),
+                           "replicates": sum(len(c.replicates) for c in configs)}
+    if arm.startswith("mf-model"):
+        observations = [o for c in configs for o in c.observations()]
         predicted = predict_scores(problem.space, observations)
         ids = [c.number for c in configs if c.number in predicted]
         points = [ObjectivePoint(predicted[i].mean, configs[i].share) for i in ids]
@@ -281,7 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.trials, args.initial, args.noise = 1, 4, 2, [0.02]
-        args.arms = [a for a in args.arms if a in ("mf-asha", "mf-model", "moasha-random")]
+        args.arms = [a for a in args.arms
+                     if a in ("mf-asha", "mf-model", "mf-model-norep", "moasha-random")]
     synthetic_problem.quiet_libraries()
     fidelity = Fidelity(levels=tuple(args.levels), eta=args.eta)
     settings = {"version": VERSION, "trials": args.trials, "initial": args.initial,
