@@ -13,7 +13,10 @@ Arms (5 seeds each by default, ``--workers`` 4):
 * ``mf-model``: rule ``model`` (``optimizers.multi_fidelity.plan_actions``: a
   multi-fidelity GP values each continuation, each new start and each replicate of a
   configuration trained in full, a fresh noise draw);
-* ``mf-model-norep``: the same without replicates (what replicates buy).
+* ``mf-model-norep``: the same without replicates (what replicates buy);
+* ``mf-momf``: MOMF (``optimizers.momf.plan_momf``: expected hypervolume improvement in
+  (score, -share, level) per unit of cost, BoTorch's ``MOMF`` criterion in closed form) on
+  the same GP, the alternative the issue names.
 
 Every arm gets the compute of ``--trials`` full trainings. A level's cost is its share of a
 full trial's seconds (a continuation pays only its new steps); a worker is busy for it.
@@ -60,6 +63,7 @@ from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
 from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
 from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation
+from autopeft_service.optimizers.momf import plan_momf
 from autopeft_service.optimizers.multi_fidelity import plan_actions
 from autopeft_service.optimizers.prediction import predict_scores
 from autopeft_service.optimizers.sobol import SobolOptimizer
@@ -67,7 +71,7 @@ from autopeft_service.optimizers.sobol import SobolOptimizer
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_OUTPUT = RESULTS / "multi_fidelity.json"
 ARMS = ("saasbo-full", "moasha-saasbo", "moasha-random", "mf-asha", "mf-model",
-        "mf-model-norep")
+        "mf-model-norep", "mf-momf")
 VERSION = 2
 #: Replicate draws enter the model as trials numbered from here.
 REPLICATE_IDS = 10**6
@@ -174,13 +178,20 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                 return len(configs) - 1, fidelity.levels[0], False
             return None
         observations = [o for c in configs for o in c.observations()]
-        actions = plan_actions(problem.space, fidelity, observations,
-                               [PausedTrial(i, configs[i].point, configs[i].level)
-                                for i in paused],
-                               [c.point for c in configs], problem.curves.family.share, 1,
-                               left, ref_point, seed=seed + len(observations), candidates=128,
-                               pending=[c.point for c in configs if c.__dict__.get("running")],
-                               replicates=replicates)
+        if arm == "mf-momf":
+            actions = plan_momf(problem.space, fidelity, observations,
+                                [PausedTrial(i, configs[i].point, configs[i].level)
+                                 for i in paused],
+                                [c.point for c in configs], problem.curves.family.share, 1,
+                                left, ref_point, seed=seed + len(observations), candidates=128)
+        else:
+            actions = plan_actions(
+                problem.space, fidelity, observations,
+                [PausedTrial(i, configs[i].point, configs[i].level) for i in paused],
+                [c.point for c in configs], problem.curves.family.share, 1, left, ref_point,
+                seed=seed + len(observations), candidates=128,
+                pending=[c.point for c in configs if c.__dict__.get("running")],
+                replicates=replicates)
         if not actions:
             return None
         action = actions[0]
@@ -227,7 +238,7 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                            "configurations": len(configs),
                            "completed": sum(1.0 in c.observed for c in configs),
                            "replicates": sum(len(c.replicates) for c in configs)}
-    if arm.startswith("mf-model"):
+    if arm.startswith(("mf-model", "mf-momf")):
         observations = [o for c in configs for o in c.observations()]
         predicted = predict_scores(problem.space, observations)
         ids = [c.number for c in configs if c.number in predicted]
@@ -314,7 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.smoke:
         args.seeds, args.trials, args.initial, args.noise = 1, 4, 2, [0.02]
         args.arms = [a for a in args.arms
-                     if a in ("mf-asha", "mf-model", "mf-model-norep", "moasha-random")]
+                     if a in ("mf-asha", "mf-model", "mf-model-norep", "mf-momf",
+                              "moasha-random")]
     synthetic_problem.quiet_libraries()
     fidelity = Fidelity(levels=tuple(args.levels), eta=args.eta)
     settings = {"version": VERSION, "trials": args.trials, "initial": args.initial,

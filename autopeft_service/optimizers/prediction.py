@@ -25,7 +25,7 @@ from autopeft_service.domain.spaces import SearchSpaceBase
 from autopeft_service.optimizers.base import Point, ScoreObservation
 
 __all__ = ["MIN_OBSERVATIONS", "FullTrainingPosterior", "PredictedScore", "ScoreObservation",
-           "posterior_at_full", "predict_points", "predict_scores"]
+           "posterior_at_full", "posterior_at_levels", "predict_points", "predict_scores"]
 
 #: Fewest distinct observations a prediction needs (a GP on fewer says nothing useful).
 MIN_OBSERVATIONS = 3
@@ -130,6 +130,40 @@ def posterior_at_full(space: SearchSpaceBase, observations: Sequence[ScoreObserv
     return FullTrainingPosterior([float(v) for v in mean],
                                  [float(v) for v in variance.sqrt()],
                                  [float(v) for v in noise.sqrt()])
+
+
+def posterior_at_levels(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+                        at: Sequence[tuple[Point, float]], seed: int = 0
+                        ) -> tuple[list[float], list[float]] | None:
+    """The posterior mean and latent sd of the score of each (point, level) pair.
+
+    Args:
+        space: the study's search space.
+        observations: every score so far.
+        at: the (point, training level) pairs to predict; levels are ignored when every
+            observation is at full training (the model then has no level input).
+        seed: torch seed of the fit.
+
+    Returns:
+        (means, sds) in ``at``'s order; None with fewer than ``MIN_OBSERVATIONS``
+        observations.
+    """
+    if len(observations) < MIN_OBSERVATIONS:
+        return None
+    import torch
+
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model, encoding, multi = _fit(space, observations)
+        X = encoding.to_unit(encoding.to_index([p for p, _ in at])).double()
+        if multi:
+            levels = torch.tensor([[level] for _, level in at], dtype=torch.double)
+            X = torch.cat([X, levels], dim=-1)
+        with torch.no_grad():
+            latent = model.posterior(X, observation_noise=False)
+            mean = latent.mean.squeeze(-1)
+            sd = latent.variance.clamp_min(0).sqrt().squeeze(-1)
+    return [float(v) for v in mean], [float(v) for v in sd]
 
 
 def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
