@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from autopeft_service.api.auth import TokenResolver
 from autopeft_service.api.metrics import ServiceMetrics, multiprocess_dir
+from autopeft_service.api.model_front_cache import model_fronts
 from autopeft_service.api.sightings import WorkerSightings, flush_interval
 from autopeft_service.core.config import Settings
 from autopeft_service.optimizers.factory import make_optimizer
@@ -92,6 +93,9 @@ class Services:
         #: Workers seen by heartbeats, written in batches (leases write theirs at once).
         self.sightings = WorkerSightings(self.database,
                                          flush_interval(settings.worker_alive_seconds))
+        # The model front's fits run in a child process unless the server runs none.
+        model_fronts.configure(settings.model_front_wait_seconds,
+                               processes=settings.proposer_processes > 0)
 
     def _swept(self, _trial_ids: list[int]) -> None:
         """Expired leases went back to ready: wake the waiting leases and the proposer."""
@@ -122,6 +126,7 @@ class Services:
         self.proposer.stop()
         self.sweeper.stop()
         self.sightings.stop()  # writes the last sightings
+        model_fronts.close()  # terminates a model-front fit in flight
         self.database.dispose()
 
 

@@ -8,8 +8,6 @@ hypervolume; a stored spec that no longer validates is shown as stored.
 from __future__ import annotations
 
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -17,6 +15,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from autopeft_service.api.model_front_cache import Lookup, Predictions, model_fronts
 from autopeft_service.domain.pareto import (
     ObjectivePoint,
     hypervolume,
@@ -39,12 +38,7 @@ from autopeft_service.domain.views import (
     WorkerOut,
     WorkerTrial,
 )
-from autopeft_service.optimizers.prediction import (
-    MIN_OBSERVATIONS,
-    PredictedScore,
-    ScoreObservation,
-    predict_scores,
-)
+from autopeft_service.optimizers.prediction import MIN_OBSERVATIONS, ScoreObservation
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import database_now
 from autopeft_service.storage.models import ObservationRow, RungRow, StudyRow, TrialRow
@@ -257,28 +251,6 @@ def pareto_out(session: Session, study: StudyRow) -> ParetoOut:
                      trials=trial_summaries(session, front, _spec_backbone_total(spec)))
 
 
-#: Model fronts by (study, observations): a study's front is refitted only when its
-#: observations change (a fit takes about a second).
-_PREDICTIONS: OrderedDict[tuple[int, int], dict[int, PredictedScore]] = OrderedDict()
-_PREDICTIONS_LOCK = threading.Lock()
-_PREDICTIONS_KEPT = 64
-
-
-def _predictions(study_id: int, spec: StudySpec, observations: list[ScoreObservation]
-                 ) -> dict[int, PredictedScore]:
-    key = (study_id, hash(tuple((o.trial_id, o.fidelity, o.score) for o in observations)))
-    with _PREDICTIONS_LOCK:
-        if key in _PREDICTIONS:
-            _PREDICTIONS.move_to_end(key)
-            return _PREDICTIONS[key]
-    predicted = predict_scores(spec.space, observations)
-    with _PREDICTIONS_LOCK:
-        _PREDICTIONS[key] = predicted
-        while len(_PREDICTIONS) > _PREDICTIONS_KEPT:
-            _PREDICTIONS.popitem(last=False)
-    return predicted
-
-
 def _score_observations(session: Session, study_id: int, spec: StudySpec
                         ) -> tuple[list[ScoreObservation], list[TrialRow]]:
     """Every score the model learns from, and the trials it predicts (completed, and in a
@@ -297,19 +269,83 @@ def _score_observations(session: Session, study_id: int, spec: StudySpec
 
 
 def model_pareto_out(session: Session, study: StudyRow) -> ParetoOut:
-    """The front of the model's predicted full-training scores (``optimizers.prediction``),
-    or the observed front with a ``note`` when the model has too few observations or the
-    stored spec no longer validates."""
+    """The front of the model's predicted full-training scores (``optimizers.prediction``).
+
+    The fit runs in the background (``model_front_cache``), once per new set of
+    observations; this waits for it at most ``model_front_wait_seconds``. Past that the
+    front of the study's older predictions is given with a ``note`` saying on how many
+    observations they were fitted; without older predictions, or when the model has too
+    few observations, the fit failed or the stored spec no longer validates, the observed
+    front with a ``note`` saying why.
+
+    Args:
+        session: a read session.
+        study: the study (the caller may see it).
+
+    Returns:
+        The model front, or the observed front with a note.
+    """
     spec, _reference, _total = _stored_spec(study)
     if not isinstance(spec, StudySpec):
-        return pareto_out(session, study).model_copy(update={
-            "note": "the study's stored spec no longer validates: no model front"})
+        return _observed_with_note(session, study,
+                                   "the study's stored spec no longer validates: no model front")
     observations, rows = _score_observations(session, study.id, spec)
-    predicted = _predictions(study.id, spec, observations)
-    if not predicted:
-        return pareto_out(session, study).model_copy(update={
-            "note": f"the model needs at least {MIN_OBSERVATIONS} observations; "
-                    f"the study has {len(observations)}: the observed front is shown"})
+    if len(observations) < MIN_OBSERVATIONS:
+        return _observed_with_note(session, study, (
+            f"the model needs at least {MIN_OBSERVATIONS} observations; "
+            f"the study has {len(observations)}: the observed front is shown"))
+    lookup = model_fronts.lookup(study.id, spec.space, observations)
+    note = _stale_note(lookup, len(observations))
+    if lookup.error is not None or lookup.fit is None or not lookup.fit.predictions:
+        return _observed_with_note(session, study, note or (
+            f"the model predicts none of the study's {len(observations)} observations "
+            "(no finite prediction): the observed front is shown"))
+    return _model_front(session, study.id, spec, rows, lookup.fit.predictions, note)
+
+
+def _observed_with_note(session: Session, study: StudyRow, note: str) -> ParetoOut:
+    """The observed front, with why the model front is not given."""
+    return pareto_out(session, study).model_copy(update={"note": note})
+
+
+def _stale_note(lookup: Lookup, observations: int) -> str | None:
+    """Why the answer is not the model front of all ``observations`` (None: it is).
+
+    Args:
+        lookup: the cache's answer.
+        observations: how many observations the study has now.
+
+    Returns:
+        The note of a failed fit, of older predictions, or of none yet; None when fresh.
+    """
+    if lookup.error is not None:
+        return (f"the model fit failed ({lookup.error}): the observed front is shown; "
+                "asking again tries a new fit")
+    if lookup.fresh:
+        return None
+    if lookup.fit is None:
+        return (f"the model front is being fitted on the study's {observations} "
+                "observations: the observed front is shown; ask again shortly")
+    return (f"model front fitted on {lookup.fit.observations} of {observations} "
+            "observations; a refit is running")
+
+
+def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[TrialRow],
+                 predicted: Predictions, note: str | None) -> ParetoOut:
+    """The front of the predicted means of the trials in ``predicted`` (a trial newer
+    than the fit is left out), each trial with its prediction.
+
+    Args:
+        session: a read session.
+        study_id: the study.
+        spec: its spec.
+        rows: the trials the model predicts (``_score_observations``).
+        predicted: trial id -> prediction.
+        note: the response's note (older predictions), or None.
+
+    Returns:
+        The model front.
+    """
     candidates = [r for r in rows if r.id in predicted]
     points = [ObjectivePoint(score=predicted[r.id].mean, share=float(r.param_share or 0.0))
               for r in candidates]
@@ -321,9 +357,9 @@ def model_pareto_out(session: Session, study: StudyRow) -> ParetoOut:
     for summary in summaries:
         p = predicted[summary.id]
         summary.predicted = PredictionOut(mean=p.mean, low=p.low, high=p.high, level=p.level)
-    return ParetoOut(study_id=study.id, reference_point=reference.model_dump(),
+    return ParetoOut(study_id=study_id, reference_point=reference.model_dump(),
                      hypervolume=volume, param_share_count=_share_count(spec), front="model",
-                     trials=summaries)
+                     note=note, trials=summaries)
 
 
 def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:

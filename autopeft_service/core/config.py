@@ -44,6 +44,11 @@ class Settings(BaseSettings):
         "each), so that no fit runs in a process serving requests and one study's fit never "
         "holds up another study's proposals; 0: fits run in the proposer thread.")
     proposer_max_retry_seconds: float = Field(600.0, gt=0, description="Cap of that backoff.")
+    model_front_wait_seconds: float = Field(
+        5.0, ge=0, le=60, description="How long a model-front request (``GET /v1/studies/"
+        "{id}/pareto?front=model``) waits for the study's GP fit, which runs in the "
+        "background once per new set of observations; past it the answer is the front of "
+        "the older predictions (or the observed front) with a note.")
     proposal_time_budget_s: float = Field(
         2.0, gt=0, le=600, description="Seconds one study's sampling may take in a proposer "
         "pass, and seconds after which a pass starts no further study: a study that overruns "

@@ -1,6 +1,7 @@
 """The Pareto endpoint equals a brute-force non-dominated filter of the completed trials."""
 
 import threading
+import time
 
 import httpx
 
@@ -42,6 +43,18 @@ def test_pareto_endpoint_matches_brute_force(server) -> None:
     assert got["best"]["objective"] == max(t["objective"] for t in completed)
 
 
+def _fitted_model_front(http: httpx.Client, url: str, timeout: float = 90) -> dict:
+    """The model front once its fit ended: the fit runs in a spawned child process, whose
+    start (torch, BoTorch) may outlast the server's wait, answered with a ``note``."""
+    end = time.monotonic() + timeout
+    while True:
+        model = http.get(url, params={"front": "model"}, headers=CLIENT).json()
+        if model["note"] is None or time.monotonic() > end:
+            return model
+        assert "fitted" in model["note"], model["note"]  # a fit running, not one failed
+        time.sleep(0.2)
+
+
 def test_model_front_carries_predictions_and_falls_back_with_a_note(http) -> None:
     from tests.api.conftest import report_result, take_lease
 
@@ -54,7 +67,7 @@ def test_model_front_carries_predictions_and_falls_back_with_a_note(http) -> Non
     assert few["front"] == "observed" and "at least 3 observations" in few["note"]
     for score in (0.65, 0.8, 0.75, 0.72):
         report_result(http, take_lease(http), score)
-    model = http.get(url, params={"front": "model"}, headers=CLIENT).json()
+    model = _fitted_model_front(http, url)
     assert model["front"] == "model" and model["note"] is None and model["trials"]
     for trial in model["trials"]:
         predicted = trial["predicted"]
