@@ -147,7 +147,7 @@ def trial_summary(row: TrialRow, rungs: Sequence[RungRow] = (),
         rungs=[RungOut(rung=r.rung, step=r.step, score=_finite(r.score), examples=r.examples,
                        eval_seconds=r.eval_seconds, proceed=r.proceed, decision=r.decision)
                for r in rungs],
-        fidelity=row.fidelity,
+        fidelity=row.fidelity, replicate=int(row.replicate or 0),
         observations=[ObservationOut(fidelity=o.fidelity, score=_finite(o.score),
                                      dev_score=_finite(o.dev_score), step=o.step,
                                      cost_seconds=o.cost_seconds, worker=o.worker)

@@ -107,6 +107,9 @@ class TrialSummary(BaseModel):
     predicted: PredictionOut | None = Field(
         None, description="On the model-predicted front only: the model's score at full "
         "training with its interval.")
+    replicate: int = Field(
+        0, description="0 for a configuration's first trial; k for its k-th replicate, the "
+        "same configuration trained again with the study's seed + k (rule model).")
 
 
 class StudyOut(BaseModel):

@@ -210,8 +210,8 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
             fresh.append(point)
     # the front the actions improve: configurations observed at full training (each once,
     # however many replicates), at their posterior
-    completed: dict[tuple[object, ...], Point] = {}
-    full_draws: dict[tuple[object, ...], int] = {}
+    completed: dict[tuple[tuple[str, ParamValue], ...], Point] = {}
+    full_draws: dict[tuple[tuple[str, ParamValue], ...], int] = {}
     for o in observations:
         if o.fidelity >= 1.0:
             completed.setdefault(point_key(o.params), o.params)

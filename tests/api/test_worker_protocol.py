@@ -75,6 +75,10 @@ def test_a_replicates_lease_carries_the_study_seed_plus_its_number(
     assert sorted(lease["seed"] for lease in replicates) == [6, 7]
     assert all(lease["params"] == first["params"] for lease in replicates)
     assert all(lease["seed"] == 5 for lease in others)
+    listed = {t["id"]: t["replicate"] for t in http.get(
+        f"/v1/studies/{study['id']}/trials", headers=CLIENT, params={"limit": 50}
+    ).json()["items"]}
+    assert sorted(listed[i] for i in ids) == [1, 2] and listed[first["trial_id"]] == 0
 
 
 def test_lease_carries_everything_to_train(http: httpx.Client) -> None:

@@ -488,3 +488,30 @@ def test_a_study_without_fidelity_hides_the_level_column(page: Any, server: Serv
     assert page.locator("#trials td.fidelity").count() == 2
     assert not page.is_visible("#trials th.fidelity")
     assert not page.is_visible("#trials td.fidelity")
+
+
+def test_a_replicate_is_marked_in_the_trials_table(page: Any, server: ServerThread) -> None:
+    """A replicate (the same configuration trained again with another seed) says so next to
+    its generator; the configuration's first trial does not."""
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+            budget={"total_trials": 6, "initial_trials": 2, "max_parallel": 2}))
+        assert response.status_code == 201, response.text
+        study = response.json()
+        first = take_lease(http)
+        database = Database(server.settings.database_url, pool_size=1)
+        try:
+            with database.session() as session:
+                again = repo.Proposal(first["params"], first["config"], "test", replicate=True)
+                [row] = repo.add_trials(session, study["id"], [again], max_new=1)
+                number = row.number
+        finally:
+            database.dispose()
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    marked = f"#trials tr[data-trial='{number}'] td.generator .replicate"
+    page.wait_for_selector(marked, timeout=LIVE_MS)
+    assert page.inner_text(marked).strip() == "· replicate 1"
+    assert page.locator(f"#trials tr[data-trial='{first['number']}'] .replicate").count() == 0

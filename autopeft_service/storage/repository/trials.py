@@ -78,7 +78,7 @@ def add_trials(session: Session, study_id: int, proposals: Sequence[Proposal],
         if key not in seen or proposal.replicate:
             fresh.append((proposal, seen.get(key, 0)))
             seen[key] = seen.get(key, 0) + 1
-    rows = []
+    rows: list[TrialRow] = []
     for proposal, replicate in fresh:
         if len(rows) >= max_new or (compute_left is None and len(rows) >= free):
             break

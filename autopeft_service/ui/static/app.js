@@ -741,7 +741,9 @@ function renderTrials() {
       class: t.state},
     el("td", {class: "num"}, t.number),
     el("td", {}, el("span", {class: `badge ${t.state}`}, t.state)),
-    el("td", {}, t.generator),
+    el("td", {class: "generator"}, t.generator, t.replicate ? el("span", {class: "replicate",
+      title: "the same configuration trained again with another seed (study seed + " +
+        `${t.replicate})`}, ` · replicate ${t.replicate}`) : ""),
     el("td", {}, t.worker || "-"),
     el("td", {class: "num"}, fmt.seconds(t.wait)),
     el("td", {class: t.state === "leased" ? "num ran running" : "num ran",
