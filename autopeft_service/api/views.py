@@ -28,6 +28,7 @@ from autopeft_service.domain.views import (
     ArtifactInfo,
     HypervolumeHistory,
     HypervolumePoint,
+    ModelFrontStatus,
     ObservationOut,
     ParetoOut,
     PredictionOut,
@@ -288,24 +289,33 @@ def model_pareto_out(session: Session, study: StudyRow) -> ParetoOut:
     spec, _reference, _total = _stored_spec(study)
     if not isinstance(spec, StudySpec):
         return _observed_with_note(session, study,
-                                   "the study's stored spec no longer validates: no model front")
+                                   "the study's stored spec no longer validates: no model front",
+                                   "unavailable")
     observations, rows = _score_observations(session, study.id, spec)
     if len(observations) < MIN_OBSERVATIONS:
         return _observed_with_note(session, study, (
             f"the model needs at least {MIN_OBSERVATIONS} observations; "
-            f"the study has {len(observations)}: the observed front is shown"))
+            f"the study has {len(observations)}: the observed front is shown"), "unavailable")
     lookup = model_fronts.lookup(study.id, spec.space, observations)
     note = _stale_note(lookup, len(observations))
-    if lookup.error is not None or lookup.fit is None or not lookup.fit.predictions:
+    if lookup.error is not None:
+        return _observed_with_note(session, study, note or "the model fit failed", "failed")
+    if lookup.fit is None:
+        return _observed_with_note(session, study, note or "the model front is being fitted",
+                                   "fitting")
+    if not lookup.fit.predictions:
         return _observed_with_note(session, study, note or (
             f"the model predicts none of the study's {len(observations)} observations "
-            "(no finite prediction): the observed front is shown"))
-    return _model_front(session, study.id, spec, rows, lookup.fit.predictions, note)
+            "(no finite prediction): the observed front is shown"),
+            "fresh" if lookup.fresh else "refitting")
+    return _model_front(session, study.id, spec, rows, lookup.fit.predictions, note,
+                        "fresh" if lookup.fresh else "refitting")
 
 
-def _observed_with_note(session: Session, study: StudyRow, note: str) -> ParetoOut:
-    """The observed front, with why the model front is not given."""
-    return pareto_out(session, study).model_copy(update={"note": note})
+def _observed_with_note(session: Session, study: StudyRow, note: str,
+                        status: ModelFrontStatus) -> ParetoOut:
+    """The observed front, with why the model front is not given and its status."""
+    return pareto_out(session, study).model_copy(update={"note": note, "model_status": status})
 
 
 def _stale_note(lookup: Lookup, observations: int) -> str | None:
@@ -331,7 +341,8 @@ def _stale_note(lookup: Lookup, observations: int) -> str | None:
 
 
 def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[TrialRow],
-                 predicted: Predictions, note: str | None) -> ParetoOut:
+                 predicted: Predictions, note: str | None,
+                 status: ModelFrontStatus) -> ParetoOut:
     """The front of the predicted means of the trials in ``predicted`` (a trial newer
     than the fit is left out), each trial with its prediction.
 
@@ -342,6 +353,7 @@ def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[Tr
         rows: the trials the model predicts (``_score_observations``).
         predicted: trial id -> prediction.
         note: the response's note (older predictions), or None.
+        status: fresh, or refitting (older predictions).
 
     Returns:
         The model front.
@@ -359,7 +371,7 @@ def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[Tr
         summary.predicted = PredictionOut(mean=p.mean, low=p.low, high=p.high, level=p.level)
     return ParetoOut(study_id=study_id, reference_point=reference.model_dump(),
                      hypervolume=volume, param_share_count=_share_count(spec), front="model",
-                     note=note, trials=summaries)
+                     note=note, model_status=status, trials=summaries)
 
 
 def hypervolume_out(session: Session, study: StudyRow) -> HypervolumeHistory:

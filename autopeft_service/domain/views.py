@@ -158,6 +158,10 @@ class TrialPage(Page):
     items: list[TrialSummary]
 
 
+#: How a front=model answer stands (``ParetoOut.model_status``).
+ModelFrontStatus = Literal["fresh", "refitting", "fitting", "failed", "unavailable"]
+
+
 class ParetoOut(BaseModel):
     """The non-dominated completed trials (score max, parameter share min)."""
 
@@ -171,8 +175,15 @@ class ParetoOut(BaseModel):
         "observed", description="observed: the front of the observed held-out scores of "
         "completed trials; model: the front of the model's predicted full-training scores "
         "of every evaluated trial (each with ``predicted``), hypervolume of the means.")
-    note: str | None = Field(None, description="Why a model front was asked for but the "
-                             "observed one is given (too few observations).")
+    note: str | None = Field(None, description="With front=model: why the answer is not the "
+                             "model front of every observation (the observed front given, "
+                             "or older predictions while a refit runs).")
+    model_status: ModelFrontStatus | None = Field(
+        None, description="Asked for front=model: fresh (fitted on every observation), "
+        "refitting (older predictions, a refit running), fitting (the first fit running: "
+        "the observed front given), failed (the fit failed: the observed front; asking "
+        "again retries) or unavailable (too few observations, or a stored spec that no "
+        "longer validates: the observed front). None for the observed front.")
     trials: list[TrialSummary]
 
 

@@ -229,6 +229,7 @@ def test_the_api_answers_within_the_wait_then_the_fresh_front(make_server, fake_
         first, seconds = _model_front(http, study["id"])
         assert seconds < 1.3, seconds
         assert first["front"] == "observed" and "being fitted on the study's 3" in first["note"]
+        assert first["model_status"] == "fitting"
         assert len(first["trials"]) >= 1
         fresh = _until_fresh(http, study["id"])
         assert {t["predicted"]["mean"] for t in fresh["trials"]} <= {0.6, 0.7, 0.8}
@@ -237,6 +238,7 @@ def test_the_api_answers_within_the_wait_then_the_fresh_front(make_server, fake_
         assert seconds < 1.3, seconds
         assert stale["front"] == "model"
         assert stale["note"] == "model front fitted on 3 of 4 observations; a refit is running"
+        assert stale["model_status"] == "refitting"
         assert all(t["predicted"] is not None for t in stale["trials"])
         assert 0.9 in {t["predicted"]["mean"] for t in _until_fresh(http, study["id"])["trials"]}
     assert fake_fit.calls == 2
@@ -253,6 +255,7 @@ def test_a_failed_fit_gives_the_observed_front_with_a_note(make_server, fake_fit
         failed, _seconds = _model_front(http, study["id"])
         assert failed["front"] == "observed"
         assert "model fit failed (RuntimeError: singular covariance)" in failed["note"]
+        assert failed["model_status"] == "failed"
         fake_fit.fail = None
         assert _model_front(http, study["id"])[0]["note"] is None
     assert fake_fit.calls == 2

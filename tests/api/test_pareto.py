@@ -65,10 +65,12 @@ def test_model_front_carries_predictions_and_falls_back_with_a_note(http) -> Non
         report_result(http, take_lease(http), score)
     few = http.get(url, params={"front": "model"}, headers=CLIENT).json()
     assert few["front"] == "observed" and "at least 3 observations" in few["note"]
+    assert few["model_status"] == "unavailable"
     for score in (0.65, 0.8, 0.75, 0.72):
         report_result(http, take_lease(http), score)
     model = _fitted_model_front(http, url)
     assert model["front"] == "model" and model["note"] is None and model["trials"]
+    assert model["model_status"] == "fresh"
     for trial in model["trials"]:
         predicted = trial["predicted"]
         assert predicted["level"] == 0.9

@@ -20,6 +20,7 @@ from autopeft_service.cli.main import main
 from autopeft_service.client import AutopeftClient
 from autopeft_service.domain import BackboneDims, count_parameters
 from autopeft_service.domain.baselines import BASELINES
+from autopeft_service.domain.errors import ConfigError
 from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
 from autopeft_service.testing.server import CLIENT_TOKEN, WORKER_TOKEN, ServerThread
 from tests.cli.test_studies import assert_one_line_error, at, autopeft
@@ -282,3 +283,39 @@ def test_compare_pairs_the_trials_with_the_baselines(
     again, stderr = retrain(capsys, *args)
     assert stderr.count("from the journal") == 6
     assert again["comparisons"] == report["comparisons"]
+
+
+def _answer(status: str | None, note: str | None = None) -> Any:
+    return ParetoOut(study_id=1, hypervolume=0.0, front="model" if status else "observed",
+                     reference_point={"score": 0.0, "param_share": 10.0}, trials=[],
+                     note=note, model_status=status)
+
+
+class _Answers:
+    """The server's successive answers to ``pareto`` (the polling rule under test, not the
+    server: the server's statuses are tested in tests/api/test_model_front_cache.py)."""
+
+    def __init__(self, *answers: Any) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    def pareto(self, study: int, front: str = "observed") -> Any:
+        self.calls += 1
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+
+def test_retrain_waits_for_a_model_front_fitted_on_every_observation() -> None:
+    from workers.commands.retrain import _front
+
+    client = _Answers(_answer("fitting", "being fitted"), _answer("refitting", "3 of 4"),
+                      _answer("fresh"))
+    assert _front(client, 1, "model", poll_seconds=0).model_status == "fresh"  # type: ignore[arg-type]
+    assert client.calls == 3
+    for status in ("failed", "unavailable"):
+        with pytest.raises(ConfigError, match="no model front to retrain: why"):
+            _front(_Answers(_answer(status, "why")), 1, "model", poll_seconds=0)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="not fitted on every observation within 0 s"):
+        _front(_Answers(_answer("refitting", "3 of 4")), 1, "model", wait_seconds=0,  # type: ignore[arg-type]
+               poll_seconds=0)
+    observed = _Answers(_answer(None))
+    assert _front(observed, 1, "observed").front == "observed" and observed.calls == 1  # type: ignore[arg-type]

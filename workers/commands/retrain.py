@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
     from autopeft_service.client import AutopeftClient
     from autopeft_service.domain.trial import TrialResult
-    from autopeft_service.domain.views import StudyOut, TrialSummary
+    from autopeft_service.domain.views import ParetoOut, StudyOut, TrialSummary
     from workers.retrain import RetrainCase, RetrainOutcome
 
 DEFAULT_SEEDS = 3
@@ -149,6 +149,30 @@ def _settings(base: TrainingSettings, args: argparse.Namespace) -> TrainingSetti
     return TrainingSettings.from_dict({**base.model_dump(), **flags})
 
 
+def _front(client: AutopeftClient, study: int, front: str, wait_seconds: float = 300,
+           poll_seconds: float = 2.0) -> ParetoOut:
+    """The study's front; for the model front, the one fitted on every observation (the
+    server fits in the background: while it does, this asks again).
+
+    Raises:
+        ConfigError: the model front is unavailable or its fit failed (the server's note),
+            or no fresh one came within ``wait_seconds``.
+    """
+    import time
+
+    end = time.monotonic() + wait_seconds
+    while True:
+        answer = client.pareto(study, front=front)
+        if front != "model" or answer.model_status in (None, "fresh"):
+            return answer
+        if answer.model_status in ("failed", "unavailable"):
+            raise ConfigError(f"study {study} has no model front to retrain: {answer.note}")
+        if time.monotonic() >= end:
+            raise ConfigError(f"study {study}'s model front was not fitted on every "
+                              f"observation within {wait_seconds:g} s: {answer.note}")
+        time.sleep(poll_seconds)
+
+
 def _study_trials(client: AutopeftClient, study: int, numbers: list[int] | None,
                   front: str = "observed") -> list[TrialSummary]:
     """The trials to re-train: those numbered, else the study's Pareto front.
@@ -157,7 +181,7 @@ def _study_trials(client: AutopeftClient, study: int, numbers: list[int] | None,
         ConfigError: a number is not a trial of the study, or the trial is not completed.
     """
     if numbers is None:
-        return list(client.pareto(study, front=front).trials)
+        return list(_front(client, study, front).trials)
     by_number = {t.number: t for t in client.trials(study)}
     chosen = []
     for number in dict.fromkeys(numbers):
