@@ -122,8 +122,11 @@ class Journal:
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # after a line cut by a kill, start a new line, or this record would join it
+        torn = self.path.exists() and self.path.stat().st_size > 0 and \
+            not self.path.read_bytes().endswith(b"\n")
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.write(("\n" if torn else "") + json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
 

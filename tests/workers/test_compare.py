@@ -92,3 +92,14 @@ def test_a_rerun_resumes_from_the_journal(runner: TrialRunner, tiny_bert_path: P
     rows = {r["name"]: r for r in report["arms"]}
     assert rows["head-only"]["deployed_share"] == 0.0
     assert rows["lora-4"]["trainable_share"] == rows["lora-4"]["deployed_share"] > 0
+
+
+def test_a_record_after_a_line_cut_by_a_kill_is_kept(tmp_path: Path) -> None:
+    """A process killed mid-write leaves a line without its newline: the next record
+    starts a line of its own, so a reload keeps it (and drops only the cut one)."""
+    path = tmp_path / "runs.jsonl"
+    Journal(path).add({"key": "a", "score": 1})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write('{"key": "b", "sco')
+    Journal(path).add({"key": "c", "score": 3})
+    assert set(Journal(path).records) == {"a", "c"}
