@@ -32,6 +32,17 @@ Reported per arm (median over seeds, all seeds in the JSON):
 * ``coverage_90`` (``mf-model*``): how often the 90 % intervals of the model front hold the
   true score.
 
+* ``gp-full``: the same GP and value as ``mf-model``, every configuration trained in full
+  at once (a full-fidelity model baseline); ``random-full``: random configurations in full.
+
+**The SST-2 replay** (``--replay TABLE --family F``): a table recorded with rungs
+(``real_table.py --rungs 0.111,0.333,0.667``) and a second training seed per row
+(``sst2_replicates.py``) is the problem: its configurations are the only ones, a level's
+score is the one recorded, a replicate gets the second seed's score, and the truth is the
+two seeds' mean. Arms: ``REPLAY_ARMS`` (no SAAS arm: it searches the whole space, not the
+recorded pool; ``gp-full`` is the full-fidelity model baseline there). Results:
+``benchmarks/results/multi_fidelity_replay_<table stem>.json``.
+
 Results go to ``benchmarks/results/multi_fidelity.json`` as each run ends; a rerun skips
 the runs there with the same settings.
 
@@ -47,6 +58,7 @@ import functools
 import heapq
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -62,6 +74,7 @@ import synthetic_problem
 from autopeft_service.domain.early_stopping import RungEntry, moasha_decision
 from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.pareto import ObjectivePoint, hypervolume, pareto_indices
+from autopeft_service.domain.spaces import point_key
 from autopeft_service.optimizers.base import History, PausedTrial, ScoreObservation
 from autopeft_service.optimizers.momf import plan_momf
 from autopeft_service.optimizers.multi_fidelity import plan_actions
@@ -71,7 +84,9 @@ from autopeft_service.optimizers.sobol import SobolOptimizer
 RESULTS = Path(__file__).parent / "results"
 DEFAULT_OUTPUT = RESULTS / "multi_fidelity.json"
 ARMS = ("saasbo-full", "moasha-saasbo", "moasha-random", "mf-asha", "mf-model",
-        "mf-model-norep", "mf-momf")
+        "mf-model-norep", "mf-momf", "gp-full", "random-full")
+#: The arms a replay of a recorded table runs (the others search the whole space).
+REPLAY_ARMS = ("gp-full", "random-full", "mf-asha", "mf-model", "mf-model-norep", "mf-momf")
 VERSION = 2
 #: Replicate draws enter the model as trials numbered from here.
 REPLICATE_IDS = 10**6
@@ -114,6 +129,13 @@ class NoisyCurves:
         self.noise = noise
         self.seed = seed
 
+    #: New configurations come from the whole space; replicates up to the rule's cap.
+    pool: list[dict[str, Any]] | None = None
+    max_full_draws = 4
+
+    def share(self, point: Mapping[str, Any]) -> float:
+        return self.curves.family.share(point)
+
     def config(self, number: int, point: Mapping[str, Any]) -> Config:
         share = self.curves.family.share(point)
         return Config(number, dict(point), share, self.curves.curve(point, 1.0))
@@ -124,6 +146,66 @@ class NoisyCurves:
         draw = self.curves._uniform(config.point, salt)
         z = float(np.random.default_rng(int(draw * 2**63)).standard_normal())
         return self.curves.curve(config.point, level) + self.noise * z
+
+
+class ReplayProblem:
+    """A recorded real table (``real_table.py --rungs``) as the problem: its configurations
+    are the only ones (the pool), a level's score is the one recorded at that rung, full
+    training gives the recorded score and one replicate the second seed's
+    (``sst2_replicates.py``); the truth is the mean of the two seeds. Levels are the table's
+    rungs and 1.
+
+    Args:
+        table: the CSV; ``<stem>.fidelity.json`` and ``<stem>.seed1.jsonl`` beside it.
+        family: the table's space family (``real_table.FAMILY_SPACES``).
+    """
+
+    max_full_draws = 2  # the recorded seed and the second one
+
+    def __init__(self, table: Path, family: str) -> None:
+        from real_table import read_rows, table_space
+
+        from autopeft_service.domain.peft_config import PeftConfig
+        from workers.commands.demo import default_model_path
+
+        fidelity = json.loads(table.with_name(f"{table.stem}.fidelity.json").read_text())
+        self.levels = (*(float(r) for r in fidelity["rungs"]), 1.0)
+        second = {}
+        path = table.with_name(f"{table.stem}.seed1.jsonl")
+        for line in path.read_text().splitlines() if path.exists() else []:
+            run = json.loads(line)
+            second[(int(run["part"]), int(run["trial"]))] = float(run["score"])
+        self.space = table_space(default_model_path(), family)
+        self.rows: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        for row in read_rows(table):
+            key = (int(row["part"]), int(row["trial"]))
+            if row["state"] != "completed" or key not in second:
+                continue
+            point = self.space.encode(PeftConfig.model_validate_json(row["config"]))
+            self.rows[point_key(point)] = {
+                "point": point, "share": float(row["deployed_percent"]),
+                "scores": [float(row[f"rung_{i}_score"]) for i in range(len(self.levels) - 1)],
+                "full": [float(row["score"]), second[key]]}
+        if len(self.rows) < 8:
+            raise SystemExit(f"{table}: {len(self.rows)} rows with rungs and a second seed; "
+                             "record them first (real_table.py --rungs, sst2_replicates.py)")
+        self.pool = [r["point"] for r in self.rows.values()]
+        shares = [r["share"] for r in self.rows.values()]
+        self.reference = (min(min(r["full"]) for r in self.rows.values()) - 0.01,
+                          max(shares) * 1.1)
+
+    def share(self, point: Mapping[str, Any]) -> float:
+        return self.rows[point_key(point)]["share"]
+
+    def config(self, number: int, point: Mapping[str, Any]) -> Config:
+        row = self.rows[point_key(point)]
+        return Config(number, dict(point), row["share"], sum(row["full"]) / len(row["full"]))
+
+    def observe(self, config: Config, level: float, replicate: int = 0) -> float:
+        row = self.rows[point_key(config.point)]
+        if level >= 1.0:
+            return row["full"][replicate]
+        return row["scores"][self.levels.index(level)]
 
 
 def observed_front_truth(configs: Sequence[Config], reference: tuple[float, float]) -> float:
@@ -143,7 +225,11 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
     """One fidelity search (``mf-asha``, ``mf-model`` or ``mf-model-norep``) of ``budget``
     full trainings."""
     replicates = arm == "mf-model"
+    # gp-full: the same model and value, every configuration trained in full at once
+    full_only = Fidelity.model_construct(levels=(1.0,), rule="model", eta=3.0)
     sobol = SobolOptimizer(problem.space, seed=seed)
+    pool_order = list(problem.pool or [])
+    random.Random(seed).shuffle(pool_order)  # mf-asha's and random-full's new points
     configs: list[Config] = []
     # (time, order, config index, level, replicate?)
     events: list[tuple[float, int, int, float, bool]] = []
@@ -155,14 +241,23 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
     reference = problem.reference
     ref_point = ObjectivePoint(*reference)
 
-    def new_point() -> dict[str, Any]:
-        seen = History(completed=[], pending=[c.point for c in configs])
-        return dict(sobol.suggest(1, seen)[0].params)
+    def new_point() -> dict[str, Any] | None:
+        if problem.pool is not None:  # a replay: the next recorded configuration
+            seen = {point_key(c.point) for c in configs}
+            return next((dict(p) for p in pool_order if point_key(p) not in seen), None)
+        history = History(completed=[], pending=[c.point for c in configs])
+        return dict(sobol.suggest(1, history)[0].params)
 
     def next_action() -> tuple[int, float, bool] | None:
         left = budget - spent - committed
         paused = [i for i, c in enumerate(configs) if c.level < 1.0 and c.level in c.observed
                   and not c.__dict__.get("running")]
+        if arm == "random-full":
+            point = new_point() if 1.0 <= left + 1e-9 else None
+            if point is None:
+                return None
+            configs.append(problem.config(len(configs), point))
+            return len(configs) - 1, 1.0, False
         if arm == "mf-asha":
             for i in paused:
                 c = configs[i]
@@ -173,25 +268,28 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                            for j, d in enumerate(configs) if c.level in d.observed]
                 if moasha_decision(i, entries, fidelity.eta).proceed:
                     return i, after, False
-            if fidelity.levels[0] <= left + 1e-9:
-                configs.append(problem.config(len(configs), new_point()))
-                return len(configs) - 1, fidelity.levels[0], False
-            return None
+            point = new_point() if fidelity.levels[0] <= left + 1e-9 else None
+            if point is None:
+                return None
+            configs.append(problem.config(len(configs), point))
+            return len(configs) - 1, fidelity.levels[0], False
         observations = [o for c in configs for o in c.observations()]
         if arm == "mf-momf":
             actions = plan_momf(problem.space, fidelity, observations,
                                 [PausedTrial(i, configs[i].point, configs[i].level)
                                  for i in paused],
-                                [c.point for c in configs], problem.curves.family.share, 1,
-                                left, ref_point, seed=seed + len(observations), candidates=128)
+                                [c.point for c in configs], problem.share, 1,
+                                left, ref_point, seed=seed + len(observations), candidates=128,
+                                pool=problem.pool)
         else:
             actions = plan_actions(
-                problem.space, fidelity, observations,
+                problem.space, full_only if arm == "gp-full" else fidelity, observations,
                 [PausedTrial(i, configs[i].point, configs[i].level) for i in paused],
-                [c.point for c in configs], problem.curves.family.share, 1, left, ref_point,
+                [c.point for c in configs], problem.share, 1, left, ref_point,
                 seed=seed + len(observations), candidates=128,
                 pending=[c.point for c in configs if c.__dict__.get("running")],
-                replicates=replicates)
+                replicates=replicates, pool=problem.pool,
+                max_full_draws=problem.max_full_draws)
         if not actions:
             return None
         action = actions[0]
@@ -278,7 +376,9 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for noise in sorted({r["noise"] for r in runs}):
         group = [r for r in runs if r["noise"] == noise]
-        base = [r["result"]["hypervolume"][-1] for r in group if r["arm"] == "saasbo-full"
+        baseline = ("saasbo-full" if any(r["arm"] == "saasbo-full" for r in group)
+                    else "gp-full")
+        base = [r["result"]["hypervolume"][-1] for r in group if r["arm"] == baseline
                 and r["result"]["hypervolume"]]
         target = statistics.median(base) if base else None
         rows = {}
@@ -300,11 +400,11 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 covered = [m["coverage_90"] for m in mine if m["coverage_90"] is not None]
                 row["coverage_90"] = statistics.median(covered) if covered else None
             rows[arm] = row
-        full = rows.get("saasbo-full", {}).get("compute")
+        full = rows.get(baseline, {}).get("compute")
         for row in rows.values():
             if full and "compute_to_reach" in row:
                 row["compute_ratio_to_reach"] = row["compute_to_reach"] / full
-        out[f"noise {noise:g}"] = {"target_hv": target, "arms": rows}
+        out[f"noise {noise:g}"] = {"target_hv": target, "target_arm": baseline, "arms": rows}
     return out
 
 
@@ -321,7 +421,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--family", default="lora")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--smoke", action="store_true", help="tiny settings, no output file")
+    parser.add_argument("--replay", type=Path, default=None,
+                        help="a recorded rung table (with its seed1 journal) as the problem; "
+                        "--family names its space; levels are its rungs and 1")
     args = parser.parse_args(argv)
+    replay = None
+    if args.replay is not None:
+        replay = ReplayProblem(args.replay, args.family)
+        args.levels, args.noise = list(replay.levels), [0.0]
+        args.arms = [a for a in args.arms if a in REPLAY_ARMS]
+        if args.output == DEFAULT_OUTPUT:
+            args.output = RESULTS / f"multi_fidelity_replay_{args.replay.stem}.json"
     if args.smoke:
         args.seeds, args.trials, args.initial, args.noise = 1, 4, 2, [0.02]
         args.arms = [a for a in args.arms
@@ -331,7 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     fidelity = Fidelity(levels=tuple(args.levels), eta=args.eta)
     settings = {"version": VERSION, "trials": args.trials, "initial": args.initial,
                 "workers": args.workers, "eta": args.eta, "levels": args.levels,
-                "family": args.family}
+                "family": args.family,
+                "replay": None if args.replay is None else args.replay.name}
     done: list[dict[str, Any]] = []
     if args.output.exists() and not args.smoke:
         done = [r for r in json.loads(args.output.read_text())["runs"]
@@ -344,8 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 began = time.perf_counter()
                 args.noise_now = noise
-                if arm.startswith("mf-"):
-                    problem = NoisyCurves(args.family, seed, noise)
+                if arm.startswith("mf-") or arm in ("gp-full", "random-full"):
+                    problem = replay or NoisyCurves(args.family, seed, noise)
                     result = fidelity_search(arm, problem, fidelity, args.workers,
                                              float(args.trials), seed)
                 else:

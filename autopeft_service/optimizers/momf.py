@@ -29,7 +29,7 @@ from autopeft_service.domain.fidelity import Fidelity
 from autopeft_service.domain.pareto import ObjectivePoint
 from autopeft_service.domain.spaces import SearchSpaceBase, point_key
 from autopeft_service.optimizers.base import PausedTrial, Point, ScoreObservation
-from autopeft_service.optimizers.multi_fidelity import FidelityAction
+from autopeft_service.optimizers.multi_fidelity import FidelityAction, new_candidates
 from autopeft_service.optimizers.prediction import MIN_OBSERVATIONS, posterior_at_levels
 
 __all__ = ["expected_improvement_cells", "non_dominated_cells", "plan_momf"]
@@ -92,7 +92,8 @@ def plan_momf(space: SearchSpaceBase, fidelity: Fidelity,
               observations: Sequence[ScoreObservation], paused: Sequence[PausedTrial],
               seen: Sequence[Point], share: Callable[[Point], float], n: int,
               budget_left: float, reference: ObjectivePoint, seed: int = 0,
-              candidates: int = 128) -> list[FidelityAction]:
+              candidates: int = 128, pool: Sequence[Point] | None = None
+              ) -> list[FidelityAction]:
     """The next ``n`` actions at most by MOMF value (expected improvement of the
     (score, -share, level) hypervolume per unit of the action's cost), each within
     ``budget_left``; a picked action joins the observations at its mean.
@@ -109,21 +110,12 @@ def plan_momf(space: SearchSpaceBase, fidelity: Fidelity,
         reference: the hypervolume reference point (score, share).
         seed: the candidates' random draw.
         candidates: random new points considered.
+        pool: when given, the only new configurations considered (a replay).
 
     Returns:
         The actions (fewer than n: budget, nothing new, no model yet).
     """
-    from autopeft_service.optimizers.saasbo.encoding import Encoding
-
-    encoding = Encoding(space)
-    generator = torch.Generator().manual_seed(seed)
-    known = {point_key(p) for p in seen}
-    fresh: list[Point] = []
-    for row in encoding.random_valid(candidates, generator):
-        point = encoding.to_point(row)
-        if point_key(point) not in known:
-            known.add(point_key(point))
-            fresh.append(point)
+    fresh = new_candidates(space, seen, candidates, seed, pool)
     # (point, level, trial to continue, cost now)
     options: list[tuple[Point, float, int | None, float]] = []
     for trial in paused:

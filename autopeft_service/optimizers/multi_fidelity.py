@@ -169,12 +169,45 @@ def expected_improvement(front: Sequence[ObjectivePoint], share: float, mean: fl
     return float(np.sum(widths * (sd * norm.pdf(z) + gaps * norm.cdf(z))))
 
 
+def new_candidates(space: SearchSpaceBase, seen: Sequence[Point], candidates: int, seed: int,
+                   pool: Sequence[Point] | None = None) -> list[Point]:
+    """The new configurations a plan considers: the pool's unseen points when a pool is
+    given, else up to ``candidates`` random valid points the study has not seen.
+
+    Args:
+        space: the search space.
+        seen: every point the study already has.
+        candidates: random points drawn (without a pool).
+        seed: the draw's seed.
+        pool: the only allowed points, or None.
+
+    Returns:
+        Distinct unseen points.
+    """
+    from autopeft_service.optimizers.saasbo.encoding import Encoding
+
+    known = {point_key(p) for p in seen}
+    fresh: list[Point] = []
+    if pool is not None:
+        drawn: list[Point] = list(pool)
+    else:
+        encoding = Encoding(space)
+        generator = torch.Generator().manual_seed(seed)
+        drawn = [encoding.to_point(row) for row in encoding.random_valid(candidates, generator)]
+    for point in drawn:
+        if point_key(point) not in known:
+            known.add(point_key(point))
+            fresh.append(dict(point))
+    return fresh
+
+
 def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
                  observations: Sequence[ScoreObservation], paused: Sequence[PausedTrial],
                  seen: Sequence[Point], share: Callable[[Point], float], n: int,
                  budget_left: float, reference: ObjectivePoint, seed: int = 0,
                  candidates: int = 256, pending: Sequence[Point] = (),
-                 replicates: bool = True) -> list[FidelityAction]:
+                 replicates: bool = True, pool: Sequence[Point] | None = None,
+                 max_full_draws: int = MAX_FULL_OBSERVATIONS) -> list[FidelityAction]:
     """The next ``n`` actions at most, best value per compute to full training first, each
     step within ``budget_left``.
 
@@ -193,21 +226,15 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
         pending: points queued or training now (a configuration with one is not
             replicated again until its draw is in).
         replicates: consider replicates of configurations trained in full.
+        pool: when given, the only new configurations considered (a replay of recorded
+            configurations); otherwise ``candidates`` random valid points.
+        max_full_draws: most full-training draws of one configuration.
 
     Returns:
         The actions (possibly fewer than n: budget, nothing new, no model yet).
     """
-    from autopeft_service.optimizers.saasbo.encoding import Encoding
 
-    encoding = Encoding(space)
-    generator = torch.Generator().manual_seed(seed)
-    known = {point_key(p) for p in seen}
-    fresh: list[Point] = []
-    for row in encoding.random_valid(candidates, generator):
-        point = encoding.to_point(row)
-        if point_key(point) not in known:
-            known.add(point_key(point))
-            fresh.append(point)
+    fresh = new_candidates(space, seen, candidates, seed, pool)
     # the front the actions improve: configurations observed at full training (each once,
     # however many replicates), at their posterior
     completed: dict[tuple[tuple[str, ParamValue], ...], Point] = {}
@@ -243,7 +270,7 @@ def plan_actions(space: SearchSpaceBase, fidelity: Fidelity,
     if replicates:
         waiting = {point_key(p) for p in pending}
         options += [(p, 1.0, None, 1.0, 1.0, True) for key, p in completed.items()
-                    if full_draws[key] < MAX_FULL_OBSERVATIONS and key not in waiting]
+                    if full_draws[key] < max_full_draws and key not in waiting]
 
     def value_of(option: tuple[Point, float, int | None, float, float, bool]) -> float:
         candidate, replicate = option[0], option[5]

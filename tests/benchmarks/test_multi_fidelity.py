@@ -46,3 +46,48 @@ def test_summary_compute_to_reach() -> None:
     assert rows["mf-asha"]["compute_to_reach"] == 10
     assert rows["mf-asha"]["compute_ratio_to_reach"] == pytest.approx(10 / 40)
     assert rows["saasbo-full"]["compute_ratio_to_reach"] == 1.0
+
+
+def test_the_replay_serves_the_recorded_scores_and_only_its_configurations(tmp_path) -> None:
+    """A recorded table (the lora rung table's first 12 rows, a made-up second seed) as the
+    problem: levels are its rungs, a level gives the recorded rung score, full training the
+    recorded score and a replicate the second seed's; every configuration a search trains
+    comes from the table."""
+    import csv
+    import json
+    import shutil
+
+    from tests.benchmarks.conftest import BENCHMARKS
+
+    source = BENCHMARKS / "results" / "real_table_sst2_lora.csv"
+    table = tmp_path / source.name
+    with source.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = [r for r in reader if r["state"] == "completed"][:12]
+        fields = reader.fieldnames
+    with table.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    shutil.copy(source.with_name(source.stem + ".fidelity.json"),
+                table.with_name(table.stem + ".fidelity.json"))
+    second = {(int(r["part"]), int(r["trial"])): float(r["score"]) - 0.01 for r in rows}
+    table.with_name(table.stem + ".seed1.jsonl").write_text("".join(
+        json.dumps({"part": p, "trial": t, "seed": 1, "score": s}) + "\n"
+        for (p, t), s in second.items()))
+    problem = mf.ReplayProblem(table, "lora")
+    assert problem.levels == (0.111, 0.333, 0.667, 1.0) and len(problem.pool) == 12
+    row = rows[0]
+    config = problem.config(0, problem.pool[0])
+    assert problem.observe(config, 0.333) == float(row["rung_1_score"])
+    assert problem.observe(config, 1.0) == float(row["score"])
+    assert problem.observe(config, 1.0, 1) == second[(int(row["part"]), int(row["trial"]))]
+    assert config.truth == pytest.approx(float(row["score"]) - 0.005)
+    fidelity = Fidelity(levels=problem.levels, eta=3.0)
+    recorded = problem.pool
+    for arm in ("random-full", "mf-asha"):
+        run = mf.fidelity_search(arm, problem, fidelity, workers=2, budget=3.0, seed=1)
+        assert run["compute"][-1] <= 3.0 + 1e-9 and run["configurations"] >= 3
+    # more compute than the table holds: each recorded configuration once, then nothing
+    run = mf.fidelity_search("random-full", problem, fidelity, workers=2, budget=20.0, seed=1)
+    assert run["configurations"] == len(recorded) == 12 and run["compute"][-1] == 12.0

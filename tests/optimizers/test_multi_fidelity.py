@@ -129,3 +129,14 @@ def test_replicates_train_in_full_once_each_never_while_one_is_pending_or_at_the
                            budget_left=3.5, reference=REFERENCE, candidates=0,
                            replicates=False)
     assert without == []
+
+
+def test_with_a_pool_new_configurations_come_only_from_it() -> None:
+    """A replay of recorded configurations: new actions are pool points not yet seen."""
+    points = [s.params for s in SobolOptimizer(SPACE, seed=4).suggest(12, History())]
+    observations = [ScoreObservation(i, p, 1.0, 0.6 + 0.01 * i) for i, p in enumerate(points[:6])]
+    pool = points[4:10]  # two of them seen already
+    actions = plan_actions(SPACE, FIDELITY, observations, [], points[:6], _share, n=8,
+                           budget_left=5.0, reference=REFERENCE, pool=pool, replicates=False)
+    new = [a.params for a in actions]
+    assert len(new) == 4 and all(p in points[6:10] for p in new)
