@@ -46,8 +46,9 @@ recorded pool; ``gp-full`` is the full-fidelity model baseline there). Results:
 Results go to ``benchmarks/results/multi_fidelity.json`` as each run ends; a rerun skips
 the runs there with the same settings.
 
-Run (heavy: the saasbo arms fit a SAAS GP per batch; about an hour on two cores):
-    .venv/bin/python benchmarks/multi_fidelity.py --seeds 5 --noise 0.01 0.02
+Run (heavy: the saasbo arms fit a SAAS GP per batch, the model arms a GP per decision;
+hours; ``--jobs 2`` runs two at once on the two cores):
+    .venv/bin/python benchmarks/multi_fidelity.py --seeds 5 --noise 0.01 0.02 --jobs 2
 Smoke (seconds): ``--smoke``.
 """
 
@@ -280,7 +281,7 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                                  for i in paused],
                                 [c.point for c in configs], problem.share, 1,
                                 left, ref_point, seed=seed + len(observations), candidates=128,
-                                pool=problem.pool)
+                                pool=pool_order or None)
         else:
             actions = plan_actions(
                 problem.space, full_only if arm == "gp-full" else fidelity, observations,
@@ -288,7 +289,7 @@ def fidelity_search(arm: str, problem: NoisyCurves, fidelity: Fidelity, workers:
                 [c.point for c in configs], problem.share, 1, left, ref_point,
                 seed=seed + len(observations), candidates=128,
                 pending=[c.point for c in configs if c.__dict__.get("running")],
-                replicates=replicates, pool=problem.pool,
+                replicates=replicates, pool=pool_order or None,
                 max_full_draws=problem.max_full_draws)
         if not actions:
             return None
@@ -408,6 +409,27 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def one_run(args: argparse.Namespace, fidelity: Fidelity, replay: ReplayProblem | None,
+            noise: float, arm: str, seed: int) -> dict[str, Any]:
+    """One (arm, seed, noise) search; runs in the main process or a pool process."""
+    synthetic_problem.quiet_libraries()
+    began = time.perf_counter()
+    args.noise_now = noise
+    if arm.startswith("mf-") or arm in ("gp-full", "random-full"):
+        problem = replay or NoisyCurves(args.family, seed, noise)
+        result = fidelity_search(arm, problem, fidelity, args.workers, float(args.trials), seed)
+    else:
+        result = plain_search(arm, seed, args)
+    return {"arm": arm, "seed": seed, "noise": noise,
+            "seconds": time.perf_counter() - began, "result": result}
+
+
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
@@ -421,6 +443,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--family", default="lora")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--smoke", action="store_true", help="tiny settings, no output file")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at once, one process and one torch thread each")
     parser.add_argument("--replay", type=Path, default=None,
                         help="a recorded rung table (with its seed1 journal) as the problem; "
                         "--family names its space; levels are its rungs and 1")
@@ -447,32 +471,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output.exists() and not args.smoke:
         done = [r for r in json.loads(args.output.read_text())["runs"]
                 if r["settings"] == settings]
-    for noise in args.noise:
-        for arm in args.arms:
-            for seed in range(args.seeds):
-                if any(r["arm"] == arm and r["seed"] == seed and r["noise"] == noise
-                       for r in done):
-                    continue
-                began = time.perf_counter()
-                args.noise_now = noise
-                if arm.startswith("mf-") or arm in ("gp-full", "random-full"):
-                    problem = replay or NoisyCurves(args.family, seed, noise)
-                    result = fidelity_search(arm, problem, fidelity, args.workers,
-                                             float(args.trials), seed)
-                else:
-                    result = plain_search(arm, seed, args)
-                done.append({"arm": arm, "seed": seed, "noise": noise, "settings": settings,
-                             "seconds": time.perf_counter() - began, "result": result})
-                print(f"{arm} noise {noise:g} seed {seed}: final HV "
-                      f"{result['hypervolume'][-1] if result['hypervolume'] else 0:.4f} in "
-                      f"{time.perf_counter() - began:.0f} s", file=sys.stderr, flush=True)
-                if not args.smoke:
-                    args.output.parent.mkdir(parents=True, exist_ok=True)
-                    args.output.write_text(json.dumps({
-                        "command": "python benchmarks/multi_fidelity.py " + " ".join(
-                            sys.argv[1:] if argv is None else argv),
-                        "machine": {"platform": platform.platform()},
-                        "summary": summarise(done), "runs": done}, indent=1) + "\n")
+    todo = [(noise, arm, seed) for noise in args.noise for arm in args.arms
+            for seed in range(args.seeds)
+            if not any(r["arm"] == arm and r["seed"] == seed and r["noise"] == noise
+                       for r in done)]
+
+    def finished(run: dict[str, Any]) -> None:
+        """Keep a run and rewrite the results (this process is the only writer)."""
+        done.append({**run, "settings": settings})
+        result = run["result"]
+        print(f"{run['arm']} noise {run['noise']:g} seed {run['seed']}: final HV "
+              f"{result['hypervolume'][-1] if result['hypervolume'] else 0:.4f} in "
+              f"{run['seconds']:.0f} s", file=sys.stderr, flush=True)
+        if not args.smoke:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps({
+                "command": "python benchmarks/multi_fidelity.py " + " ".join(
+                    sys.argv[1:] if argv is None else argv),
+                "machine": {"platform": platform.platform()},
+                "summary": summarise(done), "runs": done}, indent=1) + "\n")
+
+    if args.jobs <= 1:
+        for noise, arm, seed in todo:
+            finished(one_run(args, fidelity, replay, noise, arm, seed))
+    else:  # one run per process at a time, one torch thread each (spawned: torch and fork)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_one_thread) as pool:
+            futures = [pool.submit(one_run, args, fidelity, replay, noise, arm, seed)
+                       for noise, arm, seed in todo]
+            for future in as_completed(futures):
+                finished(future.result())
     print(json.dumps(summarise(done), indent=1))
     return 0
 
