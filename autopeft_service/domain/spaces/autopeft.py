@@ -27,6 +27,15 @@ introduction, so the finding rests on the code. A Pfeiffer placement is not offe
 
 A point is ``{name: int}``: ``layer_<i>`` in {0, 1} and the three size parameters holding
 the size itself (one of their choices). Every parameter is active at every point.
+
+**Transfer to another backbone** (``transfer_point``, warm start): the flags map by
+relative layer position (``base.layer_sources``), a target layer on when any of the
+source layers meeting in it is on (6 -> 12 layers: [1, 0, 0, 0, 0, 1] becomes
+[1, 1, 0, ..., 0, 1, 1]; 12 -> 6: pairs are OR-ed). Each size keeps its absolute value
+when the target offers it, else takes the nearest choice in log scale, 0 (off) staying
+0 (``base.nearest_choice``): the hidden/2^k grids of two widths share their small sizes,
+and an absolute bottleneck is what the source measured (the space does not record its
+hidden size, so sizes are not rescaled by width).
 """
 
 from __future__ import annotations
@@ -58,6 +67,8 @@ from autopeft_service.domain.spaces.base import (
     check_choices,
     flag_parameters,
     layer_parameter,
+    map_layers,
+    nearest_choice,
 )
 
 SERIAL_ADAPTER_SIZE = "serial_adapter_size"
@@ -141,6 +152,31 @@ class AutoPeftSpace(SearchSpaceBase):
             return ("serial_adapter_size: no module is on: a size or the prefix length must "
                     "be > 0")
         return None
+
+    def _transfer(self, point: Mapping[str, ParamValue],
+                  source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """Flags by relative layer position (OR where layers meet), sizes to the nearest
+        choice in log scale (module docstring).
+
+        Args:
+            point: a valid canonical point of ``source``.
+            source: an AutoPEFT space (``transfer_point`` checked the family).
+
+        Returns:
+            The point in this space (``transfer_point`` checks it is valid).
+        """
+        assert isinstance(source, AutoPeftSpace)  # same kind, so same class
+        flags = map_layers([int(point[layer_parameter(i)]) for i in range(source.num_layers)],
+                           self.num_layers)
+        out: dict[str, ParamValue] = {layer_parameter(j): flag for j, flag in enumerate(flags)}
+        for name, choices in ((SERIAL_ADAPTER_SIZE, self.serial_adapter_sizes),
+                              (PARALLEL_ADAPTER_SIZE, self.parallel_adapter_sizes),
+                              (PREFIX_LENGTH, self.prefix_lengths)):
+            size = nearest_choice(point[name], choices)
+            if size is None:
+                return None
+            out[name] = size
+        return out
 
     def _decode(self, clean: Mapping[str, ParamValue]) -> PeftConfig:
         flags = [clean[layer_parameter(i)] for i in range(self.num_layers)]

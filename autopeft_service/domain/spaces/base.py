@@ -16,6 +16,15 @@ size choices, ...) that names discrete parameters and maps points to configurati
   step, switch a categorical to any other value), generic over the parameter kinds; local
   search in the optimisers uses it.
 * ``size()``: how many valid points there are (a study's budget may not exceed it).
+* ``transfer_point(point, source)``: a point of another space of the same family (another
+  backbone's depth or width, other choices) as a point of this one, or None when it has
+  no counterpart (warm start, issue 32). Layers map by **relative position**
+  (``layer_sources``): going deeper, target layer j copies the source layer whose span
+  [i / L_s, (i + 1) / L_s) holds j's centre (j + 0.5) / L_t; going shallower, each source
+  layer goes to the target layer whose span holds its centre, so several meet in one and
+  the family combines them (flags: on if any is on; sizes and ranks: the largest). Going
+  deeper and back is exact. Numeric choices map to the nearest choice in log scale
+  (``nearest_choice``); each family's hook (``_transfer``) documents its rule.
 * ``injective``: whether distinct valid points always decode to distinct configurations.
   Chen et al.'s design space is not (an untuned group beside a tuned one, two groupings
   that give the same layer ranges, a strategy whose size rounds to 0: several designs can
@@ -28,6 +37,7 @@ Pure Python (pydantic only): the server validates and decodes without torch.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Self
@@ -98,6 +108,77 @@ def check_choices(name: str, values: Sequence[float], least: float = 0,
         raise FieldError(name, f"must be strictly increasing, got {list(values)}")
 
 
+def _containing(index: int, fine: int, coarse: int) -> int:
+    """The layer of a ``coarse``-layer stack whose relative span holds the centre of layer
+    ``index`` of a ``fine``-layer stack: floor((index + 0.5) coarse / fine), in integers so
+    that a centre on a boundary goes to the later layer (spans are half-open)."""
+    return (2 * index + 1) * coarse // (2 * fine)
+
+
+def layer_sources(source_layers: int, target_layers: int) -> list[tuple[int, ...]]:
+    """For each target layer, the source layers it takes its settings from, by relative
+    position (module docstring).
+
+    Going deeper (or to the same depth), target layer j takes the one source layer whose
+    span [i / L_s, (i + 1) / L_s) holds j's centre (j + 0.5) / L_t: 6 -> 12 layers gives
+    (0,), (0,), (1,), (1,), ... Going shallower, the rule is read the other way round,
+    source layer i going to the target layer whose span holds i's centre, because target
+    centres would skip source layers: 12 -> 6 gives (0, 1), (2, 3), ... Every source layer
+    reaches a target layer and every target layer has a source in both directions, and
+    going deeper and back gives each source layer exactly itself.
+
+    Args:
+        source_layers: L_s, at least 1.
+        target_layers: L_t, at least 1.
+
+    Returns:
+        ``target_layers`` non-empty tuples of source layer indices, increasing.
+    """
+    if target_layers >= source_layers:
+        return [(_containing(j, target_layers, source_layers),) for j in range(target_layers)]
+    out: list[list[int]] = [[] for _ in range(target_layers)]
+    for i in range(source_layers):
+        out[_containing(i, source_layers, target_layers)].append(i)
+    return [tuple(sources) for sources in out]
+
+
+def map_layers(values: Sequence[int], target_layers: int) -> list[int]:
+    """Per-layer values (flags, ranks) of a source stack on a ``target_layers`` stack, by
+    relative position (``layer_sources``); layers that meet keep the largest value, so a
+    flag is on when any of its source layers is on and a rank is the largest of theirs."""
+    return [max(values[i] for i in sources)
+            for sources in layer_sources(len(values), target_layers)]
+
+
+def nearest_choice(value: ParamValue, choices: Sequence[ParamValue]) -> ParamValue | None:
+    """The choice that stands for ``value`` in another space's choices.
+
+    An equal choice when there is one; otherwise, for a number, the nearest choice in log
+    scale (sizes, ranks, scales and budgets are chosen on doubling grids, so 3 is nearer 4
+    than 2), ties to the smaller (cheaper) choice. 0 (a module off) is infinitely far from
+    every positive size: it maps to 0 when offered, else to the smallest choice; a positive
+    value maps to 0 only when no positive choice exists. A name (a function, a pattern) has
+    no nearest: it maps only to itself.
+
+    Args:
+        value: a parameter's value in the source space.
+        choices: the parameter's values in the target space.
+
+    Returns:
+        The target choice, or None when there is none (a name the target lacks).
+    """
+    exact = _match(value, tuple(choices))
+    if exact is not None or isinstance(value, str):
+        return exact
+    numbers = sorted(c for c in choices if not isinstance(c, str))
+    if not numbers:
+        return None
+    positive = [c for c in numbers if c > 0]
+    if value <= 0 or not positive:  # 0 itself was matched above when offered
+        return numbers[0]
+    return min(positive, key=lambda c: (abs(math.log(c) - math.log(value)), c))
+
+
 def point_key(point: Point) -> tuple[tuple[str, ParamValue], ...]:
     """A hashable, order-independent key of a point (a configuration of the space)."""
     return tuple(sorted((name, value if isinstance(value, str | float) else int(value))
@@ -163,6 +244,18 @@ class SearchSpaceBase(BaseModel):
 
     def rule_error(self, point: Mapping[str, ParamValue]) -> str | None:
         """Why a well-formed canonical point is not a valid configuration, or None (override)."""
+        return None
+
+    def _transfer(self, point: Mapping[str, ParamValue],
+                  source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """A valid canonical point of ``source`` (same family, other parameters) as a point
+        of this space, or None when it has none (override). The result names every
+        parameter with a value among its choices; ``transfer_point`` canonicalises it and
+        checks the family's rule.
+
+        The default has no mapping, so a family without one transfers only between equal
+        spaces rather than guessing.
+        """
         return None
 
     def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
@@ -285,6 +378,48 @@ class SearchSpaceBase(BaseModel):
                     seen.add(key)
                     out.append(moved)
         return out
+
+    def transfer_point(self, point: Mapping[str, ParamValue],
+                       source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """The point of ``source`` (another space of the same family, possibly for a
+        backbone of another depth or width) as a point of this space, or None when it has
+        no counterpart.
+
+        Equal parameters (same names and choices) keep the point as it is; otherwise the
+        family's ``_transfer`` maps it (by relative layer position, nearest choices: module
+        docstring and each family's hook). What it gives is returned only when it is a
+        valid point of this space (a design whose budget is too small on this backbone, a
+        projection this space does not search: None), in canonical form and parameter order.
+
+        Args:
+            point: a point of ``source``; it must break no rule of ``source`` (canonical
+                form is not required: it is put in it first).
+            source: the space ``point`` belongs to.
+
+        Returns:
+            The corresponding valid point of this space, or None.
+
+        Raises:
+            ConfigError: ``source`` is of another family (both kinds named), or ``point``
+                is not a valid point of ``source``.
+        """
+        if source.kind != self.kind:
+            raise ConfigError(f"kind: a point of the {source.kind} space has no counterpart "
+                              f"in the {self.kind} space: transfer needs the same family")
+        clean = source.canonical(source.validate_point(point))
+        error = source.rule_error(clean)
+        if error is not None:
+            raise ConfigError(f"not a valid point of the source space: {error}")
+        if self.parameters() == source.parameters():
+            mapped: dict[str, ParamValue] | None = clean
+        else:
+            mapped = self._transfer(clean, source)
+        if mapped is None:
+            return None
+        # The hook picks every value among this space's choices: a ConfigError here is a
+        # bug in the hook, and is left loud rather than read as "no counterpart".
+        mapped = self.canonical(self.validate_point(mapped))
+        return mapped if self.rule_error(mapped) is None else None
 
     def enumerate_points(self, limit: int = 1_000_000) -> Iterator[dict[str, ParamValue]]:
         """Every valid point (for tests and tiny spaces).

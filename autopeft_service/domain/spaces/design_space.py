@@ -54,6 +54,18 @@ has no shape); every flag of groups g >= G; the strategies of an untuned group. 
 pattern offered at G, a tuned group with a strategy in each tuned group, G at most the
 number of layers, and a non-empty decoded configuration.
 
+**Transfer to another backbone** (``transfer_point``, warm start): a design is already
+written in relative terms (G groups of a pattern's shape over the whole depth, a budget in
+percent, an allocation rule), so it carries over whole: the same ``groups``, ``pattern``,
+group flags (tuned, strategies), ``allocation``, and the budget's nearest choice in log
+scale (``base.nearest_choice``; the same percent when offered). The groups then fall on the
+target's layers by the same pattern, which is the relative-position mapping. A design has
+no counterpart (None) when the target cannot hold it: G above its ``max_groups``, the
+pattern not offered at G on its depth (uniform 4 groups of 12 layers going to 6) or not in
+its ``patterns``, or a point the target refuses (the budget too small for a strategy on
+this backbone, BitFit on a backbone without biases). Group counts are not merged or split:
+a group's strategies are a design choice, not a per-layer quantity.
+
 The paper's discovered design (G = 4, spindle, uniform allocation, all groups tuned, a
 strategy mix per group) is a point: ``discovered_design`` gives it, with the per-group
 strategies **as we read the paper, unverified**: G1 adapter + LoRA, G2 adapter + prefix,
@@ -99,6 +111,7 @@ from autopeft_service.domain.spaces.base import (
     SearchParameter,
     SearchSpaceBase,
     check_choices,
+    nearest_choice,
 )
 from autopeft_service.domain.validation import FieldError
 
@@ -331,6 +344,40 @@ class DesignSpace(SearchSpaceBase):
         if short is not None:
             return short
         return None
+
+    def _transfer(self, point: Mapping[str, ParamValue],
+                  source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """The same design on this backbone, the budget at its nearest choice in log scale;
+        None when this space cannot hold it (module docstring).
+
+        Args:
+            point: a valid canonical point of ``source``.
+            source: a design space (``transfer_point`` checked the family).
+
+        Returns:
+            The point in this space (``transfer_point`` checks the pattern is offered at G
+            on this depth and the budget suffices), or None when G exceeds ``max_groups``
+            or the pattern is not among this space's choices.
+        """
+        assert isinstance(source, DesignSpace)  # same kind, so same class
+        groups = int(point["groups"])
+        if groups > self.max_groups:
+            return None
+        pattern = point["pattern"]
+        if groups > 1 and pattern not in self.pattern_choices:
+            return None
+        budget = nearest_choice(point["budget"], self.budgets)
+        if budget is None:
+            return None
+        out: dict[str, ParamValue] = {
+            "groups": groups, "budget": budget, "allocation": point["allocation"],
+            # At G = 1 the pattern is inactive: any choice, canonical form sets the first.
+            "pattern": pattern if groups > 1 else self.pattern_choices[0]}
+        for g in range(self.max_groups):
+            for what in ("tuned", *STRATEGIES):
+                name = group_parameter(g, what)
+                out[name] = point[name] if g < groups else 0
+        return out
 
     def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
         return self._build(point)

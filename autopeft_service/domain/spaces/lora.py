@@ -16,6 +16,21 @@ Searched:
 
 A point is valid with a target on and a rank above 0 somewhere. Every parameter is active.
 LoRA r = 8 on query and value (alpha 16) is a point at every granularity.
+
+**Transfer to another backbone** (``transfer_point``, warm start):
+
+* ranks move by relative position and the larger rank wins where several meet: at
+  ``layer`` granularity layer by layer (``base.layer_sources``: 6 -> 12 layers copies
+  each rank to two layers, 12 -> 6 keeps the larger of each pair); at ``groups``
+  granularity on both sides, group by group with the groups as the units of the same rule
+  (equal group counts: group g is group g, whatever the depths); at ``all``, the one rank.
+  Between two granularities, the source's per-layer ranks map layer by layer and each
+  target rank parameter takes the largest over its layers. Each rank then takes the
+  nearest choice in log scale (``base.nearest_choice``; 0, absent, stays 0);
+* a target flag carries over for every projection both spaces search; a projection only
+  the source searches is dropped (``ffn_gate`` going to an encoder), one only the target
+  searches is off (no counterpart is left when no searched projection stays on);
+* ``alpha_per_rank`` takes the nearest choice in log scale.
 """
 
 from __future__ import annotations
@@ -38,6 +53,9 @@ from autopeft_service.domain.spaces.base import (
     SearchSpaceBase,
     SizeChoice,
     check_choices,
+    layer_sources,
+    map_layers,
+    nearest_choice,
 )
 from autopeft_service.domain.validation import FieldError
 
@@ -140,11 +158,60 @@ class LoraSpace(SearchSpaceBase):
             return f"{name}: every rank is 0: at least one must be above 0"
         return None
 
-    def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
+    def _layer_ranks(self, point: Mapping[str, ParamValue]) -> list[int]:
+        """The rank of each layer at ``point`` (0: absent)."""
         ranks = [0] * self.num_layers
         for name, layers in self.rank_parameters():
             for i in layers:
                 ranks[i] = int(point[name])
+        return ranks
+
+    def _transferred_ranks(self, point: Mapping[str, ParamValue],
+                           source: LoraSpace) -> list[int]:
+        """The source's ranks for this space's rank parameters, in their order, before
+        they are put on this space's choices (module docstring)."""
+        if self.granularity == source.granularity == "groups":
+            # Groups are the units: each group keeps its relative place, so equal group
+            # counts map group g to group g even where the depths split groups unevenly.
+            ranks = [int(point[name]) for name, _ in source.rank_parameters()]
+            return [max(ranks[g] for g in sources)
+                    for sources in layer_sources(len(ranks), self.num_groups)]
+        per_layer = map_layers(source._layer_ranks(point), self.num_layers)
+        return [max(per_layer[i] for i in layers) for _, layers in self.rank_parameters()]
+
+    def _transfer(self, point: Mapping[str, ParamValue],
+                  source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """Ranks by relative position (the larger where several meet), targets both
+        spaces search, alpha/r and ranks to the nearest choice in log scale (module
+        docstring).
+
+        Args:
+            point: a valid canonical point of ``source``.
+            source: a LoRA space (``transfer_point`` checked the family).
+
+        Returns:
+            The point in this space (``transfer_point`` checks it is valid: a target on
+            and a rank above 0), or None when a value has no counterpart.
+        """
+        assert isinstance(source, LoraSpace)  # same kind, so same class
+        out: dict[str, ParamValue] = {}
+        for (name, _), rank in zip(self.rank_parameters(), self._transferred_ranks(point, source),
+                                   strict=True):
+            choice = nearest_choice(rank, self.ranks)
+            if choice is None:
+                return None
+            out[name] = choice
+        out.update({target_parameter(t): int(t in source.targets
+                                             and bool(point[target_parameter(t)]))
+                    for t in self.targets})
+        alpha = nearest_choice(point["alpha_per_rank"], self.alpha_per_rank)
+        if alpha is None:
+            return None
+        out["alpha_per_rank"] = alpha
+        return out
+
+    def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
+        ranks = self._layer_ranks(point)
         targets = tuple(t for t in self.targets if point[target_parameter(t)])
         return PeftConfig(num_layers=self.num_layers, lora=(LoraConfig(
             ranks=tuple(ranks), targets=targets,

@@ -20,6 +20,13 @@ The parameters that a function does not use (the size of ``none``, the scale of 
 or serial adapter, the learned flag of anything but the parallel adapter) are inactive and
 hold their first value. A point is valid with a layer on and a function at either position.
 
+**Transfer to another backbone** (``transfer_point``, warm start): the flags map by
+relative layer position (``base.layer_sources``), a target layer on when any of the
+source layers meeting in it is on; each position keeps its function (both spaces offer
+the same ones) and its learned-scale flag; sizes and scales keep their value when the
+target offers it, else take the nearest choice in log scale (``base.nearest_choice``;
+sizes are absolute ranks, bottlenecks and prefix lengths, not rescaled by width).
+
 Well-known points: the MAM adapter (prefix at attention + scaled parallel adapter at the
 FFN; GLUE settings l = 16, r = 16, s = 2; BART-large settings l = 30, r = 512, s = 4 in a
 space whose attention sizes list 30), and the "scaled parallel adapter at the FFN" (s = 4).
@@ -58,6 +65,8 @@ from autopeft_service.domain.spaces.base import (
     check_choices,
     flag_parameters,
     layer_parameter,
+    map_layers,
+    nearest_choice,
 )
 
 NONE, PREFIX, LORA, SERIAL, PARALLEL = ("none", "prefix", "lora", "serial_adapter",
@@ -158,6 +167,31 @@ class UnifiedSpace(SearchSpaceBase):
             return ("attention_function: none at both positions: one of attention_function "
                     "and ffn_function must name a method")
         return None
+
+    def _transfer(self, point: Mapping[str, ParamValue],
+                  source: SearchSpaceBase) -> dict[str, ParamValue] | None:
+        """Flags by relative layer position (OR where layers meet); per position the same
+        function and learned flag, size and scale to the nearest choice in log scale
+        (module docstring).
+
+        Args:
+            point: a valid canonical point of ``source``.
+            source: a unified space (``transfer_point`` checked the family).
+
+        Returns:
+            The point in this space (``transfer_point`` canonicalises it and checks it),
+            or None when a value has no counterpart among this space's choices.
+        """
+        assert isinstance(source, UnifiedSpace)  # same kind, so same class
+        flags = map_layers([int(point[layer_parameter(i)]) for i in range(source.num_layers)],
+                           self.num_layers)
+        out: dict[str, ParamValue] = {layer_parameter(j): flag for j, flag in enumerate(flags)}
+        for p in self.parameters()[self.num_layers:]:  # the per-position parameters
+            value = nearest_choice(point[p.name], p.values)
+            if value is None:
+                return None
+            out[p.name] = value
+        return out
 
     def _decode(self, point: Mapping[str, ParamValue]) -> PeftConfig:
         flags = [bool(point[layer_parameter(i)]) for i in range(self.num_layers)]
