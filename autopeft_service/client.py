@@ -29,7 +29,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -51,6 +51,7 @@ from autopeft_service.domain.views import (
     TrialPage,
     TrialSummary,
 )
+from autopeft_service.domain.warm_start import with_warm_start
 
 __all__ = ["DEFAULT_SERVER", "FINAL_STUDY_STATES", "AutopeftClient", "ClientError",
            "ended_trials", "load_spec"]
@@ -293,11 +294,16 @@ class AutopeftClient:
 
     # ------------------------------------------------------------------ studies
 
-    def submit(self, spec: StudySpec | Mapping[str, Any] | str | Path) -> StudyOut:
+    def submit(self, spec: StudySpec | Mapping[str, Any] | str | Path,
+               warm_start: Sequence[int] | None = None,
+               warm_start_mode: str | None = None) -> StudyOut:
         """Start a study; returns it as a ``StudyOut`` (id, state, counts, ...).
 
         Args:
             spec: a StudySpec, a mapping of its fields, or the path of a YAML/JSON file.
+            warm_start: earlier studies of the same family to learn from (replaces the
+                spec's ``warm_start.from_studies``).
+            warm_start_mode: ``model`` or ``seed`` (``domain.warm_start``).
 
         Raises:
             ConfigError: the spec is invalid (checked here, before anything is sent).
@@ -309,6 +315,8 @@ class AutopeftClient:
             spec = parse_model(StudySpec, with_backbone_dims(dict(spec)))
         elif spec.backbone_dims is None:
             spec = parse_model(StudySpec, with_backbone_dims(spec.model_dump(mode="json")))
+        if warm_start or warm_start_mode:
+            spec = with_warm_start(spec, warm_start, warm_start_mode)
         return self._get(StudyOut, "POST", "/v1/studies", json=spec.model_dump(mode="json"))
 
     def status(self, study_id: int) -> StudyOut:

@@ -54,6 +54,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                      study_commands.submit, with_id=False)
     submit.add_argument("spec", metavar="SPEC", help="StudySpec file (.yaml, .yml or .json)")
     submit.add_argument("--json", action="store_true", help="print the created study as JSON")
+    submit.add_argument("--warm-start", type=study_id, metavar="ID", action="append",
+                        dest="warm_start",
+                        help="learn from an earlier study of the same family (repeatable); "
+                        "sets the spec's warm_start.from_studies")
+    submit.add_argument("--warm-start-mode", choices=("seed", "model"), default=None,
+                        help="with --warm-start: seed (default: its Pareto configurations "
+                        "as the first trials) or model (its observations in the model; "
+                        "not available yet)")
 
     status = command("status", "show a study's progress, best trial and Pareto size",
                      study_commands.status)

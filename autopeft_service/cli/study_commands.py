@@ -40,6 +40,10 @@ def submit(client: AutopeftClient, args: argparse.Namespace) -> int:
     from autopeft_service.client import load_spec
 
     spec = load_spec(args.spec)
+    if args.warm_start or args.warm_start_mode:
+        from autopeft_service.domain.warm_start import with_warm_start
+
+        spec = with_warm_start(spec, args.warm_start, args.warm_start_mode)
     study = client.submit(spec)
     if args.json:
         print_json(study)

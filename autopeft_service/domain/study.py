@@ -30,6 +30,7 @@ from autopeft_service.domain.spaces.unified import unified_sizes
 from autopeft_service.domain.task_name import parse_task
 from autopeft_service.domain.trial import MAX_SEED, TrainingSettings
 from autopeft_service.domain.validation import FieldError, StorableInput, bounded_json
+from autopeft_service.domain.warm_start import WarmStart
 
 #: Most bytes (as JSON) of a study's ``task_options``: every lease carries them.
 MAX_TASK_OPTIONS_BYTES = 64 * 1024
@@ -214,6 +215,10 @@ class StudySpec(_Spec, StorableInput):
         "in full.")
     seed: StrictInt = Field(0, ge=0, le=MAX_SEED,
                       description="Training seed of every trial (fair comparison).")
+    warm_start: WarmStart | None = Field(
+        None, description="Learn from earlier studies of the same family (another task or "
+        "backbone): their observations in the model (mode model) or their Pareto "
+        "configurations as the first trials (mode seed). None (default): a cold start.")
     kind: Literal["autopeft"] = "autopeft"
 
     @model_validator(mode="before")

@@ -339,3 +339,39 @@ def test_spec_fields_read_a_valid_spec_and_one_stored_by_an_older_version() -> N
     assert old.spec == {"task": "glue:rte", "retired": 1}
     assert spec_field(old, "task") == "glue:rte" and spec_field(old, "backbone") == "-"
     assert spec_field(old, "optimizer") == "saasbo"
+
+
+def test_submit_with_a_warm_start(server: ServerThread) -> None:
+    """``--warm-start ID --warm-start-mode seed`` sets the spec's warm start and the study
+    starts from the source's front; bad sources are one line."""
+    from tests.api.conftest import WORKER, lease_result
+
+    client = AutopeftClient(server.base_url, CLIENT_TOKEN)
+    source = client.submit(SYNTHETIC_EXAMPLE)
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        for score in (0.7, 0.9, 0.8):
+            while (lease := http.post("/v1/leases", json={"worker": "w", "wait_seconds": 1},
+                                      headers=WORKER)).status_code == 204:
+                pass
+            body = lease.json()
+            answer = http.post(f"/v1/trials/{body['trial_id']}/result", headers=WORKER,
+                               json={"token": body["token"],
+                                     "result": lease_result(body, score)})
+            assert answer.status_code == 200, answer.text
+    client.cancel(source.id)
+    warm = autopeft("submit", str(SYNTHETIC_EXAMPLE), "--warm-start", str(source.id),
+                    "--warm-start-mode", "seed", "--json", *at(server))
+    assert warm.returncode == 0, warm.stderr
+    study = json.loads(warm.stdout)
+    assert study["spec"]["warm_start"] == {"from_studies": [source.id], "mode": "seed"}
+    generators = {t.generator for t in client.trials(study["id"])}
+    assert any(g.startswith(f"transfer:{source.id}#") for g in generators), generators
+    client.cancel(study["id"])
+    assert_one_line_error(autopeft("submit", str(SYNTHETIC_EXAMPLE), "--warm-start", "99999",
+                                   *at(server)), 1,
+                          "warm_start.from_studies.0: study 99999 does not exist")
+    assert_one_line_error(autopeft("submit", str(SYNTHETIC_EXAMPLE), "--warm-start-mode",
+                                   "seed", *at(server)), 2,
+                          "--warm-start-mode: needs --warm-start ID")
+    assert_one_line_error(autopeft("submit", str(SYNTHETIC_EXAMPLE), "--warm-start", "0",
+                                   *at(server)), 2, "invalid study id '0'")

@@ -515,3 +515,26 @@ def test_a_replicate_is_marked_in_the_trials_table(page: Any, server: ServerThre
     page.wait_for_selector(marked, timeout=LIVE_MS)
     assert page.inner_text(marked).strip() == "· replicate 1"
     assert page.locator(f"#trials tr[data-trial='{first['number']}'] .replicate").count() == 0
+
+
+def test_a_warm_started_study_names_its_sources_and_marks_transferred_trials(
+        page: Any, server: ServerThread) -> None:
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        source = submit(http, trials=3)
+        for score in (0.7, 0.9, 0.8):
+            report_result(http, take_lease(http), score)
+        response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+            name="warm", budget={"total_trials": 6, "initial_trials": 3, "max_parallel": 1},
+            warm_start={"from_studies": [source["id"]], "mode": "seed"}))
+        assert response.status_code == 201, response.text
+        study = response.json()
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    page.wait_for_selector(f"#study-warm a[data-source='{source['id']}']", timeout=LIVE_MS)
+    assert page.inner_text("#study-warm").startswith(f"warm start (seed) from study {source['id']}")
+    page.wait_for_selector("#trials tbody tr", timeout=LIVE_MS)
+    generators = page.eval_on_selector_all("#trials td.generator",
+                                           "cells => cells.map(c => c.textContent)")
+    assert any(g.startswith(f"transfer:{source['id']}#") for g in generators), generators
+    page.click(f"#study-warm a[data-source='{source['id']}']")
+    page.wait_for_function(f"() => location.hash === '#/studies/{source['id']}'",
+                           timeout=LIVE_MS)

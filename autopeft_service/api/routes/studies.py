@@ -27,6 +27,7 @@ from autopeft_service.domain.views import ParetoOut, StudyOut, StudyPage, TrialP
 from autopeft_service.optimizers.factory import make_optimizer
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.models import StudyRow
+from autopeft_service.warm_start import seed_study
 
 router = APIRouter(prefix="/v1/studies", tags=["studies"], dependencies=[ReaderAuth],
                    responses=error_responses(401, 403, 422, 503))
@@ -60,12 +61,18 @@ def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep,
     stored (422 naming the field)."""
     check_new_study(spec)  # ConfigError: 422 naming the field
     make_optimizer(spec)
+    try:  # warm start: sources the caller may read, of the same family (422 otherwise)
+        sources = repo.warm_start_sources(session, spec, caller.scope)
+    except repo.NotFound as error:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
     if repo.running_studies_left(session, caller.tenant_id) == 0:
         raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, (
             f"tenant {caller.tenant} runs as many studies as its max_running_studies "
             "allows: retry once one ends (or cancel one)"),
             headers={"Retry-After": str(QUOTA_RETRY_AFTER_SECONDS)})
     row = repo.create_study(session, spec, caller.tenant_id)
+    if spec.warm_start is not None and spec.warm_start.mode == "seed":
+        seed_study(session, row.id, spec, sources)
     repo.audit(session, caller, "create_study", row.id)
     out = study_out(session, row)
     session.commit()

@@ -73,6 +73,11 @@ from autopeft_service.storage.repository.tenants import (
     tenant_usage,
     token_digest,
 )
+from autopeft_service.storage.repository.transfer import (
+    SourceStudy,
+    completed_source_trials,
+    warm_start_sources,
+)
 from autopeft_service.storage.repository.trials import (
     Proposal,
     add_trials,
@@ -123,6 +128,9 @@ __all__ = [
     "get_trial",
     "heartbeat",
     "lease_trial",
+    "SourceStudy",
+    "completed_source_trials",
+    "warm_start_sources",
     "leased_trials",
     "list_audit",
     "list_studies",

@@ -376,6 +376,13 @@ function renderStudyHead(study) {
     spec.optimizer && spec.optimizer.name ? `optimizer ${spec.optimizer.name}` : null,
     `created ${fmt.time(study.created_at)}`].filter(Boolean).join(" · ");
   $("#study-reason").textContent = study.reason || "";
+  const warm = spec.warm_start;  // which studies it learnt from (issue 32)
+  $("#study-warm").hidden = !warm;
+  $("#study-warm").replaceChildren(...(warm ? [`warm start (${warm.mode}) from `,
+    ...warm.from_studies.flatMap((id, i) => [i ? ", " : "",
+      el("a", {href: `#/studies/${id}`, "data-source": id}, `study ${id}`)]),
+    warm.mode === "seed" ? ": its Pareto configurations are the trials marked transfer" : ""]
+    : []));
   const counts = [["done", `${done(study)}/${study.total_trials}`],
     ["running", study.counts.leased || 0], ["queued", study.counts.ready || 0],
     ["completed", study.counts.completed || 0], ["pruned", study.counts.pruned || 0],
