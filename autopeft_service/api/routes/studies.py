@@ -53,7 +53,7 @@ def _study(session: Session, study_id: int, caller: Principal) -> StudyRow:
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=StudyOut,
-             responses=error_responses(400, 413, 429))
+             responses=error_responses(400, 404, 413, 429))
 def create_study(spec: StudySpec, session: SessionDep, services: ServicesDep,
                  caller: Member) -> StudyOut:
     """Start a search, owned by the caller's tenant. ``backbone_dims``, the optimiser's
