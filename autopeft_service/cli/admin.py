@@ -136,10 +136,25 @@ def _run(action: Callable[..., None]) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+def cli_actor() -> str:
+    """How the audit log names the admin CLI: whoever could open the database, as
+    ``admin CLI (user@host)``."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for the uid (a bare container)
+        user = "unknown"
+    return f"admin CLI ({user}@{socket.gethostname()})"
+
+
 def _create_tenant(session: Session, args: argparse.Namespace) -> None:
     from autopeft_service.storage import repository as repo
 
     row = repo.create_tenant(session, args.name, args.weight)
+    repo.audit_admin(session, cli_actor(), None, row.id, "create_tenant",
+                     f"{row.name} (weight {row.weight:g})")
     print(f"tenant {row.name} created (id {row.id}, weight {row.weight:g})")
 
 
@@ -167,6 +182,8 @@ def _set_limits(session: Session, args: argparse.Namespace) -> None:
     if not changes:
         raise ValueError("nothing to change: give --weight or a quota flag")
     row = repo.set_tenant_limits(session, args.name, changes)
+    repo.audit_admin(session, cli_actor(), None, row.id, "set_tenant",
+                     repo.limits_target(row.name, changes))
     print(f"tenant {row.name}: " + ", ".join(f"{key} {value}" for key, value in changes.items()))
 
 
@@ -175,6 +192,9 @@ def _create_token(session: Session, args: argparse.Namespace) -> None:
 
     row, secret = repo.create_token(session, args.tenant, Role(args.role),
                                     args.name, args.expires_in_days, args.shared_pool)
+    session.flush()  # the token's id, for the audit
+    repo.audit_admin(session, cli_actor(), None, row.tenant_id, "create_token",
+                     repo.token_target(row, args.tenant))
     print(f"token {row.id} created for {args.tenant} ({args.role}); it is shown once",
           file=sys.stderr)
     print(secret)
@@ -184,6 +204,8 @@ def _revoke_token(session: Session, args: argparse.Namespace) -> None:
     from autopeft_service.storage import repository as repo
 
     row = repo.revoke_token(session, args.id)
+    repo.audit_admin(session, cli_actor(), None, row.tenant_id, "revoke_token",
+                     repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
     print(f"token {row.id} revoked (other server processes refuse it within seconds)")
 
 

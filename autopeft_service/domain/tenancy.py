@@ -183,7 +183,7 @@ class TokenCreated(TokenOut):
 
 
 class AuditOut(BaseModel):
-    """One audited action: who did what to which study, and when."""
+    """One audited action: who did what to which study, tenant or token, and when."""
 
     id: int
     at: float
@@ -191,3 +191,5 @@ class AuditOut(BaseModel):
     actor: str
     action: str
     study_id: int | None
+    target: str | None = Field(None, description="What an admin action changed (a tenant "
+                               "and its new limits, a token); None for a study's actions.")

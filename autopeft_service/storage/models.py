@@ -67,7 +67,8 @@ class TokenRow(Base):
 
 
 class AuditRow(Base):
-    """Who created or cancelled what, and when (admins read it)."""
+    """Who created or cancelled a study, or changed a tenant or token, and when (admins
+    read it)."""
 
     __tablename__ = "audit_log"
     __table_args__ = (Index("ix_audit_log_tenant_at", "tenant_id", "at"),)
@@ -79,6 +80,8 @@ class AuditRow(Base):
     actor: Mapped[str] = mapped_column(String(300))
     action: Mapped[str] = mapped_column(String(40))
     study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: What an admin action changed (a tenant, a token); None for a study's actions.
+    target: Mapped[str | None] = mapped_column(String(300), nullable=True)
 
 
 class StudyRow(Base):

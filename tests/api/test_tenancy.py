@@ -255,6 +255,31 @@ def test_admin_routes_make_tenants_and_tokens_and_revoke_at_once(fleet: Fleet) -
     assert fleet.http.get("/v1/admin/tenants", headers=CLIENT).status_code == 403
 
 
+def test_tenant_and_token_changes_are_audited(fleet: Fleet) -> None:
+    """Who made a tenant, changed its limits, made or revoked a token, and what: a failed
+    change (409) leaves no entry."""
+    admin = bearer(fleet.tokens["admin"])
+    assert fleet.http.post("/v1/admin/tenants", json={"name": "d", "weight": 2},
+                           headers=admin).status_code == 201
+    assert fleet.http.post("/v1/admin/tenants", json={"name": "d"},
+                           headers=admin).status_code == 409
+    assert fleet.http.patch("/v1/admin/tenants/d", json={"max_parallel_trials": 3,
+                                                         "max_queued_trials": None},
+                            headers=admin).status_code == 200
+    made = fleet.http.post("/v1/admin/tokens", json={"tenant": "d", "role": "worker",
+                                                     "name": "ci", "shared_pool": False},
+                           headers=admin).json()
+    assert fleet.http.post(f"/v1/admin/tokens/{made['id']}/revoke",
+                           headers=admin).status_code == 200
+    audit = fleet.http.get("/v1/admin/audit", headers=admin).json()
+    token = f"token {made['id']} (worker of d): ci"
+    assert [(e["action"], e["tenant"], e["target"], e["study_id"]) for e in audit[:4]] == [
+        ("revoke_token", "d", token, None), ("create_token", "d", token, None),
+        ("set_tenant", "d", "d: max_parallel_trials=3, max_queued_trials=none", None),
+        ("create_tenant", "d", "d (weight 2)", None)]
+    assert all(e["actor"].startswith("b/admin (token ") for e in audit[:4])
+
+
 def test_a_token_is_never_stored_in_plain_text(fleet: Fleet) -> None:
     """Every text column of every table, read back, holds no token; the SQLite file's
     bytes neither."""

@@ -38,6 +38,21 @@ def _create_use_and_revoke(server: ServerThread) -> None:
         assert autopeft(*url, "token", "revoke", token_id).returncode == 0
         assert http.get("/v1/studies", headers=headers).status_code == 401
     assert "revoked" in autopeft(*url, "token", "list").stdout
+    # the CLI's changes are in the audit log, by the CLI's user and host
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    database = Database(server.settings.database_url)
+    try:
+        with database.session() as session:
+            entries = [(row.action, row.target) for row in repo.list_audit(session)][:3]
+            actors = {row.actor for row in repo.list_audit(session)[:3]}
+    finally:
+        database.dispose()
+    target = f"token {token_id} (member of team-a): alice"
+    assert entries == [("revoke_token", target), ("create_token", target),
+                       ("create_tenant", "team-a (weight 1)")]
+    assert len(actors) == 1 and actors.pop().startswith("admin CLI (")
 
 
 def test_bad_admin_input_is_one_line_and_a_usage_exit(

@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
+from sqlalchemy.orm import Session
 
-from autopeft_service.api.deps import AdminAuth, ServicesDep, SessionDep
+from autopeft_service.api.deps import Admin, AdminAuth, ServicesDep, SessionDep
 from autopeft_service.api.schemas import error_responses
 from autopeft_service.domain.tenancy import (
     AuditOut,
+    Principal,
     TenantIn,
     TenantLimits,
     TenantOut,
@@ -44,6 +46,11 @@ def token_out(row: TokenRow, tenant: str) -> TokenOut:
                     expires_at=row.expires_at, revoked_at=row.revoked_at)
 
 
+def _audit(session: Session, caller: Principal, tenant_id: int, action: str,
+           target: str) -> None:
+    repo.audit_admin(session, caller.actor, caller.token_id, tenant_id, action, target)
+
+
 def _field_error(field: str, message: str) -> HTTPException:
     """422 naming ``field`` of the body."""
     return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [
@@ -52,12 +59,14 @@ def _field_error(field: str, message: str) -> HTTPException:
 
 @router.post("/tenants", status_code=status.HTTP_201_CREATED, response_model=TenantOut,
              responses=error_responses(409))
-def create_tenant(body: TenantIn, session: SessionDep) -> TenantOut:
+def create_tenant(body: TenantIn, session: SessionDep, caller: Admin) -> TenantOut:
     """A new tenant (409 when the name is taken)."""
     try:
-        out = tenant_out(repo.create_tenant(session, body.name, body.weight))
+        row = repo.create_tenant(session, body.name, body.weight)
     except repo.TenantExists as error:
         raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+    out = tenant_out(row)
+    _audit(session, caller, row.id, "create_tenant", f"{row.name} (weight {row.weight:g})")
     session.commit()  # before the answer (the dependency commits after it is sent)
     return out
 
@@ -70,7 +79,7 @@ def list_tenants(session: SessionDep) -> list[TenantOut]:
 
 @router.patch("/tenants/{name}", response_model=TenantOut, responses=error_responses(404))
 def update_tenant(name: Annotated[str, Path(max_length=63)], body: TenantLimits,
-                  session: SessionDep) -> TenantOut:
+                  session: SessionDep, caller: Admin) -> TenantOut:
     """Change a tenant's weight or quotas (only the fields given; a null quota is no
     limit). Takes effect at the next lease, proposer pass or creation."""
     try:
@@ -78,15 +87,17 @@ def update_tenant(name: Annotated[str, Path(max_length=63)], body: TenantLimits,
     except ValueError as error:
         raise _field_error("weight", str(error)) from None
     try:
-        out = tenant_out(repo.set_tenant_limits(session, name, changes))
+        row = repo.set_tenant_limits(session, name, changes)
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    out = tenant_out(row)
+    _audit(session, caller, row.id, "set_tenant", repo.limits_target(name, changes))
     session.commit()  # in force as soon as it is answered
     return out
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED, response_model=TokenCreated)
-def create_token(body: TokenIn, session: SessionDep) -> TokenCreated:
+def create_token(body: TokenIn, session: SessionDep, caller: Admin) -> TokenCreated:
     """A new token; its secret is in the answer only (the server keeps its SHA-256)."""
     try:
         row, secret = repo.create_token(session, body.tenant, body.role, body.name,
@@ -96,6 +107,8 @@ def create_token(body: TokenIn, session: SessionDep) -> TokenCreated:
     except ValueError as error:
         raise _field_error("shared_pool", str(error)) from None
     out = TokenCreated(**token_out(row, body.tenant).model_dump(), token=secret)
+    session.flush()  # the token's id, for the audit
+    _audit(session, caller, row.tenant_id, "create_token", repo.token_target(row, body.tenant))
     session.commit()  # the token works as soon as its creation is answered
     return out
 
@@ -114,13 +127,16 @@ def list_tokens(session: SessionDep,
 
 @router.post("/tokens/{token_id}/revoke", response_model=TokenOut,
              responses=error_responses(404))
-def revoke_token(token_id: TokenId, session: SessionDep, services: ServicesDep) -> TokenOut:
+def revoke_token(token_id: TokenId, session: SessionDep, services: ServicesDep,
+                 caller: Admin) -> TokenOut:
     """Revoke a token: it gets 401 from now on (at once on this server process, within
     the token cache's seconds on others)."""
     try:
         row = repo.revoke_token(session, token_id)
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
+    _audit(session, caller, row.tenant_id, "revoke_token",
+           repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
     session.commit()
     services.tokens.forget()
     return token_out(row, repo.tenant_names(session)[row.tenant_id])
@@ -129,8 +145,9 @@ def revoke_token(token_id: TokenId, session: SessionDep, services: ServicesDep) 
 @router.get("/audit", response_model=list[AuditOut])
 def list_audit(session: SessionDep,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[AuditOut]:
-    """The latest created and cancelled studies: who, what and when, newest first."""
+    """The latest audited actions (studies created and cancelled, tenants and tokens
+    changed): who, what and when, newest first."""
     names = repo.tenant_names(session)
     return [AuditOut(id=row.id, at=row.at, tenant=names[row.tenant_id], actor=row.actor,
-                     action=row.action, study_id=row.study_id)
+                     action=row.action, study_id=row.study_id, target=row.target)
             for row in repo.list_audit(session, limit)]

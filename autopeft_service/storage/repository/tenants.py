@@ -135,6 +135,30 @@ def audit(session: Session, principal: Principal, action: str, study_id: int | N
                          study_id=study_id))
 
 
+def audit_admin(session: Session, actor: str, token_id: int | None, tenant_id: int,
+                action: str, target: str) -> None:
+    """Record an admin change (``create_tenant``, ``set_tenant``, ``create_token``,
+    ``revoke_token``) to ``target`` in ``tenant_id``, by ``actor`` (a principal's
+    ``actor``, or the admin CLI's ``user@host``)."""
+    session.add(AuditRow(at=database_now(session), tenant_id=tenant_id, token_id=token_id,
+                         actor=actor[:300], action=action, study_id=None,
+                         target=target[:300]))
+
+
+def token_target(row: TokenRow, tenant: str) -> str:
+    """How the audit log names a token: ``token 7 (worker of acme, shared pool): ci``."""
+    pool = ", shared pool" if row.role == "worker" and row.shared_pool else ""
+    name = f": {row.name}" if row.name else ""
+    return f"token {row.id} ({row.role} of {tenant}{pool}){name}"
+
+
+def limits_target(name: str, changes: dict[str, float | int | None]) -> str:
+    """How the audit log names a tenant's new limits: ``acme: weight=2, max_parallel_trials=none``."""
+    shown = ", ".join(f"{key}={'none' if value is None else f'{value:g}'}"
+                      for key, value in sorted(changes.items()))
+    return f"{name}: {shown}"
+
+
 def list_audit(session: Session, limit: int = 100) -> list[AuditRow]:
     """The latest audited actions, newest first."""
     return list(session.execute(select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
