@@ -44,7 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service_load_problem import DIMS, STUDY_TRIALS, result_for  # noqa: E402
+from service_load_problem import DIMS, queue_trials, result_for  # noqa: E402
 
 from autopeft_service.domain.tenancy import Role  # noqa: E402
 from autopeft_service.storage import repository as repo  # noqa: E402
@@ -75,31 +75,6 @@ def make_tenants(url: str, weights: dict[str, float]) -> dict[str, str]:
     return tokens
 
 
-def queue_trials(http: httpx.Client, token: str, total: int, name: str) -> list[int]:
-    """Studies of the tenant holding ``total`` ready trials in all; their ids once ready."""
-    made = []
-    left = total
-    while left > 0:
-        size = min(left, STUDY_TRIALS)
-        left -= size
-        spec = {"name": f"{name}-{len(made)}", "backbone": "fake", "task": "synthetic",
-                "backbone_dims": DIMS.model_dump(),
-                "search_space": {"num_layers": DIMS.num_layers,
-                                 "hidden_size": DIMS.hidden_size},
-                "optimizer": {"name": "sobol", "seed": len(made)},
-                "budget": {"total_trials": size, "initial_trials": size,
-                           "max_parallel": size, "max_attempts": 1}}
-        response = http.post("/v1/studies", json=spec, headers=bearer(token))
-        if response.status_code != 201:
-            raise RuntimeError(f"the study was refused: {response.text}")
-        made.append((response.json()["id"], size))
-    for study_id, size in made:
-        while http.get(f"/v1/studies/{study_id}",
-                       headers=bearer(token)).json()["counts"]["ready"] < size:
-            time.sleep(0.2)
-    return [study_id for study_id, _ in made]
-
-
 def percentile(values: list[float], q: float) -> float:
     """The nearest-rank ``q`` quantile of ``values``."""
     ordered = sorted(values)
@@ -111,7 +86,7 @@ def starvation(http: httpx.Client, tokens: dict[str, str], big_trials: int, held
     """Where ``small``'s one trial lands among the shared pool's leases, beside ``big``'s
     long queue (see the module's docstring)."""
     started = time.perf_counter()
-    queue_trials(http, tokens["big"], big_trials, "big")
+    queue_trials(http, big_trials, [tokens["big"]], "big")
     queued_seconds = time.perf_counter() - started
     worker = bearer(tokens["worker"])
     latencies: list[float] = []
@@ -185,7 +160,7 @@ def saturated_share(http: httpx.Client, base_url: str, tokens: dict[str, str],
     """Each saturated tenant's share of the pool's leases (see the module's docstring)."""
     owner = {}
     for tenant in weights:
-        for study_id in queue_trials(http, tokens[tenant], trials, tenant):
+        for study_id in queue_trials(http, trials, [tokens[tenant]], tenant):
             owner[study_id] = tenant
     leases = asyncio.run(_saturate(base_url, tokens["worker"], workers, seconds, trial_mean,
                                    owner))

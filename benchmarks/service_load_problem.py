@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import httpx
 
 from autopeft_service.domain.backbone import MINILM_DIMS, BackboneDims
 from autopeft_service.domain.param_count import count_parameters
@@ -119,3 +122,47 @@ def expected_operations_per_second(workers: int, trial_mean: float,
     """The fleet's steady offered load: per trial one lease, one report and on average
     ``trial_mean / heartbeat_seconds`` heartbeats (the first one's offset is uniform)."""
     return workers * (2.0 + trial_mean / heartbeat_seconds) / trial_mean
+
+
+def queue_trials(http: httpx.Client, total: int, tokens: Sequence[str] = (),
+                 name: str = "load") -> list[int]:
+    """Studies holding ``total`` ready trials in all (Sobol, everything proposed at once,
+    at most ``STUDY_TRIALS`` per study); returns their ids once every trial is ready.
+
+    Args:
+        http: a client of the server (its own headers when ``tokens`` is empty).
+        total: ready trials wanted.
+        tokens: members' tokens (several tenants): the studies are split evenly between
+            them, at least one each, each created and polled with its tenant's token.
+        name: the studies' name prefix (``<name>-<k>``).
+
+    Returns:
+        The study ids.
+
+    Raises:
+        RuntimeError: the server refused a study.
+    """
+    made: list[tuple[int, int, dict[str, str] | None]] = []
+    left = total
+    per_study = min(STUDY_TRIALS, -(-total // max(1, len(tokens))))
+    while left > 0:
+        size = min(left, per_study)
+        left -= size
+        spec = {"name": f"{name}-{len(made)}", "backbone": "fake", "task": "synthetic",
+                "backbone_dims": DIMS.model_dump(),
+                "search_space": {"num_layers": DIMS.num_layers,
+                                 "hidden_size": DIMS.hidden_size},
+                "optimizer": {"name": "sobol", "seed": len(made)},
+                "budget": {"total_trials": size, "initial_trials": size,
+                           "max_parallel": size, "max_attempts": 1}}
+        headers = ({"Authorization": f"Bearer {tokens[len(made) % len(tokens)]}"}
+                   if tokens else None)
+        response = http.post("/v1/studies", json=spec, headers=headers)
+        if response.status_code != 201:
+            raise RuntimeError(f"the study was refused: {response.text}")
+        made.append((response.json()["id"], size, headers))
+    for study_id, size, headers in made:
+        while http.get(f"/v1/studies/{study_id}",
+                       headers=headers).json()["counts"]["ready"] < size:
+            time.sleep(0.2)
+    return [study_id for study_id, _, _ in made]

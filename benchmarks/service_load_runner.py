@@ -23,15 +23,14 @@ import httpx
 import psutil
 from service_load_problem import (
     CLOSED_LOOP,
-    DIMS,
     FLEET,
     HEARTBEAT,
     KINDS,
     LEASE,
-    STUDY_TRIALS,
     Event,
     expected_operations_per_second,
     fleet_schedules,
+    queue_trials,
     result_for,
 )
 from service_load_report import (
@@ -145,37 +144,6 @@ def _fetch_trials(http: httpx.Client, study_ids: Sequence[int]) -> list[dict[str
     return trials
 
 
-def _queue_trials(http: httpx.Client, total: int,
-                  tokens: Sequence[str] = ()) -> list[int]:
-    """Studies holding ``total`` ready trials in all (Sobol, everything proposed at once,
-    at most ``STUDY_TRIALS`` per study); returns their ids once every trial is ready.
-    With ``tokens`` (members of several tenants), the studies are split evenly between
-    them (at least one each), each created with its tenant's token."""
-    ids = []
-    left = total
-    per_study = min(STUDY_TRIALS, -(-total // max(1, len(tokens))))
-    while left > 0:
-        size = min(left, per_study)
-        left -= size
-        spec = {"name": f"load-{len(ids)}", "backbone": "fake", "task": "synthetic",
-                "backbone_dims": DIMS.model_dump(),
-                "search_space": {"num_layers": DIMS.num_layers,
-                                 "hidden_size": DIMS.hidden_size},
-                "optimizer": {"name": "sobol", "seed": len(ids)},
-                "budget": {"total_trials": size, "initial_trials": size,
-                           "max_parallel": size, "max_attempts": 1}}
-        headers = ({"Authorization": f"Bearer {tokens[len(ids) % len(tokens)]}"}
-                   if tokens else None)
-        response = http.post("/v1/studies", json=spec, headers=headers)
-        if response.status_code != 201:
-            raise RuntimeError(f"the study was refused: {response.text}")
-        ids.append((response.json()["id"], size))
-    for study_id, size in ids:
-        while http.get(f"/v1/studies/{study_id}").json()["counts"]["ready"] < size:
-            time.sleep(0.2)
-    return [study_id for study_id, _ in ids]
-
-
 def _tenant_tokens(url: str, tenants: int) -> tuple[list[str], str]:
     """``tenants`` tenants (``t1``...) with a member token each, and an admin token (which
     reads every tenant's studies)."""
@@ -207,7 +175,7 @@ def run_one(database: str, url: str, workers: int, seconds: float, think: float,
         total = min(total, 10_000)
         with httpx.Client(base_url=server.base_url, timeout=120,
                           headers=CLIENT_HEADERS) as http:
-            studies = _queue_trials(http, total)
+            studies = queue_trials(http, total)
             context = multiprocessing.get_context("spawn")
             queue: multiprocessing.Queue = context.Queue()
             names = [f"fake-{i}" for i in range(workers)]
@@ -487,7 +455,7 @@ def run_fleet(database: str, url: str, workers: int, seconds: float, trial_mean:
             members, admin = _tenant_tokens(url, tenants)
             headers = {"Authorization": f"Bearer {admin}"}
         with httpx.Client(base_url=server.base_url, timeout=120, headers=headers) as http:
-            studies = _queue_trials(http, needed + needed // 100 + 20, members)
+            studies = queue_trials(http, needed + needed // 100 + 20, members)
             postmaster = _postmaster_pid(url)
             config = asdict(FleetConfig(server.base_url, workers, seed, trial_mean,
                                         heartbeat_seconds, seconds, drain))
