@@ -23,6 +23,7 @@ from autopeft_service.domain.pareto import (
     pareto_indices,
 )
 from autopeft_service.domain.peft_config import PeftConfig
+from autopeft_service.domain.spaces import point_key
 from autopeft_service.domain.study import ParamShareCount, ReferencePoint, StudySpec, TrialState
 from autopeft_service.domain.views import (
     ArtifactInfo,
@@ -344,7 +345,8 @@ def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[Tr
                  predicted: Predictions, note: str | None,
                  status: ModelFrontStatus) -> ParetoOut:
     """The front of the predicted means of the trials in ``predicted`` (a trial newer
-    than the fit is left out), each trial with its prediction.
+    than the fit is left out; a configuration's replicates appear once, as its first
+    trial), each trial with its prediction.
 
     Args:
         session: a read session.
@@ -358,7 +360,13 @@ def _model_front(session: Session, study_id: int, spec: StudySpec, rows: list[Tr
     Returns:
         The model front.
     """
-    candidates = [r for r in rows if r.id in predicted]
+    # one row per configuration: its replicates share its prediction (the first trial,
+    # by number, stands for them)
+    candidates, seen = [], set()
+    for row in sorted((r for r in rows if r.id in predicted), key=lambda r: r.number):
+        if point_key(row.params) not in seen:
+            seen.add(point_key(row.params))
+            candidates.append(row)
     points = [ObjectivePoint(score=predicted[r.id].mean, share=float(r.param_share or 0.0))
               for r in candidates]
     reference = spec.reference_point

@@ -204,8 +204,9 @@ def _revoke_token(session: Session, args: argparse.Namespace) -> None:
     from autopeft_service.storage import repository as repo
 
     row = repo.revoke_token(session, args.id)
-    repo.audit_admin(session, cli_actor(), None, row.tenant_id, "revoke_token",
-                     repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
+    if repo.token_revoked_now(session, row.id):  # a second revoke changes nothing
+        repo.audit_admin(session, cli_actor(), None, row.tenant_id, "revoke_token",
+                         repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
     print(f"token {row.id} revoked (other server processes refuse it within seconds)")
 
 

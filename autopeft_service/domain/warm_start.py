@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 #: Most studies one study may be warmed from.
 MAX_SOURCES = 20
+#: Largest study id (the API's path parameters take the same bound).
+MAX_ID = 2**31 - 1
 
 WarmStartMode = Literal["model", "seed"]
 
@@ -43,7 +45,7 @@ class WarmStart(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    from_studies: list[StrictInt] = Field(
+    from_studies: list[Annotated[StrictInt, Field(ge=1, le=MAX_ID)]] = Field(
         min_length=1, max_length=MAX_SOURCES,
         description="Earlier studies of the same family (another task or backbone allowed) "
         "to learn from; each must be readable by the caller.")
@@ -54,10 +56,7 @@ class WarmStart(BaseModel):
 
     @field_validator("from_studies")
     @classmethod
-    def _distinct_positive(cls, value: list[int]) -> list[int]:
-        for index, study in enumerate(value):
-            if study < 1:
-                raise ValueError(f"item {index}: a study id is at least 1, got {study}")
+    def _distinct(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise ValueError("names a study twice")
         return value
@@ -160,7 +159,7 @@ def with_warm_start(spec: StudySpec, studies: Sequence[int] | None, mode: str | 
     Args:
         spec: the study spec.
         studies: source study ids, or None to keep the spec's.
-        mode: model or seed, or None to keep the spec's (model when it has none).
+        mode: model or seed, or None to keep the spec's (seed when it has none).
 
     Returns:
         The spec with its ``warm_start`` set.

@@ -154,7 +154,11 @@ def test_readers_beyond_the_waiters_answer_at_once(cache_of) -> None:
                for _ in range(MAX_WAITERS)]
     for thread in waiting:
         thread.start()
-    time.sleep(0.3)
+    # until every waiter holds its slot (a fixed sleep raced with a loaded machine)
+    end = time.monotonic() + 10
+    while cache._waiters._value > 0:
+        assert time.monotonic() < end, "the waiting lookups never took their slots"
+        time.sleep(0.01)
     began = time.monotonic()
     assert not cache.lookup(1, SPACE, seen).fresh
     assert time.monotonic() - began < 1

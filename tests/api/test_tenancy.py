@@ -269,11 +269,16 @@ def test_tenant_and_token_changes_are_audited(fleet: Fleet) -> None:
     made = fleet.http.post("/v1/admin/tokens", json={"tenant": "d", "role": "worker",
                                                      "name": "ci", "shared_pool": False},
                            headers=admin).json()
-    assert fleet.http.post(f"/v1/admin/tokens/{made['id']}/revoke",
-                           headers=admin).status_code == 200
+    for _ in range(2):  # the second revoke changes nothing and is not audited
+        assert fleet.http.post(f"/v1/admin/tokens/{made['id']}/revoke",
+                               headers=admin).status_code == 200
+    assert fleet.http.patch("/v1/admin/tenants/d", json={"max_queued_trials": 1234567,
+                                                         "weight": 1.2345678},
+                            headers=admin).status_code == 200
     audit = fleet.http.get("/v1/admin/audit", headers=admin).json()
     token = f"token {made['id']} (worker of d): ci"
-    assert [(e["action"], e["tenant"], e["target"], e["study_id"]) for e in audit[:4]] == [
+    assert [(e["action"], e["tenant"], e["target"], e["study_id"]) for e in audit[:5]] == [
+        ("set_tenant", "d", "d: max_queued_trials=1234567, weight=1.2345678", None),
         ("revoke_token", "d", token, None), ("create_token", "d", token, None),
         ("set_tenant", "d", "d: max_parallel_trials=3, max_queued_trials=none", None),
         ("create_tenant", "d", "d (weight 2)", None)]

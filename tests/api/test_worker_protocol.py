@@ -81,6 +81,33 @@ def test_a_replicates_lease_carries_the_study_seed_plus_its_number(
     assert sorted(listed[i] for i in ids) == [1, 2] and listed[first["trial_id"]] == 0
 
 
+def test_a_replicates_seed_wraps_within_the_seeds_a_result_may_carry(
+        http: httpx.Client, server: ServerThread) -> None:
+    """Study seed 2**32 - 1 (the largest): its first replicate trains with seed 0, not
+    2**32, which its result could not report."""
+    from autopeft_service.domain.trial import MAX_SEED
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    study = create_study(http, seed=MAX_SEED, budget={"total_trials": 6, "initial_trials": 1,
+                                                      "max_parallel": 1})
+    first = _lease(http)
+    database = Database(server.settings.database_url, pool_size=1)
+    try:
+        with database.session() as session:
+            [row] = repo.add_trials(session, study["id"], [repo.Proposal(
+                first["params"], first["config"], "test", replicate=True)], max_new=1)
+            replicate_id = row.id
+    finally:
+        database.dispose()
+    leases = [_lease(http) for _ in range(2)]
+    [replicate] = [lease for lease in leases if lease["trial_id"] == replicate_id]
+    assert first["seed"] == MAX_SEED and replicate["seed"] == 0
+    report = http.post(f"/v1/trials/{replicate_id}/result", headers=WORKER, json={
+        "token": replicate["token"], "result": {**_result(replicate), "seed": 0}})
+    assert report.status_code == 200, report.text
+
+
 def test_lease_carries_everything_to_train(http: httpx.Client) -> None:
     study = create_study(http, seed=5)
     lease = _lease(http)

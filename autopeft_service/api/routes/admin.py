@@ -135,8 +135,9 @@ def revoke_token(token_id: TokenId, session: SessionDep, services: ServicesDep,
         row = repo.revoke_token(session, token_id)
     except repo.NotFound as error:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(error)) from None
-    _audit(session, caller, row.tenant_id, "revoke_token",
-           repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
+    if repo.token_revoked_now(session, row.id):  # a second revoke changes nothing
+        _audit(session, caller, row.tenant_id, "revoke_token",
+               repo.token_target(row, repo.tenant_names(session)[row.tenant_id]))
     session.commit()
     services.tokens.forget()
     return token_out(row, repo.tenant_names(session)[row.tenant_id])

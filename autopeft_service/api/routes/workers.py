@@ -36,6 +36,7 @@ from autopeft_service.api.schemas import (
 )
 from autopeft_service.api.services import Services
 from autopeft_service.domain.early_stopping import EarlyStopping
+from autopeft_service.domain.trial import MAX_SEED
 from autopeft_service.storage import repository as repo
 from autopeft_service.storage.rungs import RungRefused
 
@@ -70,8 +71,10 @@ def _try_lease(services: Services, worker: str, first: bool = True,
         "lease_seconds": seconds, "params": lease.params, "config": lease.config,
         "backbone": spec["backbone"], "task": spec["task"], "data_dir": spec["data_dir"],
         "task_options": spec["task_options"], "training": spec["training"],
-        # a replicate trains its configuration again with another seed (migration 0008)
-        "seed": spec["seed"] + lease.replicate, "backbone_dims": spec.get("backbone_dims"),
+        # a replicate trains its configuration again with another seed (migration 0008),
+        # within the seeds a result may report
+        "seed": (spec["seed"] + lease.replicate) % (MAX_SEED + 1),
+        "backbone_dims": spec.get("backbone_dims"),
         "early_stopping": spec.get("early_stopping") or {},
         "fidelity": 1.0 if lease.fidelity is None else lease.fidelity,
         "resume_sha256": lease.checkpoint_sha256})

@@ -74,6 +74,7 @@ from autopeft_service.storage.repository.tenants import (
     tenant_names,
     tenant_usage,
     token_digest,
+    token_revoked_now,
     token_target,
 )
 from autopeft_service.storage.repository.transfer import (
@@ -116,6 +117,7 @@ __all__ = [
     "audit",
     "audit_admin",
     "limits_target",
+    "token_revoked_now",
     "token_target",
     "cancel_study",
     "clear_proposer_failures",

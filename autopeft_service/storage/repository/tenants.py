@@ -90,14 +90,25 @@ def create_token(session: Session, tenant: str, role: Role, name: str = "",
 
 
 def revoke_token(session: Session, token_id: int) -> TokenRow:
-    """Revoke a token now (revoking twice keeps the first time). Raises NotFound."""
+    """Revoke a token now (revoking twice keeps the first time, and audits once: the
+    revocation is audited by the caller only when ``token_revoked_now``). Raises NotFound."""
     row = session.get(TokenRow, token_id)
     if row is None:
         raise NotFound(f"token {token_id} does not exist")
     if row.revoked_at is None:
         row.revoked_at = database_now(session)
         session.flush()
+        session.info.setdefault(_REVOKED_NOW, set()).add(row.id)
     return row
+
+
+#: ``Session.info`` key: ids of the tokens this transaction revoked.
+_REVOKED_NOW = "autopeft_revoked_tokens"
+
+
+def token_revoked_now(session: Session, token_id: int) -> bool:
+    """Whether ``revoke_token`` revoked the token in this session (not earlier)."""
+    return token_id in session.info.get(_REVOKED_NOW, set())
 
 
 def list_tokens(session: Session, tenant: str | None = None) -> list[TokenRow]:
@@ -154,7 +165,7 @@ def token_target(row: TokenRow, tenant: str) -> str:
 
 def limits_target(name: str, changes: dict[str, float | int | None]) -> str:
     """How the audit log names a tenant's new limits: ``acme: weight=2, max_parallel_trials=none``."""
-    shown = ", ".join(f"{key}={'none' if value is None else f'{value:g}'}"
+    shown = ", ".join(f"{key}={'none' if value is None else repr(value)}"
                       for key, value in sorted(changes.items()))
     return f"{name}: {shown}"
 
