@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from autopeft_service.domain.study import StudySpec
@@ -74,13 +74,18 @@ class ProposalPool:
     def close(self) -> None:
         """Cancel queued fits and terminate running ones (a fit can take minutes)."""
         executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        # Private on 3.11 (3.14 adds terminate_workers): the children, to stop running fits.
-        children = list(getattr(executor, "_processes", {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-        for child in children:
-            child.join(5)
+        if executor is not None:
+            terminate_executor(executor)
+
+
+def terminate_executor(executor: Executor) -> None:
+    """Cancel an executor's queued work and terminate its child processes (a running fit
+    can take minutes; shutdown alone would wait for it)."""
+    # Private on 3.11 (3.14 adds terminate_workers): the children, to stop running fits.
+    children = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)
+    for child in children:
+        if child.is_alive():
+            child.terminate()
+    for child in children:
+        child.join(5)

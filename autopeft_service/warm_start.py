@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
+from autopeft_service.domain.spaces import ParamValue, point_key
 from autopeft_service.domain.study import StudySpec
 from autopeft_service.domain.warm_start import TransferredPoint, observed_front, transfer_points
 from autopeft_service.optimizers.base import Suggestion
@@ -23,10 +24,10 @@ def seed_points(spec: StudySpec, sources: Sequence[SourceStudy]) -> list[Transfe
     points: list[TransferredPoint] = []
     for source in sources:
         points += transfer_points(observed_front(source.trials), source.space, spec.space)
-    seen: set[tuple[object, ...]] = set()
+    seen: set[tuple[tuple[str, ParamValue], ...]] = set()
     out = []
     for point in points:
-        key = tuple(sorted(point.params.items()))
+        key = point_key(point.params)
         if key not in seen:
             seen.add(key)
             out.append(point)

@@ -48,6 +48,7 @@ from autopeft_service.optimizers.prediction import (
     ScoreObservation,
     predict_scores,
 )
+from autopeft_service.proposal_pool import terminate_executor
 
 log = logging.getLogger(__name__)
 
@@ -304,16 +305,8 @@ class ModelFrontCache:
         new executor). A child process is terminated: its fit may take seconds more."""
         with self._lock:
             executor, self._executor = self._executor, None
-        if executor is None:
-            return
-        # Private on 3.11 (3.14 adds terminate_workers): the children, to stop a running fit.
-        processes = list((getattr(executor, "_processes", None) or {}).values())
-        executor.shutdown(wait=False, cancel_futures=True)
-        for child in processes:
-            if child.is_alive():
-                child.terminate()
-        for child in processes:
-            child.join(5)
+        if executor is not None:
+            terminate_executor(executor)
 
 
 def _failure(future: Future[Predictions]) -> str | None:

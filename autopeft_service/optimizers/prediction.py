@@ -110,26 +110,7 @@ def posterior_at_full(space: SearchSpaceBase, observations: Sequence[ScoreObserv
         The posterior in the points' order; None with fewer than ``MIN_OBSERVATIONS``
         observations.
     """
-    if len(observations) < MIN_OBSERVATIONS:
-        return None
-    import torch  # lazily: the API imports this module, and must start without torch
-
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model, encoding, multi = _fit(space, observations)
-        at = encoding.to_unit(encoding.to_index(list(points))).double()
-        if multi:
-            at = torch.cat([at, torch.ones(len(points), 1, dtype=torch.double)], dim=-1)
-        with torch.no_grad():
-            latent = model.posterior(at, observation_noise=False)
-            observed = model.posterior(at, observation_noise=True)
-            mean = latent.mean.squeeze(-1)
-            variance = latent.variance.clamp_min(0).squeeze(-1)
-            # the learned noise, in score units (the outcome transform undone)
-            noise = (observed.variance.squeeze(-1) - variance).clamp_min(0)
-    return FullTrainingPosterior([float(v) for v in mean],
-                                 [float(v) for v in variance.sqrt()],
-                                 [float(v) for v in noise.sqrt()])
+    return _posterior(space, observations, [(p, 1.0) for p in points], seed)
 
 
 def posterior_at_levels(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
@@ -148,9 +129,17 @@ def posterior_at_levels(space: SearchSpaceBase, observations: Sequence[ScoreObse
         (means, sds) in ``at``'s order; None with fewer than ``MIN_OBSERVATIONS``
         observations.
     """
+    posterior = _posterior(space, observations, at, seed)
+    return None if posterior is None else (posterior.means, posterior.sds)
+
+
+def _posterior(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
+               at: Sequence[tuple[Point, float]], seed: int) -> FullTrainingPosterior | None:
+    """Fit the GP; each (point, level) pair's mean, latent sd and noise sd (None with
+    fewer than ``MIN_OBSERVATIONS`` observations)."""
     if len(observations) < MIN_OBSERVATIONS:
         return None
-    import torch
+    import torch  # lazily: the API imports this module, and must start without torch
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -161,9 +150,14 @@ def posterior_at_levels(space: SearchSpaceBase, observations: Sequence[ScoreObse
             X = torch.cat([X, levels], dim=-1)
         with torch.no_grad():
             latent = model.posterior(X, observation_noise=False)
+            observed = model.posterior(X, observation_noise=True)
             mean = latent.mean.squeeze(-1)
-            sd = latent.variance.clamp_min(0).sqrt().squeeze(-1)
-    return [float(v) for v in mean], [float(v) for v in sd]
+            variance = latent.variance.clamp_min(0).squeeze(-1)
+            # the learned noise, in score units (the outcome transform undone)
+            noise = (observed.variance.squeeze(-1) - variance).clamp_min(0)
+    return FullTrainingPosterior([float(v) for v in mean],
+                                 [float(v) for v in variance.sqrt()],
+                                 [float(v) for v in noise.sqrt()])
 
 
 def predict_points(space: SearchSpaceBase, observations: Sequence[ScoreObservation],
