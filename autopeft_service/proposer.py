@@ -29,6 +29,7 @@ with that reason at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -62,6 +63,7 @@ from autopeft_service.storage import repository as repo
 from autopeft_service.storage.database import Database, StorageError
 from autopeft_service.storage.leader import LeaderLock
 from autopeft_service.storage.models import TrialRow
+from autopeft_service.warm_start import transfer_observations
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
             TrialState.COMPLETED.value, TrialState.READY.value, TrialState.LEASED.value,
             TrialState.FAILED.value, TrialState.PRUNED.value, TrialState.PAUSED.value])
         counts = repo.trial_counts(session, study_id)
+        sources = (repo.model_sources(session, spec)
+                   if spec.warm_start is not None and spec.warm_start.mode == "model" else [])
     # A completed row without both objectives (written before results were validated) is
     # no observation: it is kept from being proposed again, as a failed point is.
     completed = [Observation(params=r.params, score=scores[0], param_share=scores[1])
@@ -101,7 +105,8 @@ def load_history(database: Database, study_id: int) -> tuple[StudySpec, History,
     # modelled: a lower-fidelity score is not the full-training one (domain.fidelity).
     pruned = [r.params for r in rows if r.state in (TrialState.PRUNED.value,
                                                     TrialState.PAUSED.value)]
-    history = History(completed=completed, pending=pending, failed=failed, pruned=pruned)
+    history = History(completed=completed, pending=pending, failed=failed, pruned=pruned,
+                      transfer=transfer_observations(sources, spec.space))
     if spec.fidelity is not None:  # the levels' scores, paused trials, compute left
         with database.session() as session:
             history = fidelity_history(session, study_id, spec, rows, history)
@@ -517,6 +522,10 @@ class Proposer(BackgroundLoop):
                 raise OptimizerError(f"{optimizer} proposed {len(proposals)} "
                                      "configuration(s), none of them new to the study")
             repo.clear_proposer_failures(session, study_id)
+            report = next((s.transfer for s in suggestions if s.transfer is not None), None)
+            if report is not None:  # a warm start's model: what it learnt of the sources
+                repo.record_transfer(session, study_id, {
+                    **dataclasses.asdict(report), "at": time.time()})
         self._traced.discard(study_id)
         self.added(len(added))
         return len(added) + resumed

@@ -35,6 +35,7 @@ from autopeft_service.domain.views import (
     PredictionOut,
     RungOut,
     StudyOut,
+    TransferOut,
     TrialSummary,
     WorkerList,
     WorkerOut,
@@ -242,7 +243,9 @@ def study_out(session: Session, study: StudyRow) -> StudyOut:
                     best=(trial_summaries(session, [best], backbone_total)[0]
                           if best is not None else None),
                     hypervolume=volume, pareto_size=len(front),
-                    param_share_count=_share_count(spec), spec=spec)
+                    param_share_count=_share_count(spec), spec=spec,
+                    transfer=(TransferOut.model_validate(study.transfer)
+                              if study.transfer else None))
 
 
 def pareto_out(session: Session, study: StudyRow) -> ParetoOut:

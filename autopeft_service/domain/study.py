@@ -289,6 +289,20 @@ class StudySpec(_Spec, StorableInput):
         return self
 
     @model_validator(mode="after")
+    def _warm_model_needs_saasbo(self) -> Self:
+        warm = self.warm_start
+        if warm is None or warm.mode != "model":
+            return self
+        if self.optimizer.name != "saasbo":
+            raise FieldError("warm_start.mode", f"'model' puts the sources in the saasbo "
+                             f"optimiser's model; optimizer {self.optimizer.name!r} has "
+                             "none (use 'seed', or optimizer saasbo)")
+        if self.fidelity is not None:
+            raise FieldError("warm_start.mode", "'model' cannot be combined with a fidelity "
+                             "section (its model has no source tasks); use 'seed'")
+        return self
+
+    @model_validator(mode="after")
     def _budget_consistent(self) -> Self:
         if self.budget.initial_trials > self.budget.total_trials:
             raise FieldError("budget.initial_trials",

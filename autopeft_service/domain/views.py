@@ -112,6 +112,25 @@ class TrialSummary(BaseModel):
         "same configuration trained again with the study's seed + k (rule model).")
 
 
+class TransferOut(BaseModel):
+    """What a model warm start learnt of its sources at the study's last model proposal."""
+
+    correlations: dict[int, float] = Field(
+        description="Source study id -> the posterior mean of its task correlation with "
+        "this study in the multi-task model (0: unrelated, 1: the same task up to shift "
+        "and scale), for the sources the model was fitted on.")
+    predictive: dict[int, float] = Field(
+        description="Source study id -> the negative-transfer guard's check: how a model "
+        "of the source alone, predicting at this study's points, correlates with this "
+        "study's scores (empty until the study has 6 scores).")
+    dropped: list[int] = Field(description="Sources the guard left out (check below 0.3).")
+    used: bool = Field(description="Whether any source was in the model (false: the guard "
+                       "dropped them all; the study's own model proposes, as a cold "
+                       "study's would).")
+    target_trials: int = Field(description="This study's completed trials the model saw.")
+    at: float = Field(description="When (epoch seconds).")
+
+
 class StudyOut(BaseModel):
     """A study with its progress."""
 
@@ -136,6 +155,9 @@ class StudyOut(BaseModel):
         union_mode="left_to_right",  # a client parsing the JSON gets a StudySpec back
         description="The spec; shown as stored when an older version stored one that no "
         "longer validates.")
+    transfer: TransferOut | None = Field(
+        None, description="A model warm start (warm_start.mode model): the learned task "
+        "correlations at the last model proposal; null before the first, or without one.")
 
 
 class Page(BaseModel):

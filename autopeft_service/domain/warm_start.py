@@ -7,10 +7,13 @@ family, on another task or another backbone.
   space (``SearchSpaceBase.transfer_point``: by relative layer position for a backbone of
   another depth), are queued as this study's first trials (generator
   ``transfer:<study>#<trial number>``), before any proposal of its own;
-* ``model``: the earlier studies' observations enter the optimiser's model as other tasks
-  (read from the database at proposal time, never copied), and the model learns how
-  related the tasks are. **Not built yet**: the mode is refused (422) until it is, rather
-  than accepted and ignored.
+* ``model``: the earlier studies' completed trials, mapped the same way, enter the
+  ``saasbo`` optimiser's model as other tasks (read from the database at proposal time,
+  never copied): a multi-task SAAS GP learns how related each source is, and a guard
+  drops the unrelated ones (``optimizers/saasbo/transfer.py``). The study has no Sobol
+  start: its first trials are the sources' fronts, then the model proposes. The learned
+  correlations are in the study view (``transfer``). Needs optimizer ``saasbo`` and no
+  fidelity section.
 
 The server checks the sources when the study is created (``storage.repository.transfer``):
 each must exist and be readable by the caller (404 naming the field otherwise), search the
@@ -52,23 +55,13 @@ class WarmStart(BaseModel):
     mode: WarmStartMode = Field(
         "seed", description="seed (default): their observed Pareto configurations, mapped "
         "to this backbone, are this study's first trials; model: their observations in the "
-        "optimiser's model as other tasks (not available yet: refused with 422).")
+        "saasbo optimiser's model as other tasks, the task correlations learnt.")
 
     @field_validator("from_studies")
     @classmethod
     def _distinct(cls, value: list[int]) -> list[int]:
         if len(set(value)) != len(value):
             raise ValueError("names a study twice")
-        return value
-
-    @field_validator("mode")
-    @classmethod
-    def _available(cls, value: str) -> str:
-        # The multi-task model (issue 32, item 1's model mode) is not built yet: refusing
-        # says so, where accepting would silently run a cold search.
-        if value == "model":
-            raise ValueError("'model' (the sources' observations in the optimiser's model) "
-                             "is not available yet; use 'seed'")
         return value
 
 

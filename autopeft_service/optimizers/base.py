@@ -16,7 +16,8 @@ from autopeft_service.domain.errors import AutopeftError, ConfigError
 from autopeft_service.domain.spaces import ParamValue, SearchSpaceBase, point_key
 
 __all__ = ["History", "Observation", "Optimizer", "OptimizerError", "PausedTrial", "Point",
-           "SamplerExhausted", "ScoreObservation", "Suggestion", "point_key", "seen_configs"]
+           "SamplerExhausted", "ScoreObservation", "Suggestion", "TransferObservation",
+           "TransferReport", "point_key", "seen_configs"]
 
 Point = Mapping[str, ParamValue]
 
@@ -82,6 +83,50 @@ class PausedTrial:
 
 
 @dataclass(frozen=True)
+class TransferObservation:
+    """A completed trial of a warm start's source study, as a point of this study's space
+    (``warm_start.mode: model``; mapped by ``SearchSpaceBase.transfer_point``).
+
+    Attributes:
+        source: the source study's id (one task of the multi-task model per source).
+        number: the trial's number in that study.
+        params: its point, mapped to this study's space.
+        score: its observed score on the source task.
+        share: its parameter share in the source study (percent).
+    """
+
+    source: int
+    number: int
+    params: Point
+    score: float
+    share: float
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    """What a warm-started model learned about its sources (``saasbo/transfer.py``).
+
+    Attributes:
+        correlations: source study id -> the posterior mean of its task correlation with
+            this study in the multi-task model (0: unrelated, 1: the same task up to a
+            shift and scale), for the sources the model was fitted on.
+        predictive: source study id -> the guard's check, once the study has enough
+            scores: the correlation between a GP fitted on the source alone, predicting at
+            this study's points, and this study's scores there (empty before).
+        dropped: sources the negative-transfer guard left out of the model.
+        used: some source was in the model that proposed (False: the guard dropped them
+            all, and the study's own model proposed, as a cold study's would).
+        target_trials: this study's completed trials the model saw.
+    """
+
+    correlations: dict[int, float]
+    predictive: dict[int, float]
+    dropped: tuple[int, ...]
+    used: bool
+    target_trials: int
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """A proposed point and the name of what generated it (e.g. ``sobol``, ``saasbo``).
 
@@ -89,6 +134,7 @@ class Suggestion:
     ``continue_trial`` names it and ``level`` is the level to train it to. Or it may be a
     replicate (``replicate``: True): a configuration the study has already trained, trained
     again in full with another seed, so the model sees the score's noise at that point.
+    A warm-started model's proposal carries ``transfer``, what it learned of its sources.
     """
 
     params: dict[str, ParamValue]
@@ -96,6 +142,7 @@ class Suggestion:
     continue_trial: int | None = None
     level: float | None = None
     replicate: bool = False
+    transfer: TransferReport | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +161,8 @@ class History:
         observations: a fidelity study's scores at every level (rule ``model``).
         paused: its paused trials, which a suggestion may continue (rule ``model``).
         budget_left: its compute left, in full-training equivalents (rule ``model``).
+        transfer: a warm start's source observations (``warm_start.mode: model``), read
+            from the database at proposal time; the optimiser models them as other tasks.
     """
 
     completed: Sequence[Observation] = ()
@@ -123,6 +172,7 @@ class History:
     observations: Sequence[ScoreObservation] = ()
     paused: Sequence[PausedTrial] = ()
     budget_left: float | None = None
+    transfer: Sequence[TransferObservation] = ()
 
     def points(self) -> list[Point]:
         """Every point already proposed (completed, pending, failed, pruned)."""

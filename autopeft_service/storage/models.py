@@ -103,6 +103,9 @@ class StudyRow(Base):
     #: Consecutive failed proposer passes; the proposer skips the study until retry_at.
     proposer_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     proposer_retry_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: A model warm start's last report (``optimizers.base.TransferReport`` as JSON, with
+    #: ``at``): the learned task correlation per source and whether the sources were used.
+    transfer: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     trials: Mapped[list[TrialRow]] = relationship(back_populates="study", lazy="raise")
 

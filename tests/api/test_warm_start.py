@@ -34,6 +34,10 @@ def _trials(http: httpx.Client, study_id: int) -> list[dict[str, Any]]:
                     params={"limit": 100}).json()["items"]
 
 
+def _trial(http: httpx.Client, study_id: int, trial_id: int) -> dict[str, Any]:
+    return next(t for t in _trials(http, study_id) if t["id"] == trial_id)
+
+
 def test_seed_mode_queues_exactly_the_sources_observed_front(http: httpx.Client) -> None:
     source = _completed_source(http)
     front = http.get(f"/v1/studies/{source['id']}/pareto", headers=CLIENT).json()["trials"]
@@ -54,14 +58,56 @@ def test_seed_mode_queues_exactly_the_sources_observed_front(http: httpx.Client)
     assert numbers == list(range(len(front)))
 
 
-def test_model_mode_is_refused_until_it_is_built(http: httpx.Client) -> None:
-    """Accepting it would run a cold search under a warm-start label."""
+#: Cheap NUTS for the service tests (the model is tested in tests/optimizers).
+CHEAP_SAASBO = {"warmup_steps": 32, "num_samples": 16, "thinning": 8, "mc_samples": 16,
+                "candidates": 128, "restarts": 2}
+
+
+def test_model_mode_starts_from_the_sources_front_then_its_model_reports_the_correlation(
+        http: httpx.Client) -> None:
+    """Real server, real proposer: the first trials are the source's front (read from the
+    database at proposal time), then the multi-task model proposes and the study view
+    shows what it learnt of the source."""
     source = _completed_source(http)
+    front = http.get(f"/v1/studies/{source['id']}/pareto", headers=CLIENT).json()["trials"]
+    target = create_study(
+        http, name="warm model", budget={"total_trials": 3, "initial_trials": 3,
+                                         "max_parallel": 2},
+        optimizer={"name": "saasbo", "seed": 1, "settings": CHEAP_SAASBO},
+        warm_start={"from_studies": [source["id"]], "mode": "model"})
+    assert target["transfer"] is None  # nothing learnt before the first model proposal
+    first = [take_lease(http) for _ in range(2)]
+    by_number = {t["number"]: t for t in front}
+    for lease, score in zip(first, (0.8, 0.7), strict=True):
+        trial = _trial(http, target["id"], lease["trial_id"])
+        generator = trial["generator"]
+        assert generator.startswith(f"transfer:{source['id']}#"), generator
+        number = int(generator.rsplit("#", 1)[1])
+        assert trial["params"] == by_number[number]["params"]  # same backbone: same point
+        report_result(http, lease, score)
+    third = take_lease(http, timeout=180)  # the model's first proposal (a NUTS fit)
+    assert _trial(http, target["id"], third["trial_id"])["generator"] == "saasbo"
+    study = http.get(f"/v1/studies/{target['id']}", headers=CLIENT).json()
+    transfer = study["transfer"]
+    assert transfer["used"] is True and transfer["target_trials"] == 2
+    assert transfer["dropped"] == [] and transfer["predictive"] == {}
+    assert 0.0 < transfer["correlations"][str(source["id"])] <= 1.0
+
+
+def test_model_mode_needs_saasbo_and_no_fidelity(http: httpx.Client) -> None:
+    source = _completed_source(http)
+    warm = {"from_studies": [source["id"]], "mode": "model"}
+    response = http.post("/v1/studies", headers=CLIENT, json=study_spec(warm_start=warm))
+    assert response.status_code == 422  # the spec's optimizer is sobol
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "warm_start", "mode"]
+    assert "optimizer 'sobol' has none" in error["msg"]
     response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
-        warm_start={"from_studies": [source["id"]], "mode": "model"}))
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "warm_start", "mode"]
-    assert "not available yet; use 'seed'" in response.text
+        warm_start=warm, optimizer={"name": "saasbo"},
+        budget={"total_trials": 4, "initial_trials": 2, "max_parallel": 2},
+        fidelity={"levels": [0.5, 1.0], "eta": 2.0}))
+    assert response.status_code == 422, response.text
+    assert "cannot be combined with a fidelity section" in response.text
     default = create_study(http, name="default mode", warm_start={"from_studies": [source["id"]]})
     assert default["spec"]["warm_start"]["mode"] == "seed"
 
@@ -73,7 +119,6 @@ def test_model_mode_is_refused_until_it_is_built(http: httpx.Client) -> None:
     ({"from_studies": [0]}, 422, "greater than or equal to 1"),
     ({"from_studies": [2**63]}, 422, "less than or equal to 2147483647"),
     ({"from_studies": [1], "mode": "copy"}, 422, "'model' or 'seed'"),
-    ({"from_studies": [1], "mode": "model"}, 422, "not available yet"),
     ({"from_studies": [1], "extra": 1}, 422, "Extra inputs are not permitted"),
 ])
 def test_bad_sources_are_refused_naming_the_field(http: httpx.Client, warm_start: dict,

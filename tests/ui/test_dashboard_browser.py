@@ -538,3 +538,42 @@ def test_a_warm_started_study_names_its_sources_and_marks_transferred_trials(
     page.click(f"#study-warm a[data-source='{source['id']}']")
     page.wait_for_function(f"() => location.hash === '#/studies/{source['id']}'",
                            timeout=LIVE_MS)
+
+
+def test_a_model_warm_start_shows_the_learnt_correlation_and_the_guards_verdict(
+        page: Any, server: ServerThread) -> None:
+    """The study view's transfer report, as the proposer stores it, on the warm line."""
+    from autopeft_service.storage import repository as repo
+    from autopeft_service.storage.database import Database
+
+    with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        source = submit(http, trials=3)
+        for score in (0.7, 0.9, 0.8):
+            report_result(http, take_lease(http), score)
+        response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
+            name="warm", budget={"total_trials": 6, "initial_trials": 3, "max_parallel": 1},
+            warm_start={"from_studies": [source["id"]], "mode": "seed"}))
+        assert response.status_code == 201, response.text
+        study = response.json()
+    database = Database(server.settings.database_url, pool_size=1)
+    try:
+        with database.session() as session:
+            repo.record_transfer(session, study["id"], {
+                "correlations": {str(source["id"]): 0.8123}, "predictive": {},
+                "dropped": [], "used": True, "target_trials": 2, "at": 0.0})
+    finally:
+        database.dispose()
+    sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
+    page.wait_for_selector("#study-warm .transfer[data-used='true']", timeout=LIVE_MS)
+    assert page.inner_text("#study-warm .transfer") == (
+        f"; learnt task correlation: study {source['id']} 0.81")
+    database = Database(server.settings.database_url, pool_size=1)
+    try:
+        with database.session() as session:  # the guard's verdict, at a later proposal
+            repo.record_transfer(session, study["id"], {
+                "correlations": {}, "predictive": {str(source["id"]): 0.05},
+                "dropped": [source["id"]], "used": False, "target_trials": 8, "at": 1.0})
+    finally:
+        database.dispose()
+    page.wait_for_selector("#study-warm .transfer[data-used='false']", timeout=LIVE_MS)
+    assert "guard dropped every source" in page.inner_text("#study-warm .transfer")

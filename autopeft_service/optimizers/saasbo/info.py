@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from autopeft_service.optimizers.base import TransferReport
 from autopeft_service.optimizers.saasbo.nuts import NutsStats
 
 __all__ = ["ProposalInfo"]
@@ -26,3 +27,5 @@ class ProposalInfo:
     fleet: bool = False
     #: fleet mode: the kept NUTS samples were reused (no NUTS run)
     reused_fit: bool = False
+    #: a warm start's model: the learned task correlations, whether the sources were used
+    transfer: TransferReport | None = None

@@ -69,6 +69,7 @@ from autopeft_service.optimizers.base import (
     OptimizerError,
     Point,
     Suggestion,
+    point_key,
     seen_configs,
 )
 from autopeft_service.optimizers.fused_kernel import use_prebuilt
@@ -84,6 +85,7 @@ from autopeft_service.optimizers.saasbo.settings import (
     MIN_COMPLETED,
     SaasboSettings,
 )
+from autopeft_service.optimizers.saasbo.transfer import guarded_transfer_model, source_front
 from autopeft_service.optimizers.sobol import SobolOptimizer
 
 
@@ -125,6 +127,8 @@ class SaasboOptimizer:
         Sobol points (the proposer sends such calls to its process pool)."""
         if n <= 0 or len(history.completed) < MIN_COMPLETED:
             return False
+        if history.transfer:  # warm start: the model from the second score on
+            return True
         return n > max(0, self.initial_trials - len(history.points()))
 
     def suggest(self, n: int, history: History) -> list[Suggestion]:
@@ -135,6 +139,8 @@ class SaasboOptimizer:
         """
         if n <= 0:
             return []
+        if history.transfer:
+            return self._warm_suggest(n, history)
         used = len(history.points())
         from_sobol = min(n, max(0, self.initial_trials - used))
         if len(history.completed) < MIN_COMPLETED:
@@ -144,6 +150,29 @@ class SaasboOptimizer:
             pending = list(history.pending) + [s.params for s in out]
             history = dataclasses.replace(history, pending=pending)
             out += self._model_suggest(n - len(out), history)
+        return out
+
+    def _warm_suggest(self, n: int, history: History) -> list[Suggestion]:
+        """A warm start (``history.transfer``): no Sobol start. Until the study has
+        ``MIN_COMPLETED`` scores of its own, the sources' observed fronts (mapped to this
+        space, best first; generator ``transfer:<study>#<number>``), then Sobol if they
+        run out; from then on the multi-task model (``saasbo/transfer.py``)."""
+        if len(history.completed) >= MIN_COMPLETED:
+            return self._model_suggest(n, history)
+        seen = history.seen()
+        out: list[Suggestion] = []
+        for row in source_front(history.transfer):
+            if len(out) == n:
+                break
+            key = point_key(row.params)
+            if key not in seen:
+                seen.add(key)
+                out.append(Suggestion(params=dict(row.params),
+                                      generator=f"transfer:{row.source}#{row.number}"))
+        if len(out) < n:
+            pending = list(history.pending) + [s.params for s in out]
+            out += self.sobol.suggest(n - len(out), dataclasses.replace(history,
+                                                                       pending=pending))
         return out
 
     # -- model
@@ -162,12 +191,14 @@ class SaasboOptimizer:
         with torch.random.fork_rng(), warnings.catch_warnings():
             torch.manual_seed(seed)
             # Expected and harmless: jitter added to the baseline posterior's covariance,
-            # and the share GP (no MCMC batch) broadcast against the SAAS GP.
+            # the share GP (no MCMC batch) broadcast against the SAAS GP, and the sparse
+            # index matrix gpytorch builds for a multi-task GP (warm start).
             warnings.filterwarnings("ignore", message="A not p.d., added jitter")
             warnings.filterwarnings("ignore", message="Component models of ModelListGP")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks")
             start = time.perf_counter()
             try:
-                if uses_fleet_mode(self, n, history):
+                if not history.transfer and uses_fleet_mode(self, n, history):
                     info.fleet = True
                     chosen = thompson_batch(self, n, history, seed, info)
                 else:
@@ -179,7 +210,8 @@ class SaasboOptimizer:
             except (RuntimeError, ValueError) as error:
                 raise OptimizerError(f"saasbo: the model failed: {error}") from error
         self.last_info = info
-        out = [Suggestion(params=self.encoding.to_point(row), generator=self.name)
+        out = [Suggestion(params=self.encoding.to_point(row), generator=self.name,
+                          transfer=info.transfer)
                for row in chosen]
         if len(out) < n:  # the local search found too few new points (a tiny space)
             filled = dataclasses.replace(
@@ -205,9 +237,17 @@ class SaasboOptimizer:
         if not (torch.isfinite(scores).all() and torch.isfinite(shares).all()):
             raise OptimizerError("saasbo: a completed trial has a non-finite score or share")
 
-        gp = SaasFullyBayesianSingleTaskGP(X, scores.unsqueeze(-1),
-                                           outcome_transform=Standardize(m=1))
-        info.nuts = fit_saas_nuts(gp, self.settings, seed)
+        gp: Any = None
+        score_mean, score_scale = 0.0, 1.0  # the score = mean + scale * the model's output
+        if history.transfer:
+            warm, info.transfer = guarded_transfer_model(encoding, history, self.settings, seed)
+            if warm is not None:
+                gp, score_mean, score_scale, info.nuts = (warm.gp, warm.score_mean,
+                                                          warm.score_scale, warm.nuts)
+        if gp is None:
+            gp = SaasFullyBayesianSingleTaskGP(X, scores.unsqueeze(-1),
+                                               outcome_transform=Standardize(m=1))
+            info.nuts = fit_saas_nuts(gp, self.settings, seed)
 
         info.exact_share = self.share is not None
         if self.share is not None:
@@ -217,7 +257,7 @@ class SaasboOptimizer:
                 assert X is not None
                 share = self._exact_shares(encoding.unit_to_index(X))
                 share = share.unsqueeze(-1).unsqueeze(-3).expand_as(samples)
-                return torch.cat([samples, -share], dim=-1)
+                return torch.cat([score_mean + score_scale * samples, -share], dim=-1)
 
             model: Any = gp
         else:
@@ -230,7 +270,8 @@ class SaasboOptimizer:
             fit_gpytorch_mll(ExactMarginalLogLikelihood(share_gp.likelihood, share_gp))
 
             def objective(samples: Tensor, X: Tensor | None = None) -> Tensor:
-                return torch.stack([samples[..., 0], -samples[..., 1].exp()], dim=-1)
+                return torch.stack([score_mean + score_scale * samples[..., 0],
+                                    -samples[..., 1].exp()], dim=-1)
 
             model = ModelListGP(gp, share_gp)
 
@@ -238,17 +279,28 @@ class SaasboOptimizer:
         X_pending = encoding.to_unit(encoding.to_index(pending)) if pending else None
         score_floor, share_ceiling = self.reference_point
         use_prebuilt()  # BoTorch would compile its fused kernel here, behind a lock file
-        acquisition = qLogNoisyExpectedHypervolumeImprovement(
-            model=model,
-            ref_point=[score_floor, -share_ceiling],
-            X_baseline=X,
-            sampler=SobolQMCNormalSampler(
-                sample_shape=torch.Size([self.settings.mc_samples]), seed=seed),
-            objective=GenericMCMultiOutputObjective(objective),
-            X_pending=X_pending,
-            prune_baseline=True,
-            cache_root=info.exact_share,  # BoTorch cannot cache a model list's root
-        )
+        transferred = info.transfer is not None and info.transfer.used
+
+        def build(prune: bool) -> Any:
+            return qLogNoisyExpectedHypervolumeImprovement(
+                model=model,
+                ref_point=[score_floor, -share_ceiling],
+                X_baseline=X,
+                sampler=SobolQMCNormalSampler(
+                    sample_shape=torch.Size([self.settings.mc_samples]), seed=seed),
+                objective=GenericMCMultiOutputObjective(objective),
+                X_pending=X_pending,
+                prune_baseline=prune,
+                # BoTorch caches no root of a model list's or a multi-task model's posterior
+                cache_root=info.exact_share and not transferred,
+            )
+
+        acquisition = build(prune=True)
+        if botorch_private.baseline_points(acquisition).shape[0] == 0:
+            # Pruning keeps only points likely beyond the reference point; when none is
+            # (e.g. a warm start's first trials, all above the share ceiling), the whole
+            # history is the baseline: the front to improve on is then empty.
+            acquisition = build(prune=False)
         info.baseline = int(botorch_private.baseline_points(acquisition).shape[0])
         return acquisition
 
@@ -310,8 +362,9 @@ class SaasboOptimizer:
 
     @staticmethod
     def _scorer(acquisition: Any, info: ProposalInfo) -> Callable[[Tensor], Tensor]:
-        """Acquisition values of ``b x D`` candidates, in chunks, without gradients."""
-        if info.exact_share:
+        """Acquisition values of ``b x D`` candidates, in chunks, without gradients (the
+        fast single-candidate form for the single SAAS GP with the exact share)."""
+        if info.exact_share and not (info.transfer is not None and info.transfer.used):
             with torch.no_grad():
                 single: Callable[[Tensor], Tensor] = SingleCandidateNehvi(acquisition)
         else:

@@ -80,6 +80,8 @@ from autopeft_service.storage.repository.tenants import (
 from autopeft_service.storage.repository.transfer import (
     SourceStudy,
     completed_source_trials,
+    model_sources,
+    record_transfer,
     warm_start_sources,
 )
 from autopeft_service.storage.repository.trials import (
@@ -138,6 +140,8 @@ __all__ = [
     "lease_trial",
     "SourceStudy",
     "completed_source_trials",
+    "model_sources",
+    "record_transfer",
     "warm_start_sources",
     "leased_trials",
     "list_audit",

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from autopeft_service.domain.errors import ConfigError
@@ -87,3 +88,33 @@ def warm_start_sources(session: Session, spec: StudySpec,
                               "from")
         sources.append(SourceStudy(study_id, source_spec.space, trials))
     return sources
+
+
+def model_sources(session: Session, spec: StudySpec) -> list[SourceStudy]:
+    """The sources of a running warm-started study (``warm_start.mode: model``), read at
+    proposal time: each one still there, of the same family, with its completed trials
+    now (a source that is still running contributes what it has). The caller's right to
+    read them was checked when the study was created; a source deleted since, or whose
+    stored spec no longer validates, is skipped."""
+    if spec.warm_start is None:
+        return []
+    sources = []
+    for study_id in spec.warm_start.from_studies:
+        row = session.get(StudyRow, study_id)
+        if row is None:
+            continue
+        try:
+            source_spec = StudySpec.model_validate(row.spec)
+        except ValidationError:
+            continue
+        if source_spec.space.kind != spec.space.kind:
+            continue
+        sources.append(SourceStudy(study_id, source_spec.space,
+                                   completed_source_trials(session, study_id)))
+    return sources
+
+
+def record_transfer(session: Session, study_id: int, report: dict[str, Any]) -> None:
+    """Keep a warm-started study's latest model report (``studies.transfer``; the
+    ``optimizers.base.TransferReport`` fields as JSON, with ``at``)."""
+    session.execute(update(StudyRow).where(StudyRow.id == study_id).values(transfer=report))

@@ -381,7 +381,8 @@ function renderStudyHead(study) {
   $("#study-warm").replaceChildren(...(warm ? [`warm start (${warm.mode}) from `,
     ...warm.from_studies.flatMap((id, i) => [i ? ", " : "",
       el("a", {href: `#/studies/${id}`, "data-source": id}, `study ${id}`)]),
-    warm.mode === "seed" ? ": its Pareto configurations are the trials marked transfer" : ""]
+    warm.mode === "seed" ? ": its Pareto configurations are the trials marked transfer" : "",
+    ...transferLearnt(study.transfer)]
     : []));
   const counts = [["done", `${done(study)}/${study.total_trials}`],
     ["running", study.counts.leased || 0], ["queued", study.counts.ready || 0],
@@ -813,3 +814,18 @@ function start() {
 }
 
 start();
+
+// What a model warm start learnt of its sources (the study's transfer report, issue 32).
+function transferLearnt(transfer) {
+  if (!transfer) return [];
+  const rho = Object.entries(transfer.correlations).map(([id, r]) =>
+    `study ${id} ${r.toFixed(2)}` + (id in transfer.predictive
+      ? ` (check ${transfer.predictive[id].toFixed(2)})` : ""));
+  const parts = [`; learnt task correlation: ${rho.join(", ") || "none"}`];
+  if (transfer.dropped.length) {
+    parts.push(transfer.used
+      ? `; guard dropped study ${transfer.dropped.join(", ")}`
+      : "; guard dropped every source: its own model proposes, as a cold study's would");
+  }
+  return [el("span", {class: "transfer", "data-used": String(transfer.used)}, parts.join(""))];
+}
