@@ -60,8 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "sets the spec's warm_start.from_studies")
     submit.add_argument("--warm-start-mode", choices=("seed", "model"), default=None,
                         help="with --warm-start: seed (default: its Pareto configurations "
-                        "as the first trials) or model (its observations in the model; "
-                        "not available yet)")
+                        "as the first trials) or model (its observations in the saasbo "
+                        "model as another task)")
 
     status = command("status", "show a study's progress, best trial and Pareto size",
                      study_commands.status)
