@@ -145,3 +145,14 @@ def test_too_few_own_scores_keep_proposing_from_the_sources(count: int) -> None:
     assert all(s.generator.startswith("transfer:") for s in suggestions)
     assert not optimizer(settings=SETTINGS).needs_model(
         2, History(completed=own, transfer=source_history(related)))
+
+
+def test_a_study_without_exact_shares_models_them_beside_the_warm_model() -> None:
+    """A study stored without backbone dimensions: the share GP joins the multi-task GP in
+    a model list, and the warm proposal is still new and valid."""
+    own = own_history(3)
+    history = History(completed=own, transfer=source_history(related))
+    [suggestion] = optimizer(settings=SETTINGS, exact=False).suggest(1, history)
+    assert suggestion.generator == "saasbo" and suggestion.transfer is not None
+    assert SPACE.is_valid(suggestion.params)
+    assert suggestion.params not in [o.params for o in own]
