@@ -517,8 +517,8 @@ def test_a_replicate_is_marked_in_the_trials_table(page: Any, server: ServerThre
     assert page.locator(f"#trials tr[data-trial='{first['number']}'] .replicate").count() == 0
 
 
-def test_a_warm_started_study_names_its_sources_and_marks_transferred_trials(
-        page: Any, server: ServerThread) -> None:
+def _seed_warmed_study(server: ServerThread) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A source study of three completed trials and a study seeded from it."""
     with httpx.Client(base_url=server.base_url, timeout=30) as http:
         source = submit(http, trials=3)
         for score in (0.7, 0.9, 0.8):
@@ -528,6 +528,12 @@ def test_a_warm_started_study_names_its_sources_and_marks_transferred_trials(
             warm_start={"from_studies": [source["id"]], "mode": "seed"}))
         assert response.status_code == 201, response.text
         study = response.json()
+    return source, study
+
+
+def test_a_warm_started_study_names_its_sources_and_marks_transferred_trials(
+        page: Any, server: ServerThread) -> None:
+    source, study = _seed_warmed_study(server)
     sign_in(page, server.base_url, route=f"#/studies/{study['id']}")
     page.wait_for_selector(f"#study-warm a[data-source='{source['id']}']", timeout=LIVE_MS)
     assert page.inner_text("#study-warm").startswith(f"warm start (seed) from study {source['id']}")
@@ -546,15 +552,7 @@ def test_a_model_warm_start_shows_the_learnt_correlation_and_the_guards_verdict(
     from autopeft_service.storage import repository as repo
     from autopeft_service.storage.database import Database
 
-    with httpx.Client(base_url=server.base_url, timeout=30) as http:
-        source = submit(http, trials=3)
-        for score in (0.7, 0.9, 0.8):
-            report_result(http, take_lease(http), score)
-        response = http.post("/v1/studies", headers=CLIENT, json=study_spec(
-            name="warm", budget={"total_trials": 6, "initial_trials": 3, "max_parallel": 1},
-            warm_start={"from_studies": [source["id"]], "mode": "seed"}))
-        assert response.status_code == 201, response.text
-        study = response.json()
+    source, study = _seed_warmed_study(server)
     database = Database(server.settings.database_url, pool_size=1)
     try:
         with database.session() as session:
