@@ -51,20 +51,30 @@ def own_history(count: int, seed: int = 11) -> list[Observation]:
     return [observe(p) for p in points]
 
 
-def test_the_first_trials_are_the_sources_front_best_first() -> None:
+def test_the_start_interleaves_the_sources_front_best_first_with_the_cold_sobol_points(
+        ) -> None:
     transfer = source_history(related)
-    suggestions = optimizer(settings=SETTINGS).suggest(3, History(transfer=transfer))
+    suggestions = optimizer(settings=SETTINGS).suggest(4, History(transfer=transfer))
     front = source_front(transfer)
-    assert [s.generator for s in suggestions] == [f"transfer:{SOURCE}#{r.number}"
-                                                  for r in front[:3]]
-    assert [s.params for s in suggestions] == [dict(r.params) for r in front[:3]]
+    cold = optimizer(settings=SETTINGS).suggest(2, History())
+    assert [s.generator for s in suggestions] == [
+        f"transfer:{SOURCE}#{front[0].number}", "sobol",
+        f"transfer:{SOURCE}#{front[1].number}", "sobol"]
+    assert [s.params for s in suggestions] == [dict(front[0].params), cold[0].params,
+                                               dict(front[1].params), cold[1].params]
     assert front[0].score == max(r.score for r in transfer)  # the best source score first
+    # a restart continues the sequence: the history holds the first two
+    done = [observe(s.params) for s in suggestions[:2]]
+    [third] = optimizer(settings=SETTINGS).suggest(
+        1, History(completed=done, pending=[suggestions[2].params, suggestions[3].params],
+                   transfer=transfer))
+    assert third.params == dict(front[2].params)
 
 
 def test_a_warm_proposal_differs_from_the_cold_one_and_learns_a_high_correlation() -> None:
     own = own_history(4)
-    cold = optimizer(settings=SETTINGS).suggest(1, History(completed=own))
-    warm_optimizer = optimizer(settings=SETTINGS)
+    cold = optimizer(initial_trials=2, settings=SETTINGS).suggest(1, History(completed=own))
+    warm_optimizer = optimizer(initial_trials=2, settings=SETTINGS)
     warm = warm_optimizer.suggest(1, History(completed=own, transfer=source_history(related)))
     assert warm[0].generator == "saasbo"
     assert warm[0].params != cold[0].params
@@ -82,8 +92,8 @@ def opposed(point: Point) -> float:
 def test_the_guard_drops_an_unrelated_source_and_the_study_proposes_as_a_cold_one(
         score: object) -> None:
     own = own_history(16)
-    cold = optimizer(settings=SETTINGS).suggest(2, History(completed=own))
-    warm = optimizer(settings=SETTINGS).suggest(
+    cold = optimizer(initial_trials=2, settings=SETTINGS).suggest(2, History(completed=own))
+    warm = optimizer(initial_trials=2, settings=SETTINGS).suggest(
         2, History(completed=own, transfer=source_history(score)))
     report = warm[0].transfer
     assert report is not None and not report.used, report
@@ -93,7 +103,7 @@ def test_the_guard_drops_an_unrelated_source_and_the_study_proposes_as_a_cold_on
 
 def test_a_related_source_survives_the_guard() -> None:
     own = own_history(GUARD_MIN_TARGET + 2)
-    warm = optimizer(settings=SETTINGS).suggest(
+    warm = optimizer(initial_trials=2, settings=SETTINGS).suggest(
         1, History(completed=own, transfer=source_history(related)))
     report = warm[0].transfer
     assert report is not None and report.used and not report.dropped
@@ -102,7 +112,7 @@ def test_a_related_source_survives_the_guard() -> None:
 
 def test_the_guard_waits_for_enough_own_scores() -> None:
     own = own_history(GUARD_MIN_TARGET - 1)
-    warm = optimizer(settings=SETTINGS).suggest(
+    warm = optimizer(initial_trials=2, settings=SETTINGS).suggest(
         1, History(completed=own, transfer=source_history(unrelated)))
     report = warm[0].transfer
     assert report is not None and report.used and report.predictive == {}
@@ -138,13 +148,13 @@ def test_multitask_nuts_samples_give_correlations_in_zero_one() -> None:
 
 
 @pytest.mark.parametrize("count", [0, 1])
-def test_too_few_own_scores_keep_proposing_from_the_sources(count: int) -> None:
+def test_too_few_own_scores_keep_to_the_initial_design(count: int) -> None:
     own = own_history(count)
-    suggestions = optimizer(settings=SETTINGS).suggest(
-        2, History(completed=own, transfer=source_history(related)))
-    assert all(s.generator.startswith("transfer:") for s in suggestions)
-    assert not optimizer(settings=SETTINGS).needs_model(
-        2, History(completed=own, transfer=source_history(related)))
+    history = History(completed=own, transfer=source_history(related))
+    suggestions = optimizer(settings=SETTINGS).suggest(2, history)
+    assert all(s.generator.startswith("transfer:") or s.generator == "sobol"
+               for s in suggestions)
+    assert not optimizer(settings=SETTINGS).needs_model(2, history)
 
 
 def test_a_study_without_exact_shares_models_them_beside_the_warm_model() -> None:
@@ -152,7 +162,8 @@ def test_a_study_without_exact_shares_models_them_beside_the_warm_model() -> Non
     a model list, and the warm proposal is still new and valid."""
     own = own_history(3)
     history = History(completed=own, transfer=source_history(related))
-    [suggestion] = optimizer(settings=SETTINGS, exact=False).suggest(1, history)
+    [suggestion] = optimizer(initial_trials=2, settings=SETTINGS, exact=False).suggest(
+        1, history)
     assert suggestion.generator == "saasbo" and suggestion.transfer is not None
     assert SPACE.is_valid(suggestion.params)
     assert suggestion.params not in [o.params for o in own]

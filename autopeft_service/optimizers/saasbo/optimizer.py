@@ -127,8 +127,6 @@ class SaasboOptimizer:
         Sobol points (the proposer sends such calls to its process pool)."""
         if n <= 0 or len(history.completed) < MIN_COMPLETED:
             return False
-        if history.transfer:  # warm start: the model from the second score on
-            return True
         return n > max(0, self.initial_trials - len(history.points()))
 
     def suggest(self, n: int, history: History) -> list[Suggestion]:
@@ -139,36 +137,45 @@ class SaasboOptimizer:
         """
         if n <= 0:
             return []
-        if history.transfer:
-            return self._warm_suggest(n, history)
         used = len(history.points())
         from_sobol = min(n, max(0, self.initial_trials - used))
         if len(history.completed) < MIN_COMPLETED:
             from_sobol = n
-        out = self.sobol.suggest(from_sobol, history) if from_sobol else []
+        start = self._warm_start if history.transfer else self.sobol.suggest
+        out = start(from_sobol, history) if from_sobol else []
         if len(out) < n:
             pending = list(history.pending) + [s.params for s in out]
             history = dataclasses.replace(history, pending=pending)
             out += self._model_suggest(n - len(out), history)
         return out
 
-    def _warm_suggest(self, n: int, history: History) -> list[Suggestion]:
-        """A warm start (``history.transfer``): no Sobol start. Until the study has
-        ``MIN_COMPLETED`` scores of its own, the sources' observed fronts (mapped to this
-        space, best first; generator ``transfer:<study>#<number>``), then Sobol if they
-        run out; from then on the multi-task model (``saasbo/transfer.py``)."""
-        if len(history.completed) >= MIN_COMPLETED:
-            return self._model_suggest(n, history)
+    def _warm_start(self, n: int, history: History) -> list[Suggestion]:
+        """A warm start's initial design (``history.transfer``), in place of the Sobol start:
+        the sources' observed fronts (mapped to this space, best first; generator
+        ``transfer:<study>#<number>``) interleaved with the study's own Sobol points, half
+        each. The front gives a related task its head start; the Sobol half is what a cold
+        study would explore, so an unrelated source costs half the start, and the guard
+        (``saasbo/transfer.py``) judges the source on spread-out points rather than on the
+        source's favourite region alone (measured: with the front alone, an unrelated
+        target's first 8 points all scored its floor, and the study stalled after the guard
+        dropped the source). The next points are the first of the interleaved sequence not
+        yet in the history, so a restart continues it."""
+        front = [Suggestion(params=dict(row.params),
+                            generator=f"transfer:{row.source}#{row.number}")
+                 for row in source_front(history.transfer)]
+        own = self.sobol.suggest(self.initial_trials, History())  # the cold sequence's head
+        design: list[Suggestion] = []
+        for index in range(max(len(front), len(own))):
+            design += front[index:index + 1] + own[index:index + 1]
         seen = history.seen()
         out: list[Suggestion] = []
-        for row in source_front(history.transfer):
+        for suggestion in design:
             if len(out) == n:
                 break
-            key = point_key(row.params)
+            key = point_key(suggestion.params)
             if key not in seen:
                 seen.add(key)
-                out.append(Suggestion(params=dict(row.params),
-                                      generator=f"transfer:{row.source}#{row.number}"))
+                out.append(suggestion)
         if len(out) < n:
             pending = list(history.pending) + [s.params for s in out]
             out += self.sobol.suggest(n - len(out), dataclasses.replace(history,
