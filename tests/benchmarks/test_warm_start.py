@@ -44,3 +44,16 @@ def test_summary_counts_evaluations_to_cold_median_and_final_ratio() -> None:
     assert model["evaluations_to_cold_median"] == [1.0, math.inf, 2.0]
     assert model["median_evaluations_to_cold_median"] == 2.0
     assert model["median_final_ratio_to_cold"] == pytest.approx(1.0)  # 1.25, 0.6, 1.0
+
+
+def test_paired_difference_says_better_only_when_the_interval_excludes_zero() -> None:
+    cold = {seed: {"seed": seed, "hypervolume": [0.3] * 15} for seed in range(5)}
+    ahead = [{"seed": seed, "hypervolume": [0.3] * 14 + [0.35 + 0.01 * seed]}
+             for seed in range(5)]
+    mixed = [{"seed": seed, "hypervolume": [0.3] * 14 + [0.3 + (-0.02, 0.02)[seed % 2]]}
+             for seed in range(5)]
+    better = ws.paired_difference(ahead, cold, 15)
+    assert better["verdict"] == "better" and better["ci95"][0] > 0
+    assert better["mean"] == pytest.approx(0.07)
+    assert ws.paired_difference(mixed, cold, 15)["verdict"] == "not distinguishable"
+    assert ws.paired_difference(ahead, cold, 40) is None  # curves too short
