@@ -122,14 +122,16 @@ def _standardise(values: Tensor) -> tuple[Tensor, float, float]:
     return (values - mean) / scale, mean, scale
 
 
-def fit_transfer_model(encoding: Encoding, history: History, settings: SaasboSettings,
+def fit_transfer_model(encoding: Encoding, rows: Sequence[TransferObservation],
+                       completed: Sequence[Observation], settings: SaasboSettings,
                        seed: int, drop: Sequence[int] = ()) -> TransferModel | None:
-    """Fit the multi-task SAAS GP on the sources (``history.transfer``, minus ``drop``) and
-    the study's completed trials.
+    """Fit the multi-task SAAS GP on the source rows (minus ``drop``) and the study's
+    completed trials.
 
     Args:
         encoding: the study's encoding (source points are already in its space).
-        history: the study's history with its source observations.
+        rows: the source observations the model sees (``source_rows``).
+        completed: the study's completed trials.
         settings: NUTS settings.
         seed: NUTS seed.
         drop: source study ids left out (the guard's earlier verdict).
@@ -139,7 +141,8 @@ def fit_transfer_model(encoding: Encoding, history: History, settings: SaasboSet
     """
     from botorch.models.fully_bayesian_multitask import SaasFullyBayesianMultiTaskGP
 
-    sources = [row for row in source_rows(history.transfer) if row.source not in set(drop)]
+    dropped = set(drop)
+    sources = [row for row in rows if row.source not in dropped]
     if not sources:
         return None
     source_ids = sorted({row.source for row in sources})
@@ -151,14 +154,13 @@ def fit_transfer_model(encoding: Encoding, history: History, settings: SaasboSet
     tasks: list[int] = []
     raw_source_scores: list[float] = []
     for source in source_ids:
-        rows = [row for row in sources if row.source == source]
-        scores = torch.tensor([row.score for row in rows], dtype=torch.float64)
+        of_source = [row for row in sources if row.source == source]
+        scores = torch.tensor([row.score for row in of_source], dtype=torch.float64)
         raw_source_scores += scores.tolist()
-        blocks_X.append(encoding.to_unit(encoding.to_index([row.params for row in rows])))
+        blocks_X.append(encoding.to_unit(encoding.to_index([row.params for row in of_source])))
         blocks_Y.append(_standardise(scores)[0])
-        tasks += [task_of[source]] * len(rows)
+        tasks += [task_of[source]] * len(of_source)
 
-    completed = history.completed
     target = torch.tensor([o.score for o in completed], dtype=torch.float64)
     if target.numel() >= 2 and float(target.std()) > 1e-9:
         target_z, mean, scale = _standardise(target)
@@ -238,14 +240,14 @@ def guarded_transfer_model(encoding: Encoding, history: History, settings: Saasb
             predictive[source] = round(predictive_correlation(
                 encoding, [row for row in rows if row.source == source], completed), 4)
     dropped = [source for source, r in predictive.items() if r < GUARD_MIN_CORRELATION]
-    model = fit_transfer_model(encoding, history, settings, seed, drop=dropped)
+    model = fit_transfer_model(encoding, rows, completed, settings, seed, drop=dropped)
     if model is not None and predictive:
         weak = [source for source, rho in model.report.correlations.items()
                 if rho < GUARD_MIN_CORRELATION]
         if weak:  # related by the check, not by the model: out as well
             dropped += weak
             first = model.report.correlations
-            model = fit_transfer_model(encoding, history, settings, seed, drop=dropped)
+            model = fit_transfer_model(encoding, rows, completed, settings, seed, drop=dropped)
             if model is not None:
                 model.report = dataclasses.replace(
                     model.report, correlations={**first, **model.report.correlations})
